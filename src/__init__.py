@@ -1,0 +1,1 @@
+"""Parley: self-hostable AI-agent chat sessions on Temporal durable workflows."""

@@ -1,0 +1,167 @@
+"""Database activities of a chat session: the session row, its messages and its audit trail.
+
+Every write is idempotent (deterministic keys, insert-if-missing), because Temporal may run an
+activity again after a worker crash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from src.db.tables import AuditEvent, ChatMessage, ChatSession
+from src.db.upsert import insert_missing
+from src.domain import AgentSnapshot, FinishReason, Message, SessionStatus
+
+# Database writes retry for a long time: an unreachable database delays persistence, it
+# never loses it. Only a constraint violation (a real conflict) stops the retries.
+STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(milliseconds=200),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=["EndpointBusy"],
+    ),
+}
+
+
+class SessionOpened(BaseModel):
+    session_id: str
+    account_id: str
+    workflow_id: str
+    agent: AgentSnapshot
+    channel: str
+    external_id: dict[str, Any] | None
+    endpoint_hash: str | None
+    additional_data: dict[str, Any]
+    ttl_seconds: int
+    time: datetime
+
+
+class MessagesProduced(BaseModel):
+    session_id: str
+    account_id: str
+    first_seq: int
+    messages: list[Message]
+    last_activity: datetime
+
+
+class SessionFinished(BaseModel):
+    session_id: str
+    account_id: str
+    reason: FinishReason
+    note: str | None
+    unrecorded: MessagesProduced
+    finished_time: datetime
+
+
+class SessionStoreActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="session_store.record_opened")
+    async def record_opened(self, opened: SessionOpened) -> None:
+        row = {
+            "id": opened.session_id,
+            "account_id": opened.account_id,
+            "agent_id": opened.agent.id,
+            "agent_version": opened.agent.version,
+            "agent_snapshot": opened.agent.model_dump(mode="json"),
+            "channel": opened.channel,
+            "external_id": opened.external_id,
+            "endpoint_hash": opened.endpoint_hash,
+            "workflow_id": opened.workflow_id,
+            "additional_data": opened.additional_data,
+            "ttl_seconds": opened.ttl_seconds,
+            "status": SessionStatus.ACTIVE.value,
+            "created_time": opened.time,
+            "last_activity": opened.time,
+        }
+        audit = _audit(opened.session_id, opened.account_id, "session.opened", opened.time)
+        audit["data"] = {"agent_id": opened.agent.id, "agent_version": opened.agent.version,
+                         "channel": opened.channel}
+        try:
+            async with self._sessions.begin() as db:
+                await insert_missing(db, ChatSession, [row], ["id"])
+                await insert_missing(db, AuditEvent, [audit], ["event_key"])
+        except IntegrityError as error:
+            raise ApplicationError(
+                "another active session already holds this external endpoint",
+                type="EndpointBusy",
+                non_retryable=True,
+            ) from error
+
+    @activity.defn(name="session_store.record_messages")
+    async def record_messages(self, produced: MessagesProduced) -> None:
+        async with self._sessions.begin() as db:
+            await _write_messages(db, produced)
+
+    @activity.defn(name="session_store.persist_final")
+    async def persist_final(self, finished: SessionFinished) -> None:
+        async with self._sessions.begin() as db:
+            await _write_messages(db, finished.unrecorded)
+            await db.execute(
+                update(ChatSession)
+                .where(ChatSession.id == finished.session_id)
+                .values(
+                    status=SessionStatus.FINAL.value,
+                    final_reason=finished.reason.value,
+                    note=finished.note,
+                    finished_time=finished.finished_time,
+                    last_activity=finished.unrecorded.last_activity,
+                )
+            )
+            audit = _audit(
+                finished.session_id, finished.account_id, "session.finished",
+                finished.finished_time,
+            )
+            audit["data"] = {"reason": finished.reason.value, "note": finished.note}
+            await insert_missing(db, AuditEvent, [audit], ["event_key"])
+
+
+async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
+    rows, audits = [], []
+    for offset, message in enumerate(produced.messages):
+        seq = produced.first_seq + offset
+        rows.append(
+            {
+                "session_id": produced.session_id,
+                "seq": seq,
+                "role": message.role,
+                "content": message.content,
+                "tool_calls": [call.model_dump(mode="json") for call in message.tool_calls],
+                "time": message.time,
+            }
+        )
+        audit = _audit(produced.session_id, produced.account_id, "message", message.time)
+        audit["event_key"] += f":{seq}"
+        audit["data"] = {"seq": seq, "role": message.role,
+                         "tool_calls": [call.name for call in message.tool_calls]}
+        audits.append(audit)
+    await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
+    await insert_missing(db, AuditEvent, audits, ["event_key"])
+    await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == produced.session_id, ChatSession.last_activity < produced.last_activity)
+        .values(last_activity=produced.last_activity)
+    )
+
+
+def _audit(session_id: str, account_id: str, kind: str, time: datetime) -> dict[str, Any]:
+    return {
+        "event_key": f"{session_id}:{kind}",
+        "account_id": account_id,
+        "session_id": session_id,
+        "kind": kind,
+        "data": {},
+        "time": time,
+    }

@@ -1,0 +1,53 @@
+"""The FastAPI application: services built once at startup and shared by every route."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from src.api.deps import Services
+from src.api.errors import install_error_handlers
+from src.api.routes import agents, chats, health
+from src.config import Settings
+from src.db.engine import create_engine, session_factory
+from src.services.accounts import ApiKeyAuthenticator, register_api_key
+from src.services.agents import AgentService
+from src.services.chat_sessions import ChatSessionService
+from src.temporal_client import connect_temporal
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        if settings.api_key is not None:
+            await register_api_key(sessions, settings.api_key.get_secret_value())
+        temporal = await connect_temporal(settings)
+        agent_service = AgentService(settings, sessions)
+        app.state.services = Services(
+            settings=settings,
+            engine=engine,
+            temporal=temporal,
+            authenticator=ApiKeyAuthenticator(sessions),
+            agents=agent_service,
+            chats=ChatSessionService(settings, temporal, sessions, agent_service),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Parley",
+        version="0.1.0",
+        description="Self-hostable AI-agent chat sessions on Temporal durable workflows.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(chats.router, prefix="/api/v1")
+    app.include_router(agents.router, prefix="/api/v1")
+    return app

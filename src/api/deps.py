@@ -1,0 +1,44 @@
+"""FastAPI dependencies: the services built at startup, and the caller's account."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from src.config import Settings
+from src.services.accounts import ApiKeyAuthenticator
+from src.services.agents import AgentService
+from src.services.chat_sessions import ChatSessionService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    temporal: Client
+    authenticator: ApiKeyAuthenticator
+    agents: AgentService
+    chats: ChatSessionService
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+async def current_account(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> str:
+    token = None
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else None
+    return await services(request).authenticator.account_for(token)
+
+
+AccountId = Annotated[str, Depends(current_account)]
+ServicesDep = Annotated[Services, Depends(services)]

@@ -1,0 +1,49 @@
+"""`/api/v1/agents`: agent configurations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from src.api.deps import AccountId, ServicesDep
+from src.api.schemas import AgentList, AgentResponse, CreateAgentRequest, ErrorResponse
+from src.services.agents import AgentRecord
+
+router = APIRouter(
+    prefix="/agents",
+    tags=["agents"],
+    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+
+
+def agent_response(agent: AgentRecord) -> AgentResponse:
+    return AgentResponse(
+        id=agent.id,
+        version=agent.version,
+        created_time=agent.created_time,
+        **agent.spec.model_dump(),
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_agent(
+    body: CreateAgentRequest, account: AccountId, services: ServicesDep
+) -> AgentResponse:
+    return agent_response(await services.agents.create(account, body))
+
+
+@router.get("")
+async def list_agents(
+    account: AccountId,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> AgentList:
+    items, next_cursor = await services.agents.list(account, limit, cursor)
+    return AgentList(items=[agent_response(a) for a in items], next_cursor=next_cursor)
+
+
+@router.get("/{agent_id}", responses={404: {"model": ErrorResponse}})
+async def get_agent(agent_id: str, account: AccountId, services: ServicesDep) -> AgentResponse:
+    return agent_response(await services.agents.get(account, agent_id))

@@ -1,0 +1,111 @@
+"""Request and response bodies of the native API (`/api/v1`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from src.domain import RESERVED_TEMPLATE_KEYS, AgentSpec, Message, ModelConfig, SessionView, ToolConfig
+
+ExternalIdValue = str | int | bool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenChatRequest(Strict):
+    agent_id: str = Field(min_length=1, max_length=64)
+    channel: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["web"])
+    external_id: dict[str, ExternalIdValue] | None = Field(
+        default=None,
+        description="Identifies the conversation's endpoint (e.g. a phone number pair); "
+        "opens for the same endpoint while a session is active return that session.",
+        examples=[{"phone": "+15550100"}],
+    )
+    ttl_seconds: int | None = Field(default=None, description="Inactivity timeout, 60–86400.")
+    additional_data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("external_id")
+    @classmethod
+    def _external_id_shape(
+        cls, value: dict[str, ExternalIdValue] | None
+    ) -> dict[str, ExternalIdValue] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("external_id must have at least one key")
+        if len(value) > 16 or any(not key or len(key) > 64 for key in value):
+            raise ValueError("external_id allows at most 16 keys of 1-64 characters")
+        if any(isinstance(v, str) and len(v) > 256 for v in value.values()):
+            raise ValueError("external_id values are at most 256 characters")
+        return value
+
+    @field_validator("additional_data")
+    @classmethod
+    def _additional_data_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = RESERVED_TEMPLATE_KEYS & value.keys()
+        if reserved:
+            raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
+        if len(json.dumps(value)) > 32_000:
+            raise ValueError("additional_data is limited to 32,000 characters of JSON")
+        return value
+
+
+class SendMessageRequest(Strict):
+    content: str = Field(description="The user's message.")
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, content: str) -> str:
+        if not content.strip():
+            raise ValueError("the message is empty")
+        return content
+
+
+class SendMessageResponse(BaseModel):
+    messages: list[Message]
+    is_final: bool
+
+
+class EndChatRequest(Strict):
+    note: str | None = Field(default=None, max_length=4000)
+
+
+class ChatSessionList(BaseModel):
+    items: list[SessionView]
+    next_cursor: str | None
+
+
+class AgentResponse(BaseModel):
+    id: str
+    version: int
+    name: str
+    system_prompt: str
+    first_message: str | None
+    model: ModelConfig | None
+    tools: list[ToolConfig]
+    default_ttl_seconds: int | None
+    max_tool_steps: int | None
+    created_time: datetime
+
+
+class AgentList(BaseModel):
+    items: list[AgentResponse]
+    next_cursor: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+CreateAgentRequest = AgentSpec

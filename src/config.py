@@ -1,0 +1,83 @@
+"""The one settings object: every environment variable Parley reads is declared here."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LLMProvider = Literal["openai", "scripted"]
+
+# Search attributes the session workflow sets; the dev server registers them at start and
+# a cluster needs them created once (`temporal operator search-attribute create`).
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "ParleySessionId": "Keyword",
+    "ParleyAgentId": "Keyword",
+    "ParleyChannel": "Keyword",
+    "ParleyStatus": "Keyword",
+}
+
+
+class Settings(BaseSettings):
+    """Parley's configuration, read from the environment (and `.env` if present)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default=Path("./.data"), alias="PARLEY_DATA_DIR")
+    temporal_address: str | None = Field(default=None, alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
+    temporal_task_queue: str = Field(default="parley", alias="TEMPORAL_TASK_QUEUE")
+    temporal_tls: bool = Field(default=False, alias="TEMPORAL_TLS")
+    temporal_tls_cert: Path | None = Field(default=None, alias="TEMPORAL_TLS_CERT")
+    temporal_tls_key: Path | None = Field(default=None, alias="TEMPORAL_TLS_KEY")
+    temporal_api_key: SecretStr | None = Field(default=None, alias="TEMPORAL_API_KEY")
+    database_url_setting: str | None = Field(default=None, alias="DATABASE_URL")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    default_llm_setting: LLMProvider | None = Field(default=None, alias="PARLEY_LLM")
+    default_model_name: str = Field(default="gpt-4o-mini", alias="PARLEY_DEFAULT_MODEL")
+    api_key: SecretStr | None = Field(default=None, alias="PARLEY_API_KEY")
+    host: str = Field(default="127.0.0.1", alias="PARLEY_HOST")
+    port: int = Field(default=8000, alias="PARLEY_PORT")
+    min_ttl_seconds: int = Field(default=60, ge=1, alias="PARLEY_MIN_TTL_SECONDS")
+    max_ttl_seconds: int = Field(default=86400, alias="PARLEY_MAX_TTL_SECONDS")
+    default_ttl_seconds: int = Field(default=3600, alias="PARLEY_DEFAULT_TTL_SECONDS")
+    max_message_chars: int = Field(default=16000, ge=1, alias="PARLEY_MAX_MESSAGE_CHARS")
+    max_tool_steps: int = Field(default=8, ge=1, alias="PARLEY_MAX_TOOL_STEPS")
+    turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
+    max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
+    message_wait_seconds: float = Field(default=300.0, gt=0, alias="PARLEY_MESSAGE_WAIT_SECONDS")
+
+    @model_validator(mode="after")
+    def _ttl_bounds_are_ordered(self) -> Settings:
+        if not self.min_ttl_seconds <= self.default_ttl_seconds <= self.max_ttl_seconds:
+            raise ValueError(
+                "need PARLEY_MIN_TTL_SECONDS <= PARLEY_DEFAULT_TTL_SECONDS <= PARLEY_MAX_TTL_SECONDS"
+            )
+        return self
+
+    @cached_property
+    def database_url(self) -> str:
+        if self.database_url_setting:
+            return self.database_url_setting
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def temporal_target(self) -> str:
+        return self.temporal_address or "localhost:7233"
+
+    @property
+    def default_llm(self) -> LLMProvider:
+        if self.default_llm_setting:
+            return self.default_llm_setting
+        if self.openai_api_key or self.openai_base_url:
+            return "openai"
+        return "scripted"
+
+
+def load_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,26 @@
+"""Dialect-aware `INSERT ... ON CONFLICT DO NOTHING`, so retried activities write rows once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase
+
+
+async def insert_missing(
+    session: AsyncSession,
+    table: type[DeclarativeBase],
+    rows: Sequence[dict[str, Any]],
+    conflict_columns: Sequence[str],
+) -> None:
+    if not rows:
+        return
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table).values(list(rows)).on_conflict_do_nothing(
+        index_elements=list(conflict_columns)
+    )
+    await session.execute(statement)

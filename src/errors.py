@@ -1,0 +1,54 @@
+"""Domain errors. The API maps each to one HTTP status in one exception handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ParleyError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Unauthorized(ParleyError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ParleyError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ParleyError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ParleyError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidInput(ParleyError):
+    status_code = 422
+    code = "invalid_input"
+
+
+class AgentFailed(ParleyError):
+    """The agent's model refused or could not be reached for this turn; the session goes on."""
+
+    status_code = 502
+    code = "agent_error"
+
+
+class Unavailable(ParleyError):
+    """A dependency (Temporal, the database) is down; the client may retry the same request."""
+
+    status_code = 503
+    code = "unavailable"

@@ -1,0 +1,1 @@
+"""Model providers: the OpenAI-compatible Chat Completions client and the offline scripted model."""

@@ -1,0 +1,49 @@
+"""What a model provider is given and what it answers, independent of any vendor."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from src.domain import ModelConfig
+
+# OpenAI Chat Completions message and tool dicts: the lingua franca every provider accepts.
+ChatMessage = dict[str, Any]
+ToolSchema = dict[str, Any]
+
+
+class LLMToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class LLMReply(BaseModel):
+    content: str | None = None
+    tool_calls: list[LLMToolCall] = Field(default_factory=list)
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ModelProvider(Protocol):
+    async def complete(
+        self, model: ModelConfig, messages: list[ChatMessage], tools: list[ToolSchema]
+    ) -> LLMReply: ...
+
+
+class LLMRejectedRequest(Exception):
+    """The model endpoint refused the request itself (a 4xx other than 429): retrying won't help."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"the model endpoint answered {status_code}: {message}")
+        self.status_code = status_code
+
+
+class LLMRateLimited(Exception):
+    """The model endpoint asked us to slow down (429); retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("the model endpoint is rate limiting requests (429)")
+        self.retry_after = retry_after

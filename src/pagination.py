@@ -1,0 +1,23 @@
+"""Opaque keyset cursors: (created_time, id) of the last item on the page."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from src.errors import InvalidInput
+
+
+def encode_cursor(created_time: datetime, item_id: str) -> str:
+    raw = json.dumps([created_time.isoformat(), item_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, item_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(item_id)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from error

@@ -1,0 +1,342 @@
+"""Chat sessions: open, read, list, message and end, over Temporal and the database.
+
+Active sessions are read from their workflow; final ones from the database, which keeps them
+after Temporal's retention has removed the workflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from src.config import Settings
+from src.db.tables import ChatMessage, ChatSession
+from src.domain import FinishReason, Message, SessionStatus, SessionView, ToolCall
+from src.errors import (
+    AgentFailed,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ParleyError,
+    PayloadTooLarge,
+    Unavailable,
+)
+from src.pagination import decode_cursor, encode_cursor
+from src.services.agents import AgentService
+from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
+from src.workflows.chat_session import (
+    DRAINING,
+    INVALID_MESSAGE,
+    MESSAGE_TOO_LARGE,
+    SESSION_FINAL,
+    TURN_FAILED,
+    ChatSessionWorkflow,
+)
+from src.workflows.chat_session_models import (
+    EndRequest,
+    OpenRequest,
+    SessionStart,
+    SessionState,
+    TurnResult,
+    UserMessage,
+)
+
+T = TypeVar("T")
+
+# How long a caller is kept waiting while a session hands over to its next run (a few ms in
+# practice) or while the previous session on an endpoint closes.
+_HANDOVER_RETRY_SECONDS = 0.02
+_HANDOVER_WAIT_SECONDS = 30.0
+
+_UPDATE_ERRORS: dict[str, type[ParleyError]] = {
+    SESSION_FINAL: Conflict,
+    INVALID_MESSAGE: InvalidInput,
+    MESSAGE_TOO_LARGE: PayloadTooLarge,
+    TURN_FAILED: AgentFailed,
+}
+
+
+class OpenChat(BaseModel):
+    agent_id: str
+    channel: str
+    external_id: dict[str, Any] | None = None
+    ttl_seconds: int | None = None
+    additional_data: dict[str, Any] = {}
+
+
+class ChatFilters(BaseModel):
+    status: SessionStatus | None = None
+    agent_id: str | None = None
+    channel: str | None = None
+
+
+class ChatSessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentService,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._sessions = sessions
+        self._agents = agents
+
+    async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
+        """Open a session, or join the active one on the same external endpoint.
+        Returns the session and whether this call created it."""
+        try:
+            agent = await self._agents.get(account_id, request.agent_id)
+        except NotFound:
+            raise InvalidInput(f"unknown agent_id {request.agent_id!r}") from None
+        snapshot = self._agents.snapshot(agent)
+        ttl = request.ttl_seconds or snapshot.spec.default_ttl_seconds
+        ttl = ttl or self._settings.default_ttl_seconds
+        self._check_ttl(ttl)
+        endpoint = (
+            endpoint_hash(account_id, request.channel, request.external_id)
+            if request.external_id is not None
+            else None
+        )
+        start = SessionStart(
+            session_id=str(uuid.uuid4()),
+            account_id=account_id,
+            agent=snapshot,
+            channel=request.channel,
+            external_id=request.external_id,
+            endpoint_hash=endpoint,
+            additional_data=request.additional_data,
+            ttl_seconds=ttl,
+            max_message_chars=self._settings.max_message_chars,
+            max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
+            turns_per_run=self._settings.turns_per_run,
+        )
+        workflow_id = session_workflow_id(endpoint)
+
+        async def open_once() -> Any:
+            operation = WithStartWorkflowOperation(
+                ChatSessionWorkflow.run,
+                start,
+                id=workflow_id,
+                task_queue=self._settings.temporal_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+            return await self._client.execute_update_with_start_workflow(
+                ChatSessionWorkflow.open,
+                OpenRequest(session_id=start.session_id),
+                start_workflow_operation=operation,
+            )
+
+        # A session on this endpoint that is finishing refuses joiners; once its run has
+        # closed, the same workflow ID starts a new session.
+        result = await _retrying(open_once, {SESSION_FINAL, DRAINING}, _HANDOVER_WAIT_SECONDS)
+        return await self._view(account_id, result.session), result.created
+
+    async def get(self, account_id: str, session_id: str) -> SessionView:
+        row = await self._row(account_id, session_id)
+        if row.status == SessionStatus.FINAL.value:
+            return await self._view_from_db(row)
+        try:
+            state = await self._client.get_workflow_handle(row.workflow_id).query(
+                ChatSessionWorkflow.state
+            )
+        except (RPCError, WorkflowQueryFailedError):
+            return await self._view_from_db(row)  # the workflow is gone; the database remains
+        if state.id != session_id:
+            return await self._view_from_db(row)
+        return await self._view(account_id, state)
+
+    async def list(
+        self, account_id: str, filters: ChatFilters, limit: int, cursor: str | None
+    ) -> tuple[list[SessionView], str | None]:
+        query = select(ChatSession).where(ChatSession.account_id == account_id)
+        if filters.status is not None:
+            query = query.where(ChatSession.status == filters.status.value)
+        if filters.agent_id is not None:
+            query = query.where(ChatSession.agent_id == filters.agent_id)
+        if filters.channel is not None:
+            query = query.where(ChatSession.channel == filters.channel)
+        if cursor:
+            created, last_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    ChatSession.created_time < created,
+                    and_(ChatSession.created_time == created, ChatSession.id < last_id),
+                )
+            )
+        query = query.order_by(ChatSession.created_time.desc(), ChatSession.id.desc())
+        async with self._sessions() as db:
+            rows = list((await db.scalars(query.limit(limit + 1))).all())
+            page = rows[:limit]
+            transcripts = await _transcripts(db, [row.id for row in page])
+        items = [_view_of_row(row, transcripts.get(row.id, [])) for row in page]
+        more = len(rows) > limit
+        next_cursor = encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
+        return items, next_cursor
+
+    async def send(
+        self, account_id: str, session_id: str, content: str, idempotency_key: str | None
+    ) -> TurnResult:
+        if len(content) > self._settings.max_message_chars:
+            raise PayloadTooLarge(
+                f"the message has {len(content)} characters; the limit is "
+                f"{self._settings.max_message_chars}"
+            )
+        row = await self._row(account_id, session_id)
+        if row.status == SessionStatus.FINAL.value and idempotency_key is None:
+            raise Conflict("the session is final; open a new one")
+        handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
+        update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
+        message = UserMessage(content=content, idempotency_key=idempotency_key)
+
+        async def send_once() -> TurnResult:
+            return await handle.execute_update(
+                ChatSessionWorkflow.send_message, message, id=update_id
+            )
+
+        try:
+            return await _retrying(send_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+        except NotFound:
+            raise Conflict("the session is final; open a new one") from None
+
+    async def end(self, account_id: str, session_id: str, note: str | None) -> SessionView:
+        row = await self._row(account_id, session_id)
+        if row.status != SessionStatus.FINAL.value:
+            handle = self._client.get_workflow_handle(row.workflow_id)
+
+            async def end_once() -> SessionState:
+                return await handle.execute_update(ChatSessionWorkflow.end, EndRequest(note=note))
+
+            try:
+                state = await _retrying(end_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+                if state.id == session_id:
+                    return await self._view(account_id, state)
+            except NotFound:
+                pass  # the run closed a moment ago; the database has the final record
+        return await self.get(account_id, session_id)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def _check_ttl(self, ttl: int) -> None:
+        low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
+        if not low <= ttl <= high:
+            raise InvalidInput(f"ttl_seconds must be between {low} and {high}; got {ttl}")
+
+    async def _row(self, account_id: str, session_id: str) -> ChatSession:
+        async with self._sessions() as db:
+            row = await db.get(ChatSession, session_id)
+        if row is None or row.account_id != account_id:
+            raise NotFound(f"chat session {session_id!r} not found")
+        return row
+
+    async def _view(self, account_id: str, state: SessionState) -> SessionView:
+        earlier: list[Message] = []
+        if state.first_seq > 0:
+            async with self._sessions() as db:
+                earlier = (await _transcripts(db, [state.id], before_seq=state.first_seq)).get(
+                    state.id, []
+                )
+        return SessionView(
+            id=state.id,
+            agent_id=state.agent_id,
+            channel=state.channel,
+            messages=earlier + state.messages,
+            created_time=state.created_time,
+            last_activity=state.last_activity,
+            ttl_seconds=state.ttl_seconds,
+            is_final=state.status == SessionStatus.FINAL,
+            status=state.status,
+            final_reason=state.final_reason,
+        )
+
+    async def _view_from_db(self, row: ChatSession) -> SessionView:
+        async with self._sessions() as db:
+            transcripts = await _transcripts(db, [row.id])
+        return _view_of_row(row, transcripts.get(row.id, []))
+
+
+def _view_of_row(row: ChatSession, messages: list[Message]) -> SessionView:
+    status = SessionStatus(row.status)
+    return SessionView(
+        id=row.id,
+        agent_id=row.agent_id,
+        channel=row.channel,
+        messages=messages,
+        created_time=row.created_time,
+        last_activity=row.last_activity,
+        ttl_seconds=row.ttl_seconds,
+        is_final=status == SessionStatus.FINAL,
+        status=status,
+        final_reason=FinishReason(row.final_reason) if row.final_reason else None,
+    )
+
+
+async def _transcripts(
+    db: AsyncSession, session_ids: list[str], before_seq: int | None = None
+) -> dict[str, list[Message]]:
+    if not session_ids:
+        return {}
+    query = select(ChatMessage).where(ChatMessage.session_id.in_(session_ids))
+    if before_seq is not None:
+        query = query.where(ChatMessage.seq < before_seq)
+    rows = (await db.scalars(query.order_by(ChatMessage.session_id, ChatMessage.seq))).all()
+    transcripts: dict[str, list[Message]] = {}
+    for row in rows:
+        transcripts.setdefault(row.session_id, []).append(
+            Message(
+                role=row.role,  # type: ignore[arg-type]
+                content=row.content,
+                tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
+                time=row.time,
+            )
+        )
+    return transcripts
+
+
+async def _retrying(
+    call: Callable[[], Awaitable[T]], retry_types: set[str], patience_seconds: float
+) -> T:
+    """Run a Temporal call, retrying the rejections in `retry_types`, mapping the rest of
+    Temporal's errors to domain errors."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_seconds
+    delay = _HANDOVER_RETRY_SECONDS
+    while True:
+        try:
+            return await call()
+        except WorkflowUpdateFailedError as error:
+            cause = error.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            if kind in retry_types and loop.time() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if kind in _UPDATE_ERRORS:
+                raise _UPDATE_ERRORS[kind](cause.message if cause else str(error)) from None
+            if kind in retry_types:
+                raise Unavailable("the session is busy handing over; retry the request") from None
+            raise
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound("the session's workflow is not running") from None
+            if error.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                raise Unavailable("Temporal is unavailable; retry the request") from None
+            raise

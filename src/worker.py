@@ -1,0 +1,54 @@
+"""The Temporal worker: session workflows and their activities on one task queue.
+
+Workers scale horizontally: start as many as you like against the same task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from src.activities.llm import LLMActivities
+from src.activities.session_store import SessionStoreActivities
+from src.config import Settings
+from src.db.engine import create_engine, session_factory
+from src.temporal_client import connect_temporal
+from src.workflows.chat_session import ChatSessionWorkflow
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Worker]:
+    """A started worker; it shuts down (finishing in-flight activities) when the block exits."""
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
+    store = SessionStoreActivities(sessions)
+    llm = LLMActivities(settings, sessions)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[ChatSessionWorkflow],
+        activities=[store.record_opened, store.record_messages, store.persist_final,
+                    llm.complete_session_turn],
+        max_cached_workflows=settings.max_cached_workflows,
+    )
+    try:
+        async with worker:
+            yield worker
+    finally:
+        await engine.dispose()
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect_temporal(settings)
+    log.info(
+        "worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_target
+    )
+    async with running_worker(settings, client):
+        await asyncio.Event().wait()

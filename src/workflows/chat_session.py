@@ -1,0 +1,381 @@
+"""ChatSessionWorkflow: one durable workflow per stateful chat session.
+
+The run method reads like the session's life: open, then wait for a message, the end request
+or the inactivity timeout; answer each message with an agent turn; finish. Messages arrive as
+Updates (API callers wait for the reply) or Signals (asynchronous channels); both feed one
+inbox that is answered in order, one turn at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from datetime import timedelta
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
+    from src.activities.session_store import (
+        STORE_ACTIVITY_OPTIONS,
+        MessagesProduced,
+        SessionFinished,
+        SessionOpened,
+        SessionStoreActivities,
+    )
+    from src.domain import FinishReason, Message, SessionStatus
+    from src.llm.types import LLMReply
+    from src.workflows.agent_loop import run_agent_turn
+    from src.workflows.chat_session_models import (
+        CarriedState,
+        EndRequest,
+        InboxItem,
+        OpenRequest,
+        OpenResult,
+        SessionStart,
+        SessionState,
+        TurnOutcome,
+        TurnResult,
+        UserMessage,
+    )
+
+# Error types the API maps to HTTP statuses; they are part of the API contract.
+SESSION_FINAL = "SessionFinal"
+DRAINING = "Draining"
+INVALID_MESSAGE = "InvalidMessage"
+MESSAGE_TOO_LARGE = "MessageTooLarge"
+TURN_FAILED = "TurnFailed"
+
+SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
+AGENT_ID = SearchAttributeKey.for_keyword("ParleyAgentId")
+CHANNEL = SearchAttributeKey.for_keyword("ParleyChannel")
+STATUS = SearchAttributeKey.for_keyword("ParleyStatus")
+
+# Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
+_ANSWERED_KEYS_KEPT = 256
+
+
+@workflow.defn(name="ChatSessionWorkflow")
+class ChatSessionWorkflow:
+    @workflow.init
+    def __init__(self, start: SessionStart) -> None:
+        carried = start.carried
+        self._start = start
+        now = workflow.now()
+        self._first_seq = carried.first_seq if carried else 0
+        self._recorded = carried.recorded_count if carried else 0
+        self._messages: list[Message] = []
+        self._inbox: deque[InboxItem] = deque(carried.inbox if carried else [])
+        self._answered: dict[str, TurnOutcome] = dict(carried.answered) if carried else {}
+        # Outcomes of turns whose update caller is still waiting, by inbox item id.
+        self._awaited: set[str] = set()
+        self._outcomes: dict[str, TurnOutcome] = {}
+        self._created_time = carried.created_time if carried else now
+        self._last_activity = carried.last_activity if carried else now
+        self._opened = carried is not None
+        self._status = SessionStatus.ACTIVE
+        self._final_reason: FinishReason | None = None
+        self._end_requested = False
+        self._note: str | None = None
+        self._finishing = False
+        self._draining = False
+        self._turns_this_run = 0
+        self._flushing: asyncio.Task[None] | None = None
+
+    # ---- the session's life -------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        if not self._opened:
+            await self._open()
+        while True:
+            if self._draining and not self._inbox:
+                await self._continue_as_new()
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._inbox) or self._end_requested,
+                    timeout=timedelta(seconds=start.ttl_seconds),
+                )
+            except asyncio.TimeoutError:
+                return await self._finish(FinishReason.TTL)
+            if self._inbox:
+                agent_finished = await self._answer(self._inbox.popleft())
+                if agent_finished:
+                    return await self._finish(FinishReason.AGENT_FINISH)
+                if self._should_continue_as_new():
+                    # New updates are now refused with `Draining` (the API retries them
+                    # against the next run); the ones already accepted are answered first.
+                    self._draining = True
+            elif self._end_requested:
+                return await self._finish(FinishReason.USER_END)
+
+    async def _open(self) -> None:
+        workflow.upsert_search_attributes(
+            [
+                SearchAttributePair(SESSION_ID, self._start.session_id),
+                SearchAttributePair(AGENT_ID, self._start.agent.id),
+                SearchAttributePair(CHANNEL, self._start.channel),
+                SearchAttributePair(STATUS, SessionStatus.ACTIVE.value),
+            ]
+        )
+        await workflow.execute_activity_method(
+            SessionStoreActivities.record_opened,
+            SessionOpened(
+                session_id=self._start.session_id,
+                account_id=self._start.account_id,
+                workflow_id=workflow.info().workflow_id,
+                agent=self._start.agent,
+                channel=self._start.channel,
+                external_id=self._start.external_id,
+                endpoint_hash=self._start.endpoint_hash,
+                additional_data=self._start.additional_data,
+                ttl_seconds=self._start.ttl_seconds,
+                time=self._created_time,
+            ),
+            summary="record session opened",
+            **STORE_ACTIVITY_OPTIONS,
+        )
+        first_message = self._start.agent.spec.first_message
+        if first_message:
+            self._append(Message(role="assistant", content=first_message, time=workflow.now()))
+            self._record_in_background()
+        self._opened = True
+
+    async def _answer(self, item: InboxItem) -> bool:
+        """Run one agent turn for a user message; returns whether the agent finished."""
+        self._turns_this_run += 1
+        self._append(Message(role="user", content=item.content, time=workflow.now()))
+        produced_from = len(self._messages)
+        agent_finished = False
+        try:
+            turn = await run_agent_turn(
+                self._start.agent, self._start.max_tool_steps, self._complete, self._append
+            )
+            agent_finished = turn.agent_finished
+            outcome = TurnOutcome(messages=self._messages[produced_from:], is_final=agent_finished)
+        except ActivityError as error:
+            # The model refused or stayed unreachable: this turn fails, the session goes on.
+            cause = error.cause
+            workflow.logger.warning("turn failed for session %s", self._start.session_id)
+            outcome = TurnOutcome(
+                messages=self._messages[produced_from:],
+                error_type=TURN_FAILED,
+                error=f"the agent could not answer: {cause.message if cause else error.message}",
+            )
+        self._record_in_background()
+        self._settle(item, outcome)
+        return agent_finished
+
+    async def _complete(self, allow_tools: bool) -> LLMReply:
+        return await workflow.execute_activity_method(
+            LLMActivities.complete_session_turn,
+            SessionTurnRequest(
+                session_id=self._start.session_id,
+                recorded_count=self._recorded,
+                unrecorded=self._messages[self._recorded - self._first_seq :],
+                allow_tools=allow_tools,
+            ),
+            summary=f"LLM {self._start.agent.model.name}",
+            **LLM_ACTIVITY_OPTIONS,
+        )
+
+    async def _finish(self, reason: FinishReason) -> SessionState:
+        """The finish pipeline. The session reads final at once; persistence follows."""
+        self._finishing = True
+        self._status = SessionStatus.FINAL
+        self._final_reason = reason
+        for item in self._inbox:
+            self._settle(item, _final_outcome())
+        self._inbox.clear()
+        workflow.upsert_search_attributes([SearchAttributePair(STATUS, SessionStatus.FINAL.value)])
+        await self._recorded_all()
+        await workflow.execute_activity_method(
+            SessionStoreActivities.persist_final,
+            SessionFinished(
+                session_id=self._start.session_id,
+                account_id=self._start.account_id,
+                reason=reason,
+                note=self._note,
+                unrecorded=self._unrecorded(),
+                finished_time=workflow.now(),
+            ),
+            summary=f"persist final session ({reason.value})",
+            **STORE_ACTIVITY_OPTIONS,
+        )
+        # Later finish steps (post-conversation analysis, completion webhook) go here, each an
+        # activity with its own retry policy, so a crash resumes after the last completed step.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state()
+
+    def _should_continue_as_new(self) -> bool:
+        return (
+            self._turns_this_run >= self._start.turns_per_run
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    async def _continue_as_new(self) -> None:
+        """Hand over to a fresh run, with every message recorded and every handler done."""
+        await self._recorded_all()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carried = CarriedState(
+            first_seq=self._recorded,
+            recorded_count=self._recorded,
+            created_time=self._created_time,
+            last_activity=self._last_activity,
+            inbox=list(self._inbox),
+            answered=self._answered,
+        )
+        workflow.continue_as_new(self._start.model_copy(update={"carried": carried}))
+
+    # ---- messages in ----------------------------------------------------------------------
+
+    @workflow.update(name="open")
+    async def open(self, request: OpenRequest) -> OpenResult:
+        await workflow.wait_condition(lambda: self._opened)
+        return OpenResult(
+            session=self._state(), created=request.session_id == self._start.session_id
+        )
+
+    @open.validator
+    def _validate_open(self, request: OpenRequest) -> None:
+        self._refuse_if_closing()
+
+    @workflow.update(name="send_message")
+    async def send_message(self, message: UserMessage) -> TurnResult:
+        key = message.idempotency_key
+        if key is not None and key in self._answered:
+            return _turn_result(self._answered[key])
+        item_id = key if key is not None else str(workflow.uuid4())
+        if item_id not in self._awaited:
+            self._awaited.add(item_id)
+            self._inbox.append(InboxItem(id=item_id, content=message.content, idempotency_key=key))
+        await workflow.wait_condition(lambda: item_id in self._outcomes)
+        self._awaited.discard(item_id)
+        return _turn_result(self._outcomes.pop(item_id))
+
+    @send_message.validator
+    def _validate_message(self, message: UserMessage) -> None:
+        if message.idempotency_key is not None and message.idempotency_key in self._answered:
+            return
+        self._refuse_if_closing()
+        self._check_content(message.content)
+
+    @workflow.signal(name="receive_message")
+    def receive_message(self, message: UserMessage) -> None:
+        """A message from an asynchronous channel: queued like any other, nobody waits on it."""
+        if self._finishing or self._end_requested:
+            workflow.logger.warning(
+                "session %s is final; a channel message was not answered",
+                self._start.session_id,
+            )
+            return
+        key = message.idempotency_key
+        if key is not None and (key in self._answered or any(i.id == key for i in self._inbox)):
+            return  # a channel's redelivery of a message already taken
+        item_id = key or str(workflow.uuid4())
+        self._inbox.append(
+            InboxItem(id=item_id, content=message.content, idempotency_key=message.idempotency_key)
+        )
+
+    @workflow.update(name="end")
+    async def end(self, request: EndRequest) -> SessionState:
+        if not self._finishing and not self._end_requested:
+            self._end_requested = True
+            self._note = request.note
+        await workflow.wait_condition(lambda: self._status == SessionStatus.FINAL)
+        return self._state()
+
+    @end.validator
+    def _validate_end(self, request: EndRequest) -> None:
+        if self._draining:
+            raise ApplicationError("the session is moving to a new run", type=DRAINING)
+
+    @workflow.query(name="state")
+    def state(self) -> SessionState:
+        return self._state()
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _append(self, message: Message) -> None:
+        self._messages.append(message)
+        self._last_activity = message.time
+
+    def _unrecorded(self) -> MessagesProduced:
+        return MessagesProduced(
+            session_id=self._start.session_id,
+            account_id=self._start.account_id,
+            first_seq=self._recorded,
+            messages=self._messages[self._recorded - self._first_seq :],
+            last_activity=self._last_activity,
+        )
+
+    def _record_in_background(self) -> None:
+        """Write new messages to the database without making the waiting caller wait."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._record_until_caught_up())
+
+    async def _record_until_caught_up(self) -> None:
+        while self._recorded < self._first_seq + len(self._messages):
+            batch = self._unrecorded()
+            await workflow.execute_activity_method(
+                SessionStoreActivities.record_messages,
+                batch,
+                summary=f"record {len(batch.messages)} message(s)",
+                **STORE_ACTIVITY_OPTIONS,
+            )
+            self._recorded = batch.first_seq + len(batch.messages)
+
+    async def _recorded_all(self) -> None:
+        self._record_in_background()
+        assert self._flushing is not None
+        await self._flushing
+
+    def _settle(self, item: InboxItem, outcome: TurnOutcome) -> None:
+        if item.id in self._awaited:
+            self._outcomes[item.id] = outcome
+        if item.idempotency_key is not None:
+            self._answered[item.idempotency_key] = outcome
+            while len(self._answered) > _ANSWERED_KEYS_KEPT:
+                del self._answered[next(iter(self._answered))]
+
+    def _refuse_if_closing(self) -> None:
+        if self._draining:
+            raise ApplicationError("the session is moving to a new run", type=DRAINING)
+        if self._finishing or self._end_requested:
+            raise ApplicationError("the session is final", type=SESSION_FINAL)
+
+    def _check_content(self, content: str) -> None:
+        if not content.strip():
+            raise ApplicationError("the message is empty", type=INVALID_MESSAGE)
+        if len(content) > self._start.max_message_chars:
+            raise ApplicationError(
+                f"the message has {len(content)} characters; the limit is "
+                f"{self._start.max_message_chars}",
+                type=MESSAGE_TOO_LARGE,
+            )
+
+    def _state(self) -> SessionState:
+        return SessionState(
+            id=self._start.session_id,
+            agent_id=self._start.agent.id,
+            channel=self._start.channel,
+            first_seq=self._first_seq,
+            messages=self._messages,
+            created_time=self._created_time,
+            last_activity=self._last_activity,
+            ttl_seconds=self._start.ttl_seconds,
+            status=self._status,
+            final_reason=self._final_reason,
+        )
+
+
+def _final_outcome() -> TurnOutcome:
+    return TurnOutcome(is_final=True, error_type=SESSION_FINAL, error="the session ended first")
+
+
+def _turn_result(outcome: TurnOutcome) -> TurnResult:
+    if outcome.error_type is not None:
+        raise ApplicationError(outcome.error or "the turn failed", type=outcome.error_type)
+    return TurnResult(messages=outcome.messages, is_final=outcome.is_final)
+

@@ -1,0 +1,90 @@
+"""Inputs, outputs and carried state of ChatSessionWorkflow. Fields are only ever added."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from src.domain import AgentSnapshot, FinishReason, Message, SessionStatus
+
+
+class InboxItem(BaseModel):
+    id: str
+    content: str
+    idempotency_key: str | None = None
+
+
+class TurnOutcome(BaseModel):
+    messages: list[Message] = Field(default_factory=list)
+    is_final: bool = False
+    error_type: str | None = None
+    error: str | None = None
+
+
+class CarriedState(BaseModel):
+    """What one run hands to the next at continue-as-new: no transcript, only its position."""
+
+    first_seq: int
+    recorded_count: int
+    created_time: datetime
+    last_activity: datetime
+    inbox: list[InboxItem]
+    answered: dict[str, TurnOutcome]
+
+
+class SessionStart(BaseModel):
+    session_id: str
+    account_id: str
+    agent: AgentSnapshot
+    channel: str
+    external_id: dict[str, Any] | None = None
+    endpoint_hash: str | None = None
+    additional_data: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: int
+    max_message_chars: int
+    max_tool_steps: int
+    turns_per_run: int
+    carried: CarriedState | None = None
+
+
+class OpenRequest(BaseModel):
+    """The update that comes with the start; `session_id` is the id this caller proposed."""
+
+    session_id: str
+
+
+class UserMessage(BaseModel):
+    content: str
+    idempotency_key: str | None = None
+
+
+class EndRequest(BaseModel):
+    note: str | None = None
+
+
+class TurnResult(BaseModel):
+    messages: list[Message]
+    is_final: bool
+
+
+class SessionState(BaseModel):
+    """The live session as the workflow knows it; `messages` start at `first_seq` (earlier
+    ones were recorded in the database before a continue-as-new)."""
+
+    id: str
+    agent_id: str
+    channel: str
+    first_seq: int
+    messages: list[Message]
+    created_time: datetime
+    last_activity: datetime
+    ttl_seconds: int
+    status: SessionStatus
+    final_reason: FinishReason | None = None
+
+
+class OpenResult(BaseModel):
+    session: SessionState
+    created: bool
