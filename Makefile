@@ -1,0 +1,37 @@
+# The interface to the project: `make dev` runs the whole stack, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev test test-sqlite test-postgres lint install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/parley dev
+
+# SQLite always; PostgreSQL as well when one answers on PARLEY_TEST_POSTGRES (default local).
+PARLEY_TEST_POSTGRES ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	@if $(BIN)/python -m tests.postgres_reachable "$(PARLEY_TEST_POSTGRES)"; then \
+		echo "== again against PostgreSQL =="; \
+		PARLEY_TEST_DATABASE_URL="$(PARLEY_TEST_POSTGRES)" $(BIN)/python -m pytest -q; \
+	else \
+		echo "PostgreSQL not reachable at $(PARLEY_TEST_POSTGRES): SQLite only"; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests worker.py
+	$(BIN)/ruff format --check src tests worker.py
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Fakes of outside services: real HTTP servers on loopback."""

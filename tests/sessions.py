@@ -1,0 +1,32 @@
+"""Small steps the session tests share: open a chat, send a message, wait for a state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+
+async def open_chat(http: httpx.AsyncClient, agent_id: str, **fields: Any) -> dict[str, Any]:
+    response = await http.post("/chats", json={"agent_id": agent_id, "channel": "web", **fields})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def say(http: httpx.AsyncClient, session_id: str, content: str, **kw: Any) -> dict[str, Any]:
+    response = await http.post(f"/chats/{session_id}/messages", json={"content": content}, **kw)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def wait_until_final(
+    http: httpx.AsyncClient, session_id: str, attempts: int = 600
+) -> dict[str, Any]:
+    """Poll until the session is final (bounded; not a timing assertion)."""
+    for _ in range(attempts):
+        session = (await http.get(f"/chats/{session_id}")).json()
+        if session["is_final"]:
+            return dict(session)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"session {session_id} did not become final")

@@ -1,0 +1,226 @@
+"""A session's life through the HTTP API: open, talk, end; the record kept in the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from src.db.tables import AuditEvent, ChatMessage, ChatSession
+from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.chat_session_models import UserMessage
+from tests.conftest import AgentFactory
+from tests.fakes.llm_server import FakeLLM
+from tests.sessions import open_chat, say, wait_until_final
+
+
+async def test_open_message_reply_end(
+    http: httpx.AsyncClient, make_agent: AgentFactory, db: async_sessionmaker[AsyncSession]
+) -> None:
+    agent_id = await make_agent(first_message="Hello, how can I help?")
+
+    session = await open_chat(http, agent_id, additional_data={"company": "Acme"})
+    turn = await say(http, session["id"], "where is my order?")
+    ended = await http.post(f"/chats/{session['id']}/end", json={"note": "resolved"})
+
+    assert session["status"] == "active" and session["is_final"] is False
+    assert [m["content"] for m in session["messages"]] == ["Hello, how can I help?"]
+    assert turn == {"messages": [turn["messages"][0]], "is_final": False}
+    assert turn["messages"][0]["role"] == "assistant"
+    assert turn["messages"][0]["content"] == "echo: where is my order?"
+    assert ended.status_code == 200
+    final = ended.json()
+    assert final["is_final"] is True and final["status"] == "final"
+    assert final["final_reason"] == "user_end"
+    assert [(m["role"], m["content"]) for m in final["messages"]] == [
+        ("assistant", "Hello, how can I help?"),
+        ("user", "where is my order?"),
+        ("assistant", "echo: where is my order?"),
+    ]
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+        messages = (await s.scalars(select(ChatMessage).where(ChatMessage.session_id == session["id"]))).all()
+        kinds = (await s.scalars(select(AuditEvent.kind).where(AuditEvent.session_id == session["id"]))).all()
+    assert row is not None and row.status == "final" and row.final_reason == "user_end"
+    assert row.note == "resolved" and row.finished_time is not None
+    assert [m.content for m in sorted(messages, key=lambda m: m.seq)] == [
+        "Hello, how can I help?", "where is my order?", "echo: where is my order?"
+    ]
+    assert sorted(kinds) == ["message", "message", "message", "session.finished", "session.opened"]
+
+
+async def test_system_prompt_is_rendered_with_additional_data_and_channel(
+    http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    agent_id = await make_agent()
+    session = await open_chat(http, agent_id, additional_data={"company": "Globex"})
+
+    await say(http, session["id"], "marker-prompt-7781")
+
+    [request] = fake_llm[0].requests_for("marker-prompt-7781")
+    assert request["messages"][0] == {
+        "role": "system", "content": "You help customers of Globex on web."
+    }
+
+
+async def test_ending_twice_is_harmless(http: httpx.AsyncClient, make_agent: AgentFactory) -> None:
+    session = await open_chat(http, await make_agent())
+
+    first = await http.post(f"/chats/{session['id']}/end", json={"note": "first"})
+    second = await http.post(f"/chats/{session['id']}/end", json={"note": "second"})
+
+    assert first.status_code == second.status_code == 200
+    assert second.json()["final_reason"] == "user_end"
+    assert first.json()["id"] == second.json()["id"]
+
+
+async def test_agent_finish_ends_the_session_after_the_reply(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent())
+
+    turn = await say(http, session["id"], "thanks, please finish")
+    final = await wait_until_final(http, session["id"])
+
+    assert turn["is_final"] is True
+    [tool_turn, reply] = turn["messages"]
+    assert [c["name"] for c in tool_turn["tool_calls"]] == ["finishTheConversation"]
+    assert tool_turn["tool_calls"][0]["response"]
+    assert reply["content"] == "Goodbye from the fake model."
+    assert final["final_reason"] == "agent_finish"
+
+
+async def test_agent_without_the_finish_tool_cannot_end_the_session(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent(tools=[]))
+
+    turn = await say(http, session["id"], "please finish")
+
+    assert turn["is_final"] is False
+    assert turn["messages"][-1]["content"] == "echo: please finish"
+
+
+async def test_inactivity_ttl_finishes_the_session(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent(), ttl_seconds=1)
+
+    final = await wait_until_final(http, session["id"])
+
+    assert final["final_reason"] == "ttl"
+    assert final["ttl_seconds"] == 1
+
+
+async def test_messages_sent_mid_turn_are_answered_in_order(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent(model="slow-150"))
+    texts = [f"double text {n}" for n in range(4)]
+
+    async def send_after(delay: float, content: str) -> dict[str, object]:
+        await asyncio.sleep(delay)
+        return await say(http, session["id"], content)
+
+    turns = await asyncio.gather(*(send_after(0.03 * n, t) for n, t in enumerate(texts)))
+    transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+
+    assert [t["messages"][-1]["content"] for t in turns] == [f"echo: {t}" for t in texts]
+    assert [m["role"] for m in transcript] == ["user", "assistant"] * 4
+    user_order = [m["content"] for m in transcript if m["role"] == "user"]
+    assert all(
+        transcript[i + 1]["content"] == f"echo: {transcript[i]['content']}"
+        for i in range(0, 8, 2)
+    )
+    assert sorted(user_order) == texts
+
+
+async def test_retry_with_the_same_idempotency_key_returns_the_first_result(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent())
+    headers = {"Idempotency-Key": "client-msg-1"}
+
+    first = await say(http, session["id"], "only once", headers=headers)
+    again = await say(http, session["id"], "only once", headers=headers)
+    transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+
+    assert again == first
+    assert [m["content"] for m in transcript] == ["only once", "echo: only once"]
+
+
+async def test_signals_feed_the_same_inbox(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    session = await open_chat(http, await make_agent())
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+    assert row is not None
+    handle = temporal_client.get_workflow_handle(row.workflow_id)
+
+    await handle.signal(ChatSessionWorkflow.receive_message, UserMessage(content="by sms"))
+    turn = await say(http, session["id"], "by api")
+    transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+
+    assert turn["messages"][-1]["content"] == "echo: by api"
+    assert [m["content"] for m in transcript] == ["by sms", "echo: by sms", "by api", "echo: by api"]
+
+
+async def test_final_session_is_read_from_the_database_after_the_workflow_is_gone(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+    session = await open_chat(http, await make_agent())
+    await say(http, session["id"], "remember me")
+    await http.post(f"/chats/{session['id']}/end")
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+    assert row is not None
+
+    await temporal_client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=temporal_client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=row.workflow_id),
+        )
+    )
+    for _ in range(100):
+        try:
+            await temporal_client.get_workflow_handle(row.workflow_id).describe()
+        except Exception:
+            break
+        await asyncio.sleep(0.1)
+    fetched = await http.get(f"/chats/{session['id']}")
+
+    assert fetched.status_code == 200
+    assert [m["content"] for m in fetched.json()["messages"]] == ["remember me", "echo: remember me"]
+    assert fetched.json()["final_reason"] == "user_end"
+
+
+async def test_list_filters_and_paginates(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent()
+    opened = [await open_chat(http, agent_id, channel="sms") for _ in range(3)]
+    await http.post(f"/chats/{opened[0]['id']}/end")
+
+    first = (await http.get("/chats", params={"agent_id": agent_id, "limit": 2})).json()
+    second = (
+        await http.get("/chats", params={"agent_id": agent_id, "limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    active = (await http.get("/chats", params={"agent_id": agent_id, "status": "active"})).json()
+    final = (await http.get("/chats", params={"agent_id": agent_id, "status": "final"})).json()
+    web = (await http.get("/chats", params={"agent_id": agent_id, "channel": "web"})).json()
+
+    listed = [s["id"] for s in first["items"] + second["items"]]
+    assert sorted(listed) == sorted(s["id"] for s in opened)
+    assert len(first["items"]) == 2 and second["next_cursor"] is None
+    assert {s["id"] for s in active["items"]} == {opened[1]["id"], opened[2]["id"]}
+    assert [s["id"] for s in final["items"]] == [opened[0]["id"]]
+    assert web["items"] == []
