@@ -107,8 +107,15 @@ class ChatSessionService:
         except NotFound:
             raise InvalidInput(f"unknown agent_id {request.agent_id!r}") from None
         snapshot = self._agents.snapshot(agent)
-        ttl = request.ttl_seconds or snapshot.spec.default_ttl_seconds
-        ttl = ttl or self._settings.default_ttl_seconds
+        ttl = next(
+            t
+            for t in (
+                request.ttl_seconds,
+                snapshot.spec.default_ttl_seconds,
+                self._settings.default_ttl_seconds,
+            )
+            if t is not None
+        )
         self._check_ttl(ttl)
         endpoint = (
             endpoint_hash(account_id, request.channel, request.external_id)
