@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
-    message_wait_seconds: float = Field(default=300.0, gt=0, alias="PARLEY_MESSAGE_WAIT_SECONDS")
+    dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
+    dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
 
     @model_validator(mode="after")
     def _ttl_bounds_are_ordered(self) -> Settings:
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
 
     @property
     def temporal_target(self) -> str:
-        return self.temporal_address or "localhost:7233"
+        return self.temporal_address or f"localhost:{self.dev_temporal_port}"
 
     @property
     def default_llm(self) -> LLMProvider:

@@ -23,8 +23,6 @@ from src.errors import NotFound
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
 
-DEV_TEMPORAL_PORT = 7233
-DEV_UI_PORT = 8233
 DEMO_AGENT = AgentSpec(
     name="Parley demo agent",
     system_prompt=(
@@ -71,9 +69,10 @@ class DevStack:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             if self.settings.temporal_address is None:
-                self._start("temporal", dev_server_command(data_dir, DEV_TEMPORAL_PORT, DEV_UI_PORT))
-                _wait_for_port("127.0.0.1", DEV_TEMPORAL_PORT, "Temporal dev server")
-                env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{DEV_TEMPORAL_PORT}"
+                port, ui_port = self.settings.dev_temporal_port, self.settings.dev_ui_port
+                self._start("temporal", dev_server_command(data_dir, port, ui_port))
+                _wait_for_port("127.0.0.1", port, "Temporal dev server")
+                env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
             migrate(self.settings.database_url)
             api_key = self._api_key(data_dir)
             env["PARLEY_API_KEY"] = api_key
@@ -103,13 +102,12 @@ class DevStack:
             time.sleep(0.5)
 
     def _stop_all(self) -> None:
+        """API first, then the worker, then Temporal, so nothing loses its server mid-call."""
         for _, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
-        for _, process in reversed(self.processes):
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -157,7 +155,7 @@ class DevStack:
 
     def _print_banner(self, base: str, agent_id: str, api_key: str) -> None:
         ui = (
-            f"http://127.0.0.1:{DEV_UI_PORT}/namespaces/{self.settings.temporal_namespace}/workflows"
+            f"http://127.0.0.1:{self.settings.dev_ui_port}/namespaces/{self.settings.temporal_namespace}/workflows"
             if self.settings.temporal_address is None
             else "(your cluster's UI)"
         )

@@ -1,0 +1,106 @@
+"""`parley dev` starts the whole stack, prints what a newcomer needs, stops everything on
+Ctrl-C, and keeps sessions across a restart (Temporal and the app database live in the data dir)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@asynccontextmanager
+async def dev_stack(env: dict[str, str], output: list[str]) -> AsyncIterator[dict[str, str]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "src.cli", "dev",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    banner: dict[str, str] = {}
+    drain: asyncio.Task[None] | None = None
+    try:
+        while "API key" not in banner:
+            line = (await asyncio.wait_for(process.stdout.readline(), timeout=120)).decode()
+            assert line, "parley dev exited early:\n" + "".join(output)
+            output.append(line)
+            found = re.match(r"\s+(API key|API|OpenAPI docs|Temporal UI|demo agent)\s+(\S+)", line)
+            if found:
+                banner[found.group(1)] = found.group(2)
+        drain = asyncio.create_task(_drain(process.stdout, output))
+        yield banner
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)  # what Ctrl-C does
+        await asyncio.wait_for(process.wait(), timeout=60)
+        if drain is not None:
+            await drain
+
+
+async def _drain(stream: asyncio.StreamReader, output: list[str]) -> None:
+    while line := await stream.readline():
+        output.append(line.decode())
+
+
+async def test_dev_stack_serves_the_walkthrough_and_survives_a_restart(tmp_path: Path) -> None:
+    api_port, temporal_port, ui_port = _free_port(), _free_port(), _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PARLEY_", "TEMPORAL_", "OPENAI_", "DATABASE_URL"))
+    }
+    env.update(
+        PARLEY_DATA_DIR=str(tmp_path / "data"),
+        PARLEY_PORT=str(api_port),
+        PARLEY_DEV_TEMPORAL_PORT=str(temporal_port),
+        PARLEY_DEV_UI_PORT=str(ui_port),
+    )
+    output: list[str] = []
+
+    async with dev_stack(env, output) as banner:
+        headers = {"Authorization": f"Bearer {banner['API key']}"}
+        async with httpx.AsyncClient(base_url=banner["API"], headers=headers, timeout=30) as http:
+            opened = await http.post(
+                "/chats", json={"agent_id": banner["demo agent"], "channel": "web"}
+            )
+            session_id = opened.json()["id"]
+            first = await http.post(f"/chats/{session_id}/messages", json={"content": "hello"})
+            async with httpx.AsyncClient() as plain:
+                docs = await plain.get(banner["OpenAPI docs"])
+                ui = await plain.get(f"http://127.0.0.1:{ui_port}/")
+    stopped = [_listening(port) for port in (api_port, temporal_port, ui_port)]
+
+    async with dev_stack(env, output) as again:
+        headers = {"Authorization": f"Bearer {again['API key']}"}
+        async with httpx.AsyncClient(base_url=again["API"], headers=headers, timeout=30) as http:
+            kept = (await http.get(f"/chats/{session_id}")).json()
+            later = await http.post(f"/chats/{session_id}/messages", json={"content": "bye"})
+
+    assert opened.status_code == 201, "".join(output)
+    assert first.status_code == 200
+    assert "scripted model" in first.json()["messages"][-1]["content"]
+    assert docs.status_code == 200 and ui.status_code == 200
+    assert banner["Temporal UI"].startswith(f"http://127.0.0.1:{ui_port}/")
+    assert stopped == [False, False, False]
+    assert again["API key"] == banner["API key"]
+    assert again["demo agent"] == banner["demo agent"]
+    assert kept["status"] == "active"
+    assert [m["role"] for m in kept["messages"]] == ["assistant", "user", "assistant"]
+    assert later.status_code == 200 and later.json()["is_final"] is True
