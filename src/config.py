@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     def _ttl_bounds_are_ordered(self) -> Settings:
         if not self.min_ttl_seconds <= self.default_ttl_seconds <= self.max_ttl_seconds:
             raise ValueError(
-                "need PARLEY_MIN_TTL_SECONDS <= PARLEY_DEFAULT_TTL_SECONDS <= PARLEY_MAX_TTL_SECONDS"
+                "need PARLEY_MIN_TTL_SECONDS <= PARLEY_DEFAULT_TTL_SECONDS "
+                "<= PARLEY_MAX_TTL_SECONDS"
             )
         return self
 

@@ -173,9 +173,9 @@ class DevStack:
                     "",
                     "Try it:",
                     f"  export PARLEY_KEY={api_key}",
-                    f"  curl -s -X POST {base}/api/v1/chats -H \"Authorization: Bearer $PARLEY_KEY\" "
+                    f'  curl -s -X POST {base}/api/v1/chats -H "Authorization: Bearer $PARLEY_KEY" '
                     f"-H 'Content-Type: application/json' "
-                    f"-d '{{\"agent_id\": \"{agent_id}\", \"channel\": \"web\"}}'",
+                    f'-d \'{{"agent_id": "{agent_id}", "channel": "web"}}\'',
                     "",
                 ]
             ),

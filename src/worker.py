@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,8 +35,12 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
         client,
         task_queue=settings.temporal_task_queue,
         workflows=[ChatSessionWorkflow],
-        activities=[store.record_opened, store.record_messages, store.persist_final,
-                    llm.complete_session_turn],
+        activities=[
+            store.record_opened,
+            store.record_messages,
+            store.persist_final,
+            llm.complete_session_turn,
+        ],
         max_cached_workflows=settings.max_cached_workflows,
     )
     try:
@@ -46,9 +51,15 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
 
 
 async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
     client = await connect_temporal(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     log.info(
         "worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_target
     )
     async with running_worker(settings, client):
-        await asyncio.Event().wait()
+        await stop.wait()
+    log.info("worker stopped")

@@ -182,7 +182,9 @@ AgentFactory = Callable[..., Any]
 def make_agent(http: httpx.AsyncClient) -> AgentFactory:
     """Creates an agent on the fake LLM; `model` picks the fake's behaviour."""
 
-    async def create(model: str = "echo", client: httpx.AsyncClient | None = None, **spec: Any) -> str:
+    async def create(
+        model: str = "echo", client: httpx.AsyncClient | None = None, **spec: Any
+    ) -> str:
         body = {
             "name": f"test agent ({model})",
             "system_prompt": "You help customers of {{company}} on {{channel}}.",

@@ -65,7 +65,8 @@ async def test_another_accounts_session_and_agent_are_404(
     assert listed["items"] == []
     assert_error(
         await other_http.post("/chats", json={"agent_id": agent_id, "channel": "web"}),
-        422, "invalid_input",
+        422,
+        "invalid_input",
     )
 
 
@@ -77,7 +78,8 @@ async def test_message_to_a_final_session_is_409(
 
     error = assert_error(
         await http.post(f"/chats/{session['id']}/messages", json={"content": "hello?"}),
-        409, "conflict",
+        409,
+        "conflict",
     )
     assert "final" in error["message"]
 
@@ -107,7 +109,8 @@ async def test_bad_open_requests_are_422_naming_the_field(
 async def test_open_with_unknown_agent_is_422(http: httpx.AsyncClient) -> None:
     error = assert_error(
         await http.post("/chats", json={"agent_id": "agent-missing", "channel": "web"}),
-        422, "invalid_input",
+        422,
+        "invalid_input",
     )
     assert "agent-missing" in error["message"]
 
@@ -154,7 +157,10 @@ async def test_oversized_message_is_413(
         json={"content": "x" * (settings.max_message_chars + 1)},
     )
 
-    assert str(settings.max_message_chars) in assert_error(response, 413, "payload_too_large")["message"]
+    assert (
+        str(settings.max_message_chars)
+        in assert_error(response, 413, "payload_too_large")["message"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -42,12 +42,18 @@ async def test_open_message_reply_end(
     ]
     async with db() as s:
         row = await s.get(ChatSession, session["id"])
-        messages = (await s.scalars(select(ChatMessage).where(ChatMessage.session_id == session["id"]))).all()
-        kinds = (await s.scalars(select(AuditEvent.kind).where(AuditEvent.session_id == session["id"]))).all()
+        messages = (
+            await s.scalars(select(ChatMessage).where(ChatMessage.session_id == session["id"]))
+        ).all()
+        kinds = (
+            await s.scalars(select(AuditEvent.kind).where(AuditEvent.session_id == session["id"]))
+        ).all()
     assert row is not None and row.status == "final" and row.final_reason == "user_end"
     assert row.note == "resolved" and row.finished_time is not None
     assert [m.content for m in sorted(messages, key=lambda m: m.seq)] == [
-        "Hello, how can I help?", "where is my order?", "echo: where is my order?"
+        "Hello, how can I help?",
+        "where is my order?",
+        "echo: where is my order?",
     ]
     assert sorted(kinds) == ["message", "message", "message", "session.finished", "session.opened"]
 
@@ -62,7 +68,8 @@ async def test_system_prompt_is_rendered_with_additional_data_and_channel(
 
     [request] = fake_llm[0].requests_for("marker-prompt-7781")
     assert request["messages"][0] == {
-        "role": "system", "content": "You help customers of Globex on web."
+        "role": "system",
+        "content": "You help customers of Globex on web.",
     }
 
 
@@ -132,8 +139,7 @@ async def test_messages_sent_mid_turn_are_answered_in_order(
     assert [m["role"] for m in transcript] == ["user", "assistant"] * 4
     user_order = [m["content"] for m in transcript if m["role"] == "user"]
     assert all(
-        transcript[i + 1]["content"] == f"echo: {transcript[i]['content']}"
-        for i in range(0, 8, 2)
+        transcript[i + 1]["content"] == f"echo: {transcript[i]['content']}" for i in range(0, 8, 2)
     )
     assert sorted(user_order) == texts
 
@@ -153,7 +159,9 @@ async def test_retry_with_the_same_idempotency_key_returns_the_first_result(
 
 
 async def test_signals_feed_the_same_inbox(
-    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client,
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     session = await open_chat(http, await make_agent())
@@ -167,11 +175,18 @@ async def test_signals_feed_the_same_inbox(
     transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
 
     assert turn["messages"][-1]["content"] == "echo: by api"
-    assert [m["content"] for m in transcript] == ["by sms", "echo: by sms", "by api", "echo: by api"]
+    assert [m["content"] for m in transcript] == [
+        "by sms",
+        "echo: by sms",
+        "by api",
+        "echo: by api",
+    ]
 
 
 async def test_final_session_is_read_from_the_database_after_the_workflow_is_gone(
-    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client,
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     from temporalio.api.common.v1 import WorkflowExecution
@@ -199,7 +214,10 @@ async def test_final_session_is_read_from_the_database_after_the_workflow_is_gon
     fetched = await http.get(f"/chats/{session['id']}")
 
     assert fetched.status_code == 200
-    assert [m["content"] for m in fetched.json()["messages"]] == ["remember me", "echo: remember me"]
+    assert [m["content"] for m in fetched.json()["messages"]] == [
+        "remember me",
+        "echo: remember me",
+    ]
     assert fetched.json()["final_reason"] == "user_end"
 
 
@@ -212,7 +230,9 @@ async def test_list_filters_and_paginates(
 
     first = (await http.get("/chats", params={"agent_id": agent_id, "limit": 2})).json()
     second = (
-        await http.get("/chats", params={"agent_id": agent_id, "limit": 2, "cursor": first["next_cursor"]})
+        await http.get(
+            "/chats", params={"agent_id": agent_id, "limit": 2, "cursor": first["next_cursor"]}
+        )
     ).json()
     active = (await http.get("/chats", params={"agent_id": agent_id, "status": "active"})).json()
     final = (await http.get("/chats", params={"agent_id": agent_id, "status": "final"})).json()

@@ -55,10 +55,12 @@ async def test_same_external_id_on_another_channel_or_account_is_another_session
 ) -> None:
     external_id = {"phone": str(uuid.uuid4())}
     mine = await http.post(
-        "/chats", json={"agent_id": await make_agent(), "channel": "sms", "external_id": external_id}
+        "/chats",
+        json={"agent_id": await make_agent(), "channel": "sms", "external_id": external_id},
     )
     other_channel = await http.post(
-        "/chats", json={"agent_id": await make_agent(), "channel": "web", "external_id": external_id}
+        "/chats",
+        json={"agent_id": await make_agent(), "channel": "web", "external_id": external_id},
     )
     theirs = await other_http.post(
         "/chats",
@@ -74,10 +76,14 @@ async def test_same_external_id_on_another_channel_or_account_is_another_session
 
 
 async def test_database_refuses_two_active_sessions_on_one_endpoint(
-    db: async_sessionmaker[AsyncSession], api_key: str, http: httpx.AsyncClient,
+    db: async_sessionmaker[AsyncSession],
+    api_key: str,
+    http: httpx.AsyncClient,
     make_agent: AgentFactory,
 ) -> None:
-    session = (await http.post("/chats", json={"agent_id": await make_agent(), "channel": "web"})).json()
+    session = (
+        await http.post("/chats", json={"agent_id": await make_agent(), "channel": "web"})
+    ).json()
     async with db() as s:
         template = await s.get(ChatSession, session["id"])
     assert template is not None
@@ -85,10 +91,20 @@ async def test_database_refuses_two_active_sessions_on_one_endpoint(
 
     def row(status: str) -> ChatSession:
         return ChatSession(
-            id=str(uuid.uuid4()), account_id=template.account_id, agent_id="a", agent_version=1,
-            agent_snapshot={}, channel="sms", external_id={"x": 1}, endpoint_hash=endpoint,
-            workflow_id="w", additional_data={}, ttl_seconds=60, status=status,
-            created_time=datetime.now(UTC), last_activity=datetime.now(UTC),
+            id=str(uuid.uuid4()),
+            account_id=template.account_id,
+            agent_id="a",
+            agent_version=1,
+            agent_snapshot={},
+            channel="sms",
+            external_id={"x": 1},
+            endpoint_hash=endpoint,
+            workflow_id="w",
+            additional_data={},
+            ttl_seconds=60,
+            status=status,
+            created_time=datetime.now(UTC),
+            last_activity=datetime.now(UTC),
         )
 
     async with db.begin() as s:

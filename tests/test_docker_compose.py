@@ -420,7 +420,7 @@ def test_api_runs_migrations_before_serving_and_worker_runs_the_worker(
     services: dict[str, dict[str, Any]],
 ) -> None:
     api_command = command_text(services["api"]["command"])
-    assert re.search(r"parley migrate\s*&&\s*parley api", api_command), api_command
+    assert re.search(r"parley migrate\s*&&\s*(?:exec\s+)?parley api", api_command), api_command
     assert parley_invocations(api_command) == ["migrate", "api"]
     assert parley_invocations(command_text(services["worker"]["command"])) == ["worker"]
 

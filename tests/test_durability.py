@@ -25,7 +25,10 @@ async def _workflow_id(db: async_sessionmaker[AsyncSession], session_id: str) ->
 
 
 async def test_worker_restarted_between_turns_loses_nothing(
-    make_settings: Any, serve_api: Any, api_key: str, temporal_client: Client,
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    temporal_client: Client,
     make_agent: AgentFactory,
 ) -> None:
     settings = make_settings(TEMPORAL_TASK_QUEUE=f"restart-{uuid.uuid4().hex[:8]}")
@@ -47,15 +50,23 @@ async def test_worker_restarted_between_turns_loses_nothing(
     assert during["messages"][-1]["content"] == "echo: while no worker runs"
     assert after["messages"][-1]["content"] == "echo: after the restart"
     assert [m["content"] for m in transcript] == [
-        "before the restart", "echo: before the restart",
-        "while no worker runs", "echo: while no worker runs",
-        "after the restart", "echo: after the restart",
+        "before the restart",
+        "echo: before the restart",
+        "while no worker runs",
+        "echo: while no worker runs",
+        "after the restart",
+        "echo: after the restart",
     ]
 
 
 async def test_sessions_continue_as_new_with_no_client_visible_error(
-    make_settings: Any, serve_api: Any, api_key: str, worker: None, temporal_client: Client,
-    db: async_sessionmaker[AsyncSession], make_agent: AgentFactory,
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    worker: None,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    make_agent: AgentFactory,
 ) -> None:
     settings = make_settings(PARLEY_TURNS_PER_RUN=3)
     agent_id = await make_agent(first_message="welcome")
@@ -86,7 +97,8 @@ async def test_sessions_continue_as_new_with_no_client_visible_error(
     )
     assert ended.status_code == 200 and len(ended.json()["messages"]) == 29
     runs = [
-        run async for run in temporal_client.list_workflows(
+        run
+        async for run in temporal_client.list_workflows(
             f"WorkflowId = '{await _workflow_id(db, session['id'])}'"
         )
     ]
@@ -94,7 +106,9 @@ async def test_sessions_continue_as_new_with_no_client_visible_error(
 
 
 async def test_history_bytes_per_turn_do_not_grow_with_the_conversation(
-    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client,
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     session = await open_chat(http, await make_agent())
@@ -106,7 +120,11 @@ async def test_history_bytes_per_turn_do_not_grow_with_the_conversation(
         # the background recording of the turn is part of the turn's cost
         for _ in range(100):
             after = await handle.fetch_history()
-            scheduled = [e for e in after.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
+            scheduled = [
+                e
+                for e in after.events
+                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            ]
             if len(scheduled) == 2 * (n + 1) + 1:
                 break
             await asyncio.sleep(0.05)

@@ -113,7 +113,9 @@ class LLMActivities:
                 str(error), type="LLMRateLimited", next_retry_delay=delay
             ) from None
 
-    async def _load(self, session_id: str, recorded_count: int) -> tuple[_SessionContext, list[Message]]:
+    async def _load(
+        self, session_id: str, recorded_count: int
+    ) -> tuple[_SessionContext, list[Message]]:
         async with self._sessions() as db:
             context = self._contexts.get(session_id)
             if context is None:
@@ -134,11 +136,12 @@ class LLMActivities:
             ).all()
         if len(rows) != recorded_count:
             raise ApplicationError(
-                f"session {session_id}: expected {recorded_count} recorded messages, found {len(rows)}"
+                f"session {session_id}: expected {recorded_count} recorded messages, "
+                f"found {len(rows)}"
             )
         return context, [
             Message(
-                role=row.role,  # type: ignore[arg-type]
+                role=row.role,
                 content=row.content,
                 tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
                 time=row.time,

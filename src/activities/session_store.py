@@ -87,8 +87,11 @@ class SessionStoreActivities:
             "last_activity": opened.time,
         }
         audit = _audit(opened.session_id, opened.account_id, "session.opened", opened.time)
-        audit["data"] = {"agent_id": opened.agent.id, "agent_version": opened.agent.version,
-                         "channel": opened.channel}
+        audit["data"] = {
+            "agent_id": opened.agent.id,
+            "agent_version": opened.agent.version,
+            "channel": opened.channel,
+        }
         try:
             async with self._sessions.begin() as db:
                 await insert_missing(db, ChatSession, [row], ["id"])
@@ -121,7 +124,9 @@ class SessionStoreActivities:
                 )
             )
             audit = _audit(
-                finished.session_id, finished.account_id, "session.finished",
+                finished.session_id,
+                finished.account_id,
+                "session.finished",
                 finished.finished_time,
             )
             audit["data"] = {"reason": finished.reason.value, "note": finished.note}
@@ -144,14 +149,20 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         )
         audit = _audit(produced.session_id, produced.account_id, "message", message.time)
         audit["event_key"] += f":{seq}"
-        audit["data"] = {"seq": seq, "role": message.role,
-                         "tool_calls": [call.name for call in message.tool_calls]}
+        audit["data"] = {
+            "seq": seq,
+            "role": message.role,
+            "tool_calls": [call.name for call in message.tool_calls],
+        }
         audits.append(audit)
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await insert_missing(db, AuditEvent, audits, ["event_key"])
     await db.execute(
         update(ChatSession)
-        .where(ChatSession.id == produced.session_id, ChatSession.last_activity < produced.last_activity)
+        .where(
+            ChatSession.id == produced.session_id,
+            ChatSession.last_activity < produced.last_activity,
+        )
         .values(last_activity=produced.last_activity)
     )
 

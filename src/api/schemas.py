@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from src.domain import RESERVED_TEMPLATE_KEYS, AgentSpec, Message, ModelConfig, SessionView, ToolConfig
+from src.domain import (
+    RESERVED_TEMPLATE_KEYS,
+    AgentSpec,
+    Message,
+    ModelConfig,
+    SessionView,
+    ToolConfig,
+)
 
 ExternalIdValue = str | int | bool
 
@@ -26,7 +33,7 @@ class OpenChatRequest(Strict):
         "opens for the same endpoint while a session is active return that session.",
         examples=[{"phone": "+15550100"}],
     )
-    ttl_seconds: int | None = Field(default=None, description="Inactivity timeout, 60–86400.")
+    ttl_seconds: int | None = Field(default=None, description="Inactivity timeout, 60-86400.")
     additional_data: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("external_id")

@@ -18,9 +18,11 @@ async def insert_missing(
 ) -> None:
     if not rows:
         return
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(list(rows)).on_conflict_do_nothing(
-        index_elements=list(conflict_columns)
+    statement = (
+        insert(table)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=list(conflict_columns))
     )
     await session.execute(statement)

@@ -216,7 +216,9 @@ class ChatSessionService:
 
         async def send_once() -> TurnResult:
             return await handle.execute_update(
-                ChatSessionWorkflow.send_message, message, id=update_id
+                ChatSessionWorkflow.send_message,  # type: ignore[arg-type]  # SDK typing of async updates
+                message,
+                id=update_id,
             )
 
         try:
@@ -230,7 +232,10 @@ class ChatSessionService:
             handle = self._client.get_workflow_handle(row.workflow_id)
 
             async def end_once() -> SessionState:
-                return await handle.execute_update(ChatSessionWorkflow.end, EndRequest(note=note))
+                return await handle.execute_update(
+                    ChatSessionWorkflow.end,  # type: ignore[arg-type]  # SDK typing of async updates
+                    EndRequest(note=note),
+                )
 
             try:
                 state = await _retrying(end_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
@@ -309,7 +314,7 @@ async def _transcripts(
     for row in rows:
         transcripts.setdefault(row.session_id, []).append(
             Message(
-                role=row.role,  # type: ignore[arg-type]
+                role=row.role,
                 content=row.content,
                 tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
                 time=row.time,
@@ -330,8 +335,8 @@ async def _retrying(
         try:
             return await call()
         except WorkflowUpdateFailedError as error:
-            cause = error.cause
-            kind = cause.type if isinstance(cause, ApplicationError) else None
+            cause = error.cause if isinstance(error.cause, ApplicationError) else None
+            kind = cause.type if cause else None
             if kind in retry_types and loop.time() < deadline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from datetime import timedelta
+
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -97,7 +98,7 @@ class ChatSessionWorkflow:
                     lambda: bool(self._inbox) or self._end_requested,
                     timeout=timedelta(seconds=start.ttl_seconds),
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return await self._finish(FinishReason.TTL)
             if self._inbox:
                 agent_finished = await self._answer(self._inbox.popleft())
@@ -113,10 +114,10 @@ class ChatSessionWorkflow:
     async def _open(self) -> None:
         workflow.upsert_search_attributes(
             [
-                SearchAttributePair(SESSION_ID, self._start.session_id),
-                SearchAttributePair(AGENT_ID, self._start.agent.id),
-                SearchAttributePair(CHANNEL, self._start.channel),
-                SearchAttributePair(STATUS, SessionStatus.ACTIVE.value),
+                SESSION_ID.value_set(self._start.session_id),
+                AGENT_ID.value_set(self._start.agent.id),
+                CHANNEL.value_set(self._start.channel),
+                STATUS.value_set(SessionStatus.ACTIVE.value),
             ]
         )
         await workflow.execute_activity_method(
@@ -156,12 +157,12 @@ class ChatSessionWorkflow:
             outcome = TurnOutcome(messages=self._messages[produced_from:], is_final=agent_finished)
         except ActivityError as error:
             # The model refused or stayed unreachable: this turn fails, the session goes on.
-            cause = error.cause
+            reason = error.cause if isinstance(error.cause, ApplicationError) else error
             workflow.logger.warning("turn failed for session %s", self._start.session_id)
             outcome = TurnOutcome(
                 messages=self._messages[produced_from:],
                 error_type=TURN_FAILED,
-                error=f"the agent could not answer: {cause.message if cause else error.message}",
+                error=f"the agent could not answer: {reason.message}",
             )
         self._record_in_background()
         self._settle(item, outcome)
@@ -188,7 +189,7 @@ class ChatSessionWorkflow:
         for item in self._inbox:
             self._settle(item, _final_outcome())
         self._inbox.clear()
-        workflow.upsert_search_attributes([SearchAttributePair(STATUS, SessionStatus.FINAL.value)])
+        workflow.upsert_search_attributes([STATUS.value_set(SessionStatus.FINAL.value)])
         await self._recorded_all()
         await workflow.execute_activity_method(
             SessionStoreActivities.persist_final,
@@ -378,4 +379,3 @@ def _turn_result(outcome: TurnOutcome) -> TurnResult:
     if outcome.error_type is not None:
         raise ApplicationError(outcome.error or "the turn failed", type=outcome.error_type)
     return TurnResult(messages=outcome.messages, is_final=outcome.is_final)
-

@@ -29,7 +29,9 @@ class FakeLLM:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self._attempts: Counter[str] = Counter()
-        self.app = Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
+        self.app = Starlette(
+            routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])]
+        )
 
     def requests_for(self, marker: str) -> list[dict[str, Any]]:
         """Requests whose messages mention `marker` anywhere."""
@@ -68,7 +70,11 @@ def _completion(
     model: str, content: str | None, calls: list[tuple[str, str, int]] | None = None
 ) -> JSONResponse:
     tool_calls = [
-        {"id": f"call_{name}_{n}", "type": "function", "function": {"name": name, "arguments": args}}
+        {
+            "id": f"call_{name}_{n}",
+            "type": "function",
+            "function": {"name": name, "arguments": args},
+        }
         for name, args, n in calls or []
     ]
     message: dict[str, Any] = {"role": "assistant", "content": content}
