@@ -207,6 +207,17 @@ async def test_llm_server_errors_are_retried_until_the_turn_completes(
     assert turn["messages"][-1]["content"] == "echo: are you there?"
 
 
+async def test_llm_rate_limits_are_retried_after_the_advertised_delay(
+    http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: Any
+) -> None:
+    session = await open_chat(http, await make_agent(model="limited-1"))
+
+    turn = await say(http, session["id"], "rate limited 3317")
+
+    assert turn["messages"][-1]["content"] == "echo: rate limited 3317"
+    assert len(fake_llm[0].requests_for("rate limited 3317")) == 2
+
+
 async def test_agent_tool_steps_are_bounded(
     http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: Any
 ) -> None:

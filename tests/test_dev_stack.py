@@ -9,11 +9,15 @@ import re
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
+
+from tests.fakes.llm_server import FakeLLM
 
 
 def _free_port() -> int:
@@ -104,3 +108,39 @@ async def test_dev_stack_serves_the_walkthrough_and_survives_a_restart(tmp_path:
     assert kept["status"] == "active"
     assert [m["role"] for m in kept["messages"]] == ["assistant", "user", "assistant"]
     assert later.status_code == 200 and later.json()["is_final"] is True
+
+
+async def test_dev_stack_uses_the_configured_temporal_and_llm(
+    tmp_path: Path, temporal_env: WorkflowEnvironment, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    api_port, unused_temporal_port = _free_port(), _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PARLEY_", "TEMPORAL_", "OPENAI_", "DATABASE_URL"))
+    }
+    env.update(
+        PARLEY_DATA_DIR=str(tmp_path / "data"),
+        PARLEY_PORT=str(api_port),
+        PARLEY_DEV_TEMPORAL_PORT=str(unused_temporal_port),
+        TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+        TEMPORAL_TASK_QUEUE=f"dev-{uuid.uuid4().hex[:8]}",
+        OPENAI_BASE_URL=fake_llm[1],
+        PARLEY_DEFAULT_MODEL="echo",
+    )
+    output: list[str] = []
+
+    async with dev_stack(env, output) as banner:
+        headers = {"Authorization": f"Bearer {banner['API key']}"}
+        async with httpx.AsyncClient(base_url=banner["API"], headers=headers, timeout=30) as http:
+            opened = await http.post(
+                "/chats", json={"agent_id": banner["demo agent"], "channel": "web"}
+            )
+            turn = await http.post(
+                f"/chats/{opened.json()['id']}/messages", json={"content": "via the fake"}
+            )
+        own_server_started = _listening(unused_temporal_port)
+
+    assert turn.status_code == 200, "".join(output)
+    assert turn.json()["messages"][-1]["content"] == "echo: via the fake"
+    assert own_server_started is False

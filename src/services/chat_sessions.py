@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -63,6 +64,9 @@ T = TypeVar("T")
 # practice) or while the previous session on an endpoint closes.
 _HANDOVER_RETRY_SECONDS = 0.02
 _HANDOVER_WAIT_SECONDS = 30.0
+
+# A query needs a worker; with none running, answer from the database rather than hang.
+_QUERY_TIMEOUT = timedelta(seconds=5)
 
 _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     SESSION_FINAL: Conflict,
@@ -163,7 +167,7 @@ class ChatSessionService:
             return await self._view_from_db(row)
         try:
             state = await self._client.get_workflow_handle(row.workflow_id).query(
-                ChatSessionWorkflow.state
+                ChatSessionWorkflow.state, rpc_timeout=_QUERY_TIMEOUT
             )
         except (RPCError, WorkflowQueryFailedError):
             return await self._view_from_db(row)  # the workflow is gone; the database remains

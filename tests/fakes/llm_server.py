@@ -7,6 +7,7 @@ share mutable state:
   slow-<ms>       like echo after a delay
   reject          answers 400 (a caller error: not retried)
   flaky-<n>       answers 500 to the first n requests of a conversation, then like echo
+  limited-<n>     answers 429 (Retry-After: 1) to the first n requests, then like echo
   always-tools    calls an unknown `lookup` tool whenever tools are offered
 """
 
@@ -48,10 +49,16 @@ class FakeLLM:
                 {"error": {"message": "model 'reject' does not exist", "type": "invalid_request"}},
                 status_code=400,
             )
-        if model.startswith("flaky-"):
+        if model.startswith(("flaky-", "limited-")):
             key = hashlib.sha256(json.dumps(messages).encode()).hexdigest()
             self._attempts[key] += 1
             if self._attempts[key] <= int(model.split("-", 1)[1]):
+                if model.startswith("limited-"):
+                    return JSONResponse(
+                        {"error": {"message": "slow down"}},
+                        status_code=429,
+                        headers={"Retry-After": "1"},
+                    )
                 return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
         if model.startswith("slow-"):
             await asyncio.sleep(int(model.split("-", 1)[1]) / 1000)
