@@ -1,0 +1,1 @@
+"""Tool plumbing shared by the tool activities: URL safety, signing, MCP client."""
