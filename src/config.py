@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from src.tools.url_guard import UrlAllowlist
+
 LLMProvider = Literal["openai", "scripted"]
 
 # Search attributes the session workflow sets; the dev server registers them at start and
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
+    tool_url_allowlist_setting: str = Field(default="", alias="PARLEY_TOOL_URL_ALLOWLIST")
+    mcp_commands_setting: str = Field(default="", alias="PARLEY_MCP_COMMANDS")
+    tool_response_max_chars: int = Field(
+        default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
+    )
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
 
@@ -67,6 +74,14 @@ class Settings(BaseSettings):
         if self.database_url_setting:
             return self.database_url_setting
         return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @cached_property
+    def tool_url_allowlist(self) -> UrlAllowlist:
+        return UrlAllowlist.parse(self.tool_url_allowlist_setting.split(","))
+
+    @cached_property
+    def mcp_commands(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.mcp_commands_setting.split(",") if c.strip())
 
     @property
     def temporal_target(self) -> str:

@@ -6,6 +6,8 @@ fields are only ever added, with defaults, never renamed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -67,9 +69,7 @@ class WebhookTool(Frozen):
     type: Literal["webhook"] = "webhook"
     name: str = Field(pattern=TOOL_NAME_PATTERN)
     description: str = Field(default="", max_length=4000)
-    parameters: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "object", "properties": {}}
-    )
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     url: str = Field(min_length=1, max_length=2000)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
     # Header values are treated as secrets: never returned by the API, never in history.
@@ -195,26 +195,125 @@ class AgentSpec(Frozen):
         return self.model_copy(update={"tools": tools, "webhook": webhook})
 
 
+class McpToolDefinition(Frozen):
+    """A tool an MCP server offered when the session opened."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    server_index: int = Field(description="Index of its `mcp` entry in the agent's tools.")
+
+
+ToolKind = Literal["builtin", "webhook", "mcp"]
+
+
+class AgentPatch(Frozen):
+    """Top-level agent fields to change: an agent update, or a session's `agent_overrides`
+    (where `variables` are merged into the agent's instead of replacing them)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    first_message: str | None = Field(default=None, max_length=16_000)
+    model: ModelConfig | None = None
+    tools: list[ToolConfig] | None = Field(default=None, max_length=128)
+    analysis: AnalysisSettings | None = None
+    webhook: CompletionWebhook | None = None
+    default_ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    max_tool_steps: int | None = Field(default=None, ge=1, le=64)
+    variables: dict[str, Any] | None = None
+
+    def apply(self, spec: AgentSpec, merge_variables: bool) -> AgentSpec:
+        changes = {name: getattr(self, name) for name in self.model_fields_set}
+        if merge_variables and self.variables is not None:
+            changes["variables"] = {**spec.variables, **self.variables}
+        data = spec.model_dump(mode="json")
+        data.update(
+            {
+                name: value.model_dump(mode="json")
+                if isinstance(value, BaseModel)
+                else [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+                if isinstance(value, list)
+                else value
+                for name, value in changes.items()
+            }
+        )
+        return AgentSpec.model_validate(data)
+
+
 class AgentSnapshot(Frozen):
-    """An agent frozen at session open: the session uses this for its whole lifetime."""
+    """An agent frozen for a session (or a stateless conversation), stored content-addressed
+    in the database. It holds secrets, so workflows get only its `SessionAgent` summary."""
 
     id: str
     version: int
     spec: AgentSpec
     model: ModelConfig
+    mcp_tools: list[McpToolDefinition] = Field(default_factory=list)
+    mcp_discovered: bool = False
+
+    @property
+    def snapshot_id(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def needs_discovery(self) -> bool:
+        return not self.mcp_discovered and any(isinstance(t, McpTools) for t in self.spec.tools)
+
+    def tool_kinds(self) -> dict[str, ToolKind]:
+        kinds: dict[str, ToolKind] = {tool.name: "mcp" for tool in self.mcp_tools}
+        for tool in self.spec.tools:
+            if isinstance(tool, BuiltinTool | WebhookTool):
+                kinds[tool.name] = tool.type
+        return kinds
+
+    def webhook_tool(self, name: str) -> WebhookTool | None:
+        return next(
+            (t for t in self.spec.tools if isinstance(t, WebhookTool) and t.name == name), None
+        )
+
+    def summary(self) -> SessionAgent:
+        return SessionAgent(
+            snapshot_id=self.snapshot_id,
+            id=self.id,
+            version=self.version,
+            model_name=self.model.name,
+            tools=self.tool_kinds(),
+            needs_discovery=self.needs_discovery,
+        )
+
+
+class SessionAgent(BaseModel):
+    """What a workflow knows of its agent: a reference and tool names, no prompts, no secrets."""
+
+    snapshot_id: str
+    id: str
+    version: int
+    model_name: str
+    tools: dict[str, ToolKind] = Field(default_factory=dict)
+    needs_discovery: bool = False
 
     def has_builtin(self, name: str) -> bool:
-        return any(t.type == "builtin" and t.name == name for t in self.spec.tools)
+        return self.tools.get(name) == "builtin"
 
 
-def render_template(template: str, variables: dict[str, Any]) -> str:
-    """Fill `{{name}}` variables; a missing variable renders as empty text."""
+def template_variables(template: str) -> list[str]:
+    return [match.group(1) for match in _TEMPLATE_VARIABLE.finditer(template)]
+
+
+def render_template(template: str, variables: dict[str, Any]) -> tuple[str, list[str]]:
+    """Fill `{{name}}` variables. A missing variable renders as empty text and is reported
+    in the second element, so the caller can record it."""
+    missing: list[str] = []
 
     def value(match: re.Match[str]) -> str:
-        found = variables.get(match.group(1))
-        return "" if found is None else str(found)
+        name = match.group(1)
+        if variables.get(name) is None:
+            missing.append(name)
+            return ""
+        return str(variables[name])
 
-    return _TEMPLATE_VARIABLE.sub(value, template)
+    return _TEMPLATE_VARIABLE.sub(value, template), missing
 
 
 class ToolCall(BaseModel):

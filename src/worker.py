@@ -15,9 +15,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from src.activities.llm import LLMActivities
+from src.activities.mcp_tools import McpToolActivities
 from src.activities.session_store import SessionStoreActivities
+from src.activities.webhook_tools import WebhookToolActivities
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
+from src.db.snapshots import SnapshotStore
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
 
@@ -29,8 +32,11 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     """A started worker; it shuts down (finishing in-flight activities) when the block exits."""
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
+    snapshots = SnapshotStore(sessions)
     store = SessionStoreActivities(sessions)
-    llm = LLMActivities(settings, sessions)
+    llm = LLMActivities(settings, sessions, snapshots)
+    webhook_tools = WebhookToolActivities(settings, snapshots)
+    mcp_tools = McpToolActivities(settings, snapshots)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -40,6 +46,9 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
             store.record_messages,
             store.persist_final,
             llm.complete_session_turn,
+            webhook_tools.call,
+            mcp_tools.discover,
+            mcp_tools.call,
         ],
         max_cached_workflows=settings.max_cached_workflows,
     )
@@ -47,6 +56,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
         async with worker:
             yield worker
     finally:
+        await webhook_tools.close()
         await engine.dispose()
 
 

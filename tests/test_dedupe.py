@@ -95,7 +95,7 @@ async def test_database_refuses_two_active_sessions_on_one_endpoint(
             account_id=template.account_id,
             agent_id="a",
             agent_version=1,
-            agent_snapshot={},
+            snapshot_id=template.snapshot_id,
             channel="sms",
             external_id={"x": 1},
             endpoint_hash=endpoint,

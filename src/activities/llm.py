@@ -7,7 +7,7 @@ messages it has not recorded yet; the transcript itself never travels through wo
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -18,12 +18,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.config import Settings
-from src.db.tables import ChatMessage, ChatSession
+from src.db.snapshots import SnapshotStore
+from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
+from src.db.upsert import insert_missing
 from src.domain import (
     FINISH_THE_CONVERSATION,
     AgentSnapshot,
+    BuiltinTool,
     Message,
-    ToolCall,
+    WebhookTool,
     render_template,
 )
 from src.llm.openai_chat import OpenAIChatProvider
@@ -38,6 +41,7 @@ from src.llm.types import (
     ModelProvider,
     ToolSchema,
 )
+from src.templates import template_values
 
 LLM_REJECTED = "LLMRequestRejected"
 LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
@@ -74,13 +78,21 @@ class SessionTurnRequest(BaseModel):
 
 
 class _SessionContext(BaseModel):
-    agent: AgentSnapshot
-    variables: dict[str, Any]
+    account_id: str
+    snapshot_id: str
+    channel: str
+    additional_data: dict[str, Any]
 
 
 class LLMActivities:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        snapshots: SnapshotStore,
+    ) -> None:
         self._sessions = sessions
+        self._snapshots = snapshots
         self._providers: dict[str, ModelProvider] = {
             "scripted": ScriptedProvider(),
             "openai": OpenAIChatProvider(
@@ -91,14 +103,19 @@ class LLMActivities:
                 timeout_seconds=settings.llm_timeout_seconds,
             ),
         }
-        # Agent snapshots and template variables are frozen at open, so they can be cached.
+        # What a session's turns need besides its transcript is frozen at open: cache it.
         self._contexts: OrderedDict[str, _SessionContext] = OrderedDict()
 
     @activity.defn(name="llm.complete_session_turn")
     async def complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
         context, recorded = await self._load(request.session_id, request.recorded_count)
-        agent = context.agent
-        system_prompt = render_template(agent.spec.system_prompt, context.variables)
+        agent = await self._snapshots.load(context.snapshot_id)
+        values = template_values(
+            agent.spec.variables, context.additional_data, context.channel, datetime.now(UTC)
+        )
+        system_prompt, missing = render_template(agent.spec.system_prompt, values)
+        if missing:
+            await self._record_missing_variables(request.session_id, context, missing)
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += to_wire_messages(recorded + request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
@@ -123,8 +140,10 @@ class LLMActivities:
                 if row is None:
                     raise ApplicationError(f"session {session_id} is not in the database")
                 context = _SessionContext(
-                    agent=AgentSnapshot.model_validate(row.agent_snapshot),
-                    variables={**row.additional_data, "channel": row.channel, "sip_endpoint": None},
+                    account_id=row.account_id,
+                    snapshot_id=row.snapshot_id,
+                    channel=row.channel,
+                    additional_data=row.additional_data,
                 )
                 self._remember(session_id, context)
             rows = (
@@ -139,15 +158,25 @@ class LLMActivities:
                 f"session {session_id}: expected {recorded_count} recorded messages, "
                 f"found {len(rows)}"
             )
-        return context, [
-            Message(
-                role=row.role,
-                content=row.content,
-                tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
-                time=row.time,
-            )
-            for row in rows
+        return context, [message_of_row(row) for row in rows]
+
+    async def _record_missing_variables(
+        self, session_id: str, context: _SessionContext, missing: list[str]
+    ) -> None:
+        now = datetime.now(UTC)
+        events = [
+            {
+                "event_key": f"{session_id}:template.missing_variable:{name}",
+                "account_id": context.account_id,
+                "session_id": session_id,
+                "kind": "template.missing_variable",
+                "data": {"variable": name},
+                "time": now,
+            }
+            for name in sorted(set(missing))
         ]
+        async with self._sessions.begin() as db:
+            await insert_missing(db, AuditEvent, events, ["event_key"])
 
     def _remember(self, session_id: str, context: _SessionContext) -> None:
         self._contexts[session_id] = context
@@ -156,7 +185,22 @@ class LLMActivities:
 
 
 def tool_schemas(agent: AgentSnapshot) -> list[ToolSchema]:
-    return [_BUILTIN_TOOL_SCHEMAS[tool.name] for tool in agent.spec.tools if tool.type == "builtin"]
+    """The tools offered to the model, in the agent's order; MCP tools as discovered."""
+    schemas: list[ToolSchema] = []
+    for tool in agent.spec.tools:
+        if isinstance(tool, BuiltinTool):
+            schemas.append(_BUILTIN_TOOL_SCHEMAS[tool.name])
+        elif isinstance(tool, WebhookTool):
+            schemas.append(_function(tool.name, tool.description, tool.parameters))
+    schemas += [_function(t.name, t.description, t.input_schema) for t in agent.mcp_tools]
+    return schemas
+
+
+def _function(name: str, description: str, parameters: dict[str, Any]) -> ToolSchema:
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters},
+    }
 
 
 def to_wire_messages(transcript: list[Message]) -> list[WireMessage]:

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
-from src.domain import AgentSnapshot, FinishReason, Message, SessionStatus
+from src.domain import FinishReason, Message, SessionAgent, SessionStatus
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.
@@ -38,7 +38,7 @@ class SessionOpened(BaseModel):
     session_id: str
     account_id: str
     workflow_id: str
-    agent: AgentSnapshot
+    agent: SessionAgent
     channel: str
     external_id: dict[str, Any] | None
     endpoint_hash: str | None
@@ -75,7 +75,7 @@ class SessionStoreActivities:
             "account_id": opened.account_id,
             "agent_id": opened.agent.id,
             "agent_version": opened.agent.version,
-            "agent_snapshot": opened.agent.model_dump(mode="json"),
+            "snapshot_id": opened.agent.snapshot_id,
             "channel": opened.channel,
             "external_id": opened.external_id,
             "endpoint_hash": opened.endpoint_hash,

@@ -6,15 +6,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from src.domain import (
     RESERVED_TEMPLATE_KEYS,
+    AgentPatch,
     AgentSpec,
     Message,
-    ModelConfig,
     SessionView,
-    ToolConfig,
 )
 
 ExternalIdValue = str | int | bool
@@ -25,7 +24,15 @@ class Strict(BaseModel):
 
 
 class OpenChatRequest(Strict):
-    agent_id: str = Field(min_length=1, max_length=64)
+    agent_id: str | None = Field(default=None, min_length=1, max_length=64)
+    agent: AgentSpec | None = Field(
+        default=None, description="An inline agent config, instead of `agent_id`."
+    )
+    agent_overrides: AgentPatch | None = Field(
+        default=None,
+        description="Applied on top of the agent at open: `variables` (merged) and any "
+        "top-level agent field (replaced).",
+    )
     channel: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["web"])
     external_id: dict[str, ExternalIdValue] | None = Field(
         default=None,
@@ -35,6 +42,12 @@ class OpenChatRequest(Strict):
     )
     ttl_seconds: int | None = Field(default=None, description="Inactivity timeout, 60-86400.")
     additional_data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> OpenChatRequest:
+        if (self.agent_id is None) == (self.agent is None):
+            raise ValueError("give exactly one of `agent_id` or an inline `agent`")
+        return self
 
     @field_validator("external_id")
     @classmethod
@@ -87,16 +100,11 @@ class ChatSessionList(BaseModel):
     next_cursor: str | None
 
 
-class AgentResponse(BaseModel):
+class AgentResponse(AgentSpec):
+    """An agent version as the API shows it: secrets masked."""
+
     id: str
     version: int
-    name: str
-    system_prompt: str
-    first_message: str | None
-    model: ModelConfig | None
-    tools: list[ToolConfig]
-    default_ttl_seconds: int | None
-    max_tool_steps: int | None
     created_time: datetime
 
 
@@ -116,3 +124,4 @@ class ErrorResponse(BaseModel):
 
 
 CreateAgentRequest = AgentSpec
+UpdateAgentRequest = AgentPatch

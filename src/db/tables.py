@@ -22,6 +22,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from src.domain import Message, ToolCall
+
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
 
@@ -81,6 +83,18 @@ class AgentVersion(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class AgentSnapshotRow(Base):
+    """Agent configurations frozen for sessions, content-addressed (SHA-256 of the JSON).
+    They hold secrets, which is why workflows carry only the id."""
+
+    __tablename__ = "agent_snapshots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class ChatSession(Base):
     __tablename__ = "chat_sessions"
 
@@ -88,7 +102,7 @@ class ChatSession(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     agent_id: Mapped[str] = mapped_column(String(64))
     agent_version: Mapped[int] = mapped_column(Integer)
-    agent_snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("agent_snapshots.id"))
     channel: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     endpoint_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -139,3 +153,12 @@ class AuditEvent(Base):
     kind: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def message_of_row(row: ChatMessage) -> Message:
+    return Message(
+        role=row.role,
+        content=row.content,
+        tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
+        time=row.time,
+    )

@@ -1,19 +1,26 @@
-"""Agents: stored, versioned configurations owned by an account."""
+"""Agents: versioned configurations owned by an account. Every update is a new immutable
+version; delete is soft, so sessions keep the snapshot they were opened with."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
 from src.db.tables import AgentVersion
-from src.domain import AgentSnapshot, AgentSpec, ModelConfig
-from src.errors import NotFound
+from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
+from src.errors import Conflict, InvalidInput, NotFound
 from src.pagination import decode_cursor, encode_cursor
+from src.tools.url_guard import UrlRefused, check_literal_host
+
+INLINE_AGENT_PREFIX = "inline-"
 
 
 class AgentRecord(BaseModel):
@@ -38,33 +45,43 @@ class AgentService:
         self._sessions = sessions
 
     async def create(self, account_id: str, spec: AgentSpec) -> AgentRecord:
-        row = AgentVersion(
-            id=f"agent-{uuid.uuid4()}",
-            version=1,
-            account_id=account_id,
-            name=spec.name,
-            spec=spec.model_dump(mode="json"),
-            created_time=datetime.now(UTC),
-            deleted=False,
-        )
-        async with self._sessions.begin() as db:
-            db.add(row)
-        return _record(row)
+        self.check_outbound(spec)
+        return await self._insert(account_id, f"agent-{uuid.uuid4()}", 1, spec)
 
-    async def get(self, account_id: str, agent_id: str) -> AgentRecord:
-        async with self._sessions() as db:
-            row = await db.scalar(
-                select(AgentVersion)
-                .where(
-                    AgentVersion.id == agent_id,
-                    AgentVersion.account_id == account_id,
-                    AgentVersion.deleted.is_(False),
-                )
-                .order_by(AgentVersion.version.desc())
-                .limit(1)
+    async def update(self, account_id: str, agent_id: str, patch: AgentPatch) -> AgentRecord:
+        current = await self.get(account_id, agent_id)
+        try:
+            spec = patch.apply(current.spec, merge_variables=False)
+        except ValueError as error:
+            raise InvalidInput(f"invalid agent update: {error}") from None
+        self.check_outbound(spec)
+        try:
+            return await self._insert(account_id, agent_id, current.version + 1, spec)
+        except IntegrityError:
+            raise Conflict("the agent was updated concurrently; retry the update") from None
+
+    async def delete(self, account_id: str, agent_id: str) -> None:
+        await self.get(account_id, agent_id)
+        async with self._sessions.begin() as db:
+            await db.execute(
+                update(AgentVersion)
+                .where(AgentVersion.id == agent_id, AgentVersion.account_id == account_id)
+                .values(deleted=True)
             )
+
+    async def get(self, account_id: str, agent_id: str, version: int | None = None) -> AgentRecord:
+        query = select(AgentVersion).where(
+            AgentVersion.id == agent_id,
+            AgentVersion.account_id == account_id,
+            AgentVersion.deleted.is_(False),
+        )
+        if version is not None:
+            query = query.where(AgentVersion.version == version)
+        async with self._sessions() as db:
+            row = await db.scalar(query.order_by(AgentVersion.version.desc()).limit(1))
         if row is None:
-            raise NotFound(f"agent {agent_id!r} not found")
+            which = f"version {version} of agent" if version is not None else "agent"
+            raise NotFound(f"{which} {agent_id!r} not found")
         return _record(row)
 
     async def list(
@@ -100,9 +117,73 @@ class AgentService:
         more = len(rows) > limit
         return page, encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
 
-    def snapshot(self, agent: AgentRecord) -> AgentSnapshot:
-        """Freeze an agent for a session, resolving the server's default model."""
-        model = agent.spec.model or ModelConfig(
+    async def resolve(
+        self,
+        account_id: str,
+        agent_id: str | None,
+        inline: AgentSpec | None,
+        overrides: AgentPatch | None,
+    ) -> AgentSnapshot:
+        """The agent a session or conversation runs with: a stored agent's latest version or
+        an inline config, with overrides applied, frozen with the server's default model."""
+        if (agent_id is None) == (inline is None):
+            raise InvalidInput("give exactly one of `agent_id` or an inline `agent`")
+        if agent_id is not None:
+            try:
+                record = await self.get(account_id, agent_id)
+            except NotFound:
+                raise InvalidInput(f"unknown agent_id {agent_id!r}") from None
+            spec, version = record.spec, record.version
+        else:
+            assert inline is not None
+            spec, version = inline, 0
+            digest = hashlib.sha256(inline.model_dump_json().encode()).hexdigest()
+            agent_id = f"{INLINE_AGENT_PREFIX}{digest[:24]}"
+        if overrides is not None:
+            try:
+                spec = overrides.apply(spec, merge_variables=True)
+            except ValueError as error:
+                raise InvalidInput(f"invalid agent_overrides: {error}") from None
+        self.check_outbound(spec)
+        model = spec.model or ModelConfig(
             provider=self._settings.default_llm, name=self._settings.default_model_name
         )
-        return AgentSnapshot(id=agent.id, version=agent.version, spec=agent.spec, model=model)
+        return AgentSnapshot(id=agent_id, version=version, spec=spec, model=model)
+
+    def check_outbound(self, spec: AgentSpec) -> None:
+        """Refuse, naming the field, URLs and commands that the server would refuse anyway."""
+        allowlist = self._settings.tool_url_allowlist
+        urls = [("webhook.url", spec.webhook.url)] if spec.webhook else []
+        for index, tool in enumerate(spec.tools):
+            if isinstance(tool, WebhookTool):
+                urls.append((f"tools[{index}].url", tool.url))
+            elif isinstance(tool, McpTools) and tool.server.url is not None:
+                urls.append((f"tools[{index}].server.url", tool.server.url))
+            elif isinstance(tool, McpTools) and tool.server.command:
+                executable = tool.server.command[0]
+                if executable not in self._settings.mcp_commands:
+                    raise InvalidInput(
+                        f"tools[{index}].server.command: {executable!r} is not on the "
+                        "server's MCP command allow-list (PARLEY_MCP_COMMANDS)"
+                    )
+        for field, url in urls:
+            try:
+                check_literal_host(url, allowlist)
+            except UrlRefused as error:
+                raise InvalidInput(f"{field}: {error}") from None
+
+    async def _insert(
+        self, account_id: str, agent_id: str, version: int, spec: AgentSpec
+    ) -> AgentRecord:
+        row = AgentVersion(
+            id=agent_id,
+            version=version,
+            account_id=account_id,
+            name=spec.name,
+            spec=json.loads(spec.model_dump_json()),
+            created_time=datetime.now(UTC),
+            deleted=False,
+        )
+        async with self._sessions.begin() as db:
+            db.add(row)
+        return _record(row)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -27,8 +27,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from src.config import Settings
-from src.db.tables import ChatMessage, ChatSession
-from src.domain import FinishReason, Message, SessionStatus, SessionView, ToolCall
+from src.db.snapshots import SnapshotStore
+from src.db.tables import ChatMessage, ChatSession, message_of_row
+from src.domain import (
+    AgentPatch,
+    AgentSpec,
+    FinishReason,
+    Message,
+    SessionStatus,
+    SessionView,
+    render_template,
+)
 from src.errors import (
     AgentFailed,
     Conflict,
@@ -41,10 +50,12 @@ from src.errors import (
 from src.pagination import decode_cursor, encode_cursor
 from src.services.agents import AgentService
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
+from src.templates import template_values
 from src.workflows.chat_session import (
     DRAINING,
     INVALID_MESSAGE,
     MESSAGE_TOO_LARGE,
+    OPEN_FAILED,
     SESSION_FINAL,
     TURN_FAILED,
     ChatSessionWorkflow,
@@ -73,11 +84,14 @@ _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     INVALID_MESSAGE: InvalidInput,
     MESSAGE_TOO_LARGE: PayloadTooLarge,
     TURN_FAILED: AgentFailed,
+    OPEN_FAILED: AgentFailed,
 }
 
 
 class OpenChat(BaseModel):
-    agent_id: str
+    agent_id: str | None = None
+    agent: AgentSpec | None = None
+    agent_overrides: AgentPatch | None = None
     channel: str
     external_id: dict[str, Any] | None = None
     ttl_seconds: int | None = None
@@ -102,15 +116,14 @@ class ChatSessionService:
         self._client = client
         self._sessions = sessions
         self._agents = agents
+        self._snapshots = SnapshotStore(sessions)
 
     async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
         """Open a session, or join the active one on the same external endpoint.
         Returns the session and whether this call created it."""
-        try:
-            agent = await self._agents.get(account_id, request.agent_id)
-        except NotFound:
-            raise InvalidInput(f"unknown agent_id {request.agent_id!r}") from None
-        snapshot = self._agents.snapshot(agent)
+        snapshot = await self._agents.resolve(
+            account_id, request.agent_id, request.agent, request.agent_overrides
+        )
         ttl = next(
             t
             for t in (
@@ -121,15 +134,23 @@ class ChatSessionService:
             if t is not None
         )
         self._check_ttl(ttl)
+        await self._snapshots.save(account_id, snapshot)
         endpoint = (
             endpoint_hash(account_id, request.channel, request.external_id)
             if request.external_id is not None
             else None
         )
+        first_message = None
+        if snapshot.spec.first_message:
+            values = template_values(
+                snapshot.spec.variables, request.additional_data, request.channel, _now()
+            )
+            first_message, _ = render_template(snapshot.spec.first_message, values)
         start = SessionStart(
             session_id=str(uuid.uuid4()),
             account_id=account_id,
-            agent=snapshot,
+            agent=snapshot.summary(),
+            first_message=first_message,
             channel=request.channel,
             external_id=request.external_id,
             endpoint_hash=endpoint,
@@ -289,6 +310,10 @@ class ChatSessionService:
         return _view_of_row(row, transcripts.get(row.id, []))
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _view_of_row(row: ChatSession, messages: list[Message]) -> SessionView:
     status = SessionStatus(row.status)
     return SessionView(
@@ -316,14 +341,7 @@ async def _transcripts(
     rows = (await db.scalars(query.order_by(ChatMessage.session_id, ChatMessage.seq))).all()
     transcripts: dict[str, list[Message]] = {}
     for row in rows:
-        transcripts.setdefault(row.session_id, []).append(
-            Message(
-                role=row.role,
-                content=row.content,
-                tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
-                time=row.time,
-            )
-        )
+        transcripts.setdefault(row.session_id, []).append(message_of_row(row))
     return transcripts
 
 

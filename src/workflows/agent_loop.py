@@ -6,19 +6,22 @@ workflow backs with activities. Stateful sessions and (later) stateless turns sh
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from src.domain import FINISH_THE_CONVERSATION, AgentSnapshot, Message, ToolCall
-    from src.llm.types import LLMReply
+    from src.domain import FINISH_THE_CONVERSATION, Message, SessionAgent, ToolCall
+    from src.llm.types import LLMReply, LLMToolCall
 
 FINISH_ACKNOWLEDGED = "The conversation will end after your reply. Say goodbye now."
 
 # complete(allow_tools) asks the model for the next step of the transcript as it stands.
 Complete = Callable[[bool], Awaitable[LLMReply]]
+# run_tool(call) runs one of the agent's tools (an activity) and returns its result text.
+RunTool = Callable[[LLMToolCall], Awaitable[str]]
 Append = Callable[[Message], None]
 
 
@@ -28,7 +31,11 @@ class TurnEnd:
 
 
 async def run_agent_turn(
-    agent: AgentSnapshot, max_tool_steps: int, complete: Complete, append: Append
+    agent: SessionAgent,
+    max_tool_steps: int,
+    complete: Complete,
+    run_tool: RunTool,
+    append: Append,
 ) -> TurnEnd:
     finish_called = False
     steps = 0
@@ -37,20 +44,31 @@ async def run_agent_turn(
         if not reply.tool_calls:
             append(_assistant(reply.content, []))
             return TurnEnd(agent_finished=finish_called)
-        calls = []
-        for call in reply.tool_calls:
-            if call.name == FINISH_THE_CONVERSATION and agent.has_builtin(call.name):
-                finish_called = True
-                response = FINISH_ACKNOWLEDGED
-            else:
-                response = f"error: the tool {call.name!r} is not available to this agent"
-            calls.append(
-                ToolCall(id=call.id, name=call.name, arguments=call.arguments, response=response)
-            )
+        finish_called = finish_called or any(
+            call.name == FINISH_THE_CONVERSATION and agent.has_builtin(call.name)
+            for call in reply.tool_calls
+        )
+        # The calls of one step run concurrently; results keep the order the model gave.
+        responses = await asyncio.gather(
+            *(_respond(agent, call, run_tool) for call in reply.tool_calls)
+        )
+        calls = [
+            ToolCall(id=call.id, name=call.name, arguments=call.arguments, response=response)
+            for call, response in zip(reply.tool_calls, responses, strict=True)
+        ]
         append(_assistant(reply.content, calls))
         steps += 1
         if finish_called and reply.content:
             return TurnEnd(agent_finished=True)
+
+
+async def _respond(agent: SessionAgent, call: LLMToolCall, run_tool: RunTool) -> str:
+    kind = agent.tools.get(call.name)
+    if kind == "builtin" and call.name == FINISH_THE_CONVERSATION:
+        return FINISH_ACKNOWLEDGED
+    if kind in ("webhook", "mcp"):
+        return await run_tool(call)
+    return f"error: the tool {call.name!r} is not available to this agent"
 
 
 def _assistant(content: str | None, calls: list[ToolCall]) -> Message:

@@ -18,6 +18,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
+    from src.activities.mcp_tools import (
+        DISCOVERY_ACTIVITY_OPTIONS,
+        MCP_CALL_ACTIVITY_OPTIONS,
+        DiscoveryRequest,
+        McpToolActivities,
+    )
     from src.activities.session_store import (
         STORE_ACTIVITY_OPTIONS,
         MessagesProduced,
@@ -25,8 +31,13 @@ with workflow.unsafe.imports_passed_through():
         SessionOpened,
         SessionStoreActivities,
     )
+    from src.activities.webhook_tools import (
+        TOOL_ACTIVITY_OPTIONS,
+        ToolInvocation,
+        WebhookToolActivities,
+    )
     from src.domain import FinishReason, Message, SessionStatus
-    from src.llm.types import LLMReply
+    from src.llm.types import LLMReply, LLMToolCall
     from src.workflows.agent_loop import run_agent_turn
     from src.workflows.chat_session_models import (
         CarriedState,
@@ -47,6 +58,7 @@ DRAINING = "Draining"
 INVALID_MESSAGE = "InvalidMessage"
 MESSAGE_TOO_LARGE = "MessageTooLarge"
 TURN_FAILED = "TurnFailed"
+OPEN_FAILED = "OpenFailed"
 
 SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
 AGENT_ID = SearchAttributeKey.for_keyword("ParleyAgentId")
@@ -63,6 +75,8 @@ class ChatSessionWorkflow:
     def __init__(self, start: SessionStart) -> None:
         carried = start.carried
         self._start = start
+        self._agent = start.agent
+        self._open_error: str | None = None
         now = workflow.now()
         self._first_seq = carried.first_seq if carried else 0
         self._recorded = carried.recorded_count if carried else 0
@@ -90,6 +104,8 @@ class ChatSessionWorkflow:
     async def run(self, start: SessionStart) -> SessionState:
         if not self._opened:
             await self._open()
+            if self._open_error is not None:
+                return await self._finish(FinishReason.ERROR)
         while True:
             if self._draining and not self._inbox:
                 await self._continue_as_new()
@@ -115,18 +131,30 @@ class ChatSessionWorkflow:
         workflow.upsert_search_attributes(
             [
                 SESSION_ID.value_set(self._start.session_id),
-                AGENT_ID.value_set(self._start.agent.id),
+                AGENT_ID.value_set(self._agent.id),
                 CHANNEL.value_set(self._start.channel),
                 STATUS.value_set(SessionStatus.ACTIVE.value),
             ]
         )
+        if self._agent.needs_discovery:
+            try:
+                self._agent = await workflow.execute_activity_method(
+                    McpToolActivities.discover,
+                    DiscoveryRequest(
+                        account_id=self._start.account_id, snapshot_id=self._agent.snapshot_id
+                    ),
+                    summary="discover MCP tools",
+                    **DISCOVERY_ACTIVITY_OPTIONS,
+                )
+            except ActivityError as error:
+                self._open_error = f"the agent's tools are unavailable: {_reason(error)}"
         await workflow.execute_activity_method(
             SessionStoreActivities.record_opened,
             SessionOpened(
                 session_id=self._start.session_id,
                 account_id=self._start.account_id,
                 workflow_id=workflow.info().workflow_id,
-                agent=self._start.agent,
+                agent=self._agent,
                 channel=self._start.channel,
                 external_id=self._start.external_id,
                 endpoint_hash=self._start.endpoint_hash,
@@ -137,9 +165,11 @@ class ChatSessionWorkflow:
             summary="record session opened",
             **STORE_ACTIVITY_OPTIONS,
         )
-        first_message = self._start.agent.spec.first_message
-        if first_message:
-            self._append(Message(role="assistant", content=first_message, time=workflow.now()))
+        if self._start.first_message and self._open_error is None:
+            first = Message(
+                role="assistant", content=self._start.first_message, time=workflow.now()
+            )
+            self._append(first)
             self._record_in_background()
         self._opened = True
 
@@ -151,18 +181,21 @@ class ChatSessionWorkflow:
         agent_finished = False
         try:
             turn = await run_agent_turn(
-                self._start.agent, self._start.max_tool_steps, self._complete, self._append
+                self._agent,
+                self._start.max_tool_steps,
+                self._complete,
+                self._run_tool,
+                self._append,
             )
             agent_finished = turn.agent_finished
             outcome = TurnOutcome(messages=self._messages[produced_from:], is_final=agent_finished)
         except ActivityError as error:
             # The model refused or stayed unreachable: this turn fails, the session goes on.
-            reason = error.cause if isinstance(error.cause, ApplicationError) else error
             workflow.logger.warning("turn failed for session %s", self._start.session_id)
             outcome = TurnOutcome(
                 messages=self._messages[produced_from:],
                 error_type=TURN_FAILED,
-                error=f"the agent could not answer: {reason.message}",
+                error=f"the agent could not answer: {_reason(error)}",
             )
         self._record_in_background()
         self._settle(item, outcome)
@@ -177,9 +210,38 @@ class ChatSessionWorkflow:
                 unrecorded=self._messages[self._recorded - self._first_seq :],
                 allow_tools=allow_tools,
             ),
-            summary=f"LLM {self._start.agent.model.name}",
+            summary=f"LLM {self._agent.model_name}",
             **LLM_ACTIVITY_OPTIONS,
         )
+
+    async def _run_tool(self, call: LLMToolCall) -> str:
+        """One tool call as an activity; a failure becomes a result the model can read."""
+        invocation = ToolInvocation(
+            snapshot_id=self._agent.snapshot_id,
+            session_id=self._start.session_id,
+            call_id=call.id,
+            idempotency_key=f"{self._start.session_id}:{workflow.uuid4()}",
+            name=call.name,
+            arguments=call.arguments,
+        )
+        try:
+            if self._agent.tools.get(call.name) == "mcp":
+                result = await workflow.execute_activity_method(
+                    McpToolActivities.call,
+                    invocation,
+                    summary=f"tool {call.name} (MCP)",
+                    **MCP_CALL_ACTIVITY_OPTIONS,
+                )
+            else:
+                result = await workflow.execute_activity_method(
+                    WebhookToolActivities.call,
+                    invocation,
+                    summary=f"tool {call.name}",
+                    **TOOL_ACTIVITY_OPTIONS,
+                )
+        except ActivityError as error:
+            return f"error: {_reason(error)}"
+        return str(result.response)
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persistence follows."""
@@ -227,13 +289,17 @@ class ChatSessionWorkflow:
             inbox=list(self._inbox),
             answered=self._answered,
         )
-        workflow.continue_as_new(self._start.model_copy(update={"carried": carried}))
+        workflow.continue_as_new(
+            self._start.model_copy(update={"carried": carried, "agent": self._agent})
+        )
 
     # ---- messages in ----------------------------------------------------------------------
 
     @workflow.update(name="open")
     async def open(self, request: OpenRequest) -> OpenResult:
         await workflow.wait_condition(lambda: self._opened)
+        if self._open_error is not None:
+            raise ApplicationError(self._open_error, type=OPEN_FAILED)
         return OpenResult(
             session=self._state(), created=request.session_id == self._start.session_id
         )
@@ -359,7 +425,7 @@ class ChatSessionWorkflow:
     def _state(self) -> SessionState:
         return SessionState(
             id=self._start.session_id,
-            agent_id=self._start.agent.id,
+            agent_id=self._agent.id,
             channel=self._start.channel,
             first_seq=self._first_seq,
             messages=self._messages,
@@ -369,6 +435,11 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
         )
+
+
+def _reason(error: ActivityError) -> str:
+    cause = error.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else error.message)
 
 
 def _final_outcome() -> TurnOutcome:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from src.domain import AgentSnapshot, FinishReason, Message, SessionStatus
+from src.domain import FinishReason, Message, SessionAgent, SessionStatus
 
 
 class InboxItem(BaseModel):
@@ -37,7 +37,8 @@ class CarriedState(BaseModel):
 class SessionStart(BaseModel):
     session_id: str
     account_id: str
-    agent: AgentSnapshot
+    agent: SessionAgent
+    first_message: str | None = None
     channel: str
     external_id: dict[str, Any] | None = None
     endpoint_hash: str | None = None

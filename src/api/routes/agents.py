@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from src.api.deps import AccountId, ServicesDep
-from src.api.schemas import AgentList, AgentResponse, CreateAgentRequest, ErrorResponse
+from src.api.schemas import (
+    AgentList,
+    AgentResponse,
+    CreateAgentRequest,
+    ErrorResponse,
+    UpdateAgentRequest,
+)
 from src.services.agents import AgentRecord
 
 router = APIRouter(
@@ -18,11 +24,9 @@ router = APIRouter(
 
 
 def agent_response(agent: AgentRecord) -> AgentResponse:
-    return AgentResponse(
-        id=agent.id,
-        version=agent.version,
-        created_time=agent.created_time,
-        **agent.spec.model_dump(),
+    masked = agent.spec.masked().model_dump(mode="json")
+    return AgentResponse.model_validate(
+        {**masked, "id": agent.id, "version": agent.version, "created_time": agent.created_time}
     )
 
 
@@ -45,5 +49,30 @@ async def list_agents(
 
 
 @router.get("/{agent_id}", responses={404: {"model": ErrorResponse}})
-async def get_agent(agent_id: str, account: AccountId, services: ServicesDep) -> AgentResponse:
-    return agent_response(await services.agents.get(account, agent_id))
+async def get_agent(
+    agent_id: str,
+    account: AccountId,
+    services: ServicesDep,
+    version: Annotated[int | None, Query(ge=1, description="An older version")] = None,
+) -> AgentResponse:
+    return agent_response(await services.agents.get(account, agent_id, version))
+
+
+@router.patch(
+    "/{agent_id}", responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}}
+)
+async def update_agent(
+    agent_id: str, body: UpdateAgentRequest, account: AccountId, services: ServicesDep
+) -> AgentResponse:
+    """Change top-level fields; the result is a new version (earlier ones stay readable)."""
+    return agent_response(await services.agents.update(account, agent_id, body))
+
+
+@router.delete(
+    "/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": ErrorResponse}},
+)
+async def delete_agent(agent_id: str, account: AccountId, services: ServicesDep) -> None:
+    """Soft delete: the agent disappears; sessions opened with it keep their snapshot."""
+    await services.agents.delete(account, agent_id)

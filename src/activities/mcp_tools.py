@@ -1,0 +1,124 @@
+"""MCP tools: discovered from the agent's MCP servers when a session opens (and frozen into
+its snapshot), then called through the official `mcp` SDK."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from src.activities.webhook_tools import (
+    TOOL_ACTIVITY_OPTIONS,
+    ToolInvocation,
+    ToolResult,
+    heartbeating,
+    parse_arguments,
+    refuse,
+    truncate,
+)
+from src.config import Settings
+from src.db.snapshots import SnapshotStore
+from src.domain import McpToolDefinition, McpTools, SessionAgent
+from src.tools.mcp_client import (
+    McpCommandRefused,
+    McpError,
+    McpPolicy,
+    McpToolFailed,
+    call_tool,
+    list_tools,
+)
+from src.tools.url_guard import UrlRefused
+
+DISCOVERY_FAILED = "ToolDiscoveryFailed"
+DISCOVERY_ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=120),
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_attempts=3,
+        non_retryable_error_types=[DISCOVERY_FAILED],
+    ),
+}
+MCP_CALL_ACTIVITY_OPTIONS = TOOL_ACTIVITY_OPTIONS
+
+
+class DiscoveryRequest(BaseModel):
+    account_id: str
+    snapshot_id: str
+
+
+class McpToolActivities:
+    def __init__(self, settings: Settings, snapshots: SnapshotStore) -> None:
+        self._snapshots = snapshots
+        self._settings = settings
+        self._policy = McpPolicy(
+            allowed_commands=settings.mcp_commands, url_allowlist=settings.tool_url_allowlist
+        )
+
+    @activity.defn(name="mcp_tools.discover")
+    async def discover(self, request: DiscoveryRequest) -> SessionAgent:
+        """List each MCP server's tools and freeze them into a new snapshot."""
+        snapshot = await self._snapshots.load(request.snapshot_id)
+        taken = set(snapshot.tool_kinds())
+        found: list[McpToolDefinition] = []
+        async with heartbeating():
+            for index, entry in enumerate(snapshot.spec.tools):
+                if not isinstance(entry, McpTools):
+                    continue
+                try:
+                    offered = await list_tools(entry.server, self._policy)
+                except (McpCommandRefused, UrlRefused) as error:
+                    raise ApplicationError(
+                        f"MCP server tools[{index}] refused: {error}",
+                        type=DISCOVERY_FAILED,
+                        non_retryable=True,
+                    ) from None
+                except McpError as error:
+                    raise ApplicationError(f"MCP server tools[{index}]: {error}") from None
+                for tool in offered:
+                    if entry.allowed_tools is not None and tool.name not in entry.allowed_tools:
+                        continue
+                    if tool.name in taken:
+                        raise ApplicationError(
+                            f"MCP server tools[{index}] offers {tool.name!r}, a name another "
+                            "tool of this agent already has",
+                            type=DISCOVERY_FAILED,
+                            non_retryable=True,
+                        )
+                    taken.add(tool.name)
+                    found.append(
+                        McpToolDefinition(
+                            name=tool.name,
+                            description=tool.description,
+                            input_schema=tool.input_schema,
+                            server_index=index,
+                        )
+                    )
+        resolved = snapshot.model_copy(update={"mcp_tools": found, "mcp_discovered": True})
+        await self._snapshots.save(request.account_id, resolved)
+        return resolved.summary()
+
+    @activity.defn(name="mcp_tools.call")
+    async def call(self, invocation: ToolInvocation) -> ToolResult:
+        snapshot = await self._snapshots.load(invocation.snapshot_id)
+        tool = next((t for t in snapshot.mcp_tools if t.name == invocation.name), None)
+        if tool is None:
+            raise refuse(f"no MCP tool named {invocation.name!r}")
+        server = snapshot.spec.tools[tool.server_index]
+        assert isinstance(server, McpTools)
+        arguments = parse_arguments(invocation.arguments, tool.input_schema or {"type": "object"})
+        async with heartbeating():
+            try:
+                text = await call_tool(server.server, self._policy, tool.name, arguments)
+            except McpToolFailed as error:
+                raise refuse(f"the tool reported an error: {error}") from None
+            except (McpCommandRefused, UrlRefused) as error:
+                raise refuse(f"the MCP server was refused: {error}") from None
+            except McpError as error:
+                raise ApplicationError(f"MCP server error: {error}") from None
+        return ToolResult(response=truncate(text, self._settings.tool_response_max_chars))

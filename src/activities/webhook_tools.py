@@ -1,0 +1,154 @@
+"""Webhook tools: the agent's HTTP endpoints, called with httpx, signed, idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from src.config import Settings
+from src.db.snapshots import SnapshotStore
+from src.tools.signing import signature_headers
+from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
+
+TOOL_REFUSED = "ToolRefused"
+# Heartbeats let Temporal notice a dead worker within seconds, not after the whole timeout.
+TOOL_ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=150),
+    "heartbeat_timeout": timedelta(seconds=5),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=6,
+        non_retryable_error_types=[TOOL_REFUSED],
+    ),
+}
+_RETRYABLE_STATUSES = {408, 425, 429}
+
+
+class ToolInvocation(BaseModel):
+    snapshot_id: str
+    session_id: str
+    call_id: str
+    # Chosen by the workflow, so every retry of this call carries the same key.
+    idempotency_key: str
+    name: str
+    arguments: str
+
+
+class ToolResult(BaseModel):
+    response: str
+
+
+def refuse(message: str) -> ApplicationError:
+    """A failure retrying cannot fix; the model sees the message as the tool's result."""
+    return ApplicationError(message, type=TOOL_REFUSED, non_retryable=True)
+
+
+def parse_arguments(arguments: str, schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parsed = json.loads(arguments or "{}")
+    except json.JSONDecodeError as error:
+        raise refuse(f"the arguments are not valid JSON: {error.msg}") from None
+    if not isinstance(parsed, dict):
+        raise refuse("the arguments must be a JSON object")
+    problems = sorted(Draft202012Validator(schema).iter_errors(parsed), key=str)
+    if problems:
+        where = "/".join(str(p) for p in problems[0].path) or "(root)"
+        raise refuse(
+            f"the arguments do not match the tool's schema at {where}: {problems[0].message}"
+        )
+    return parsed
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"... [truncated: {len(text) - limit} more characters]"
+
+
+@asynccontextmanager
+async def heartbeating(interval: float = 1.0) -> AsyncIterator[None]:
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class WebhookToolActivities:
+    def __init__(self, settings: Settings, snapshots: SnapshotStore) -> None:
+        self._settings = settings
+        self._snapshots = snapshots
+        self._http = httpx.AsyncClient(follow_redirects=False)
+
+    @activity.defn(name="webhook_tools.call")
+    async def call(self, invocation: ToolInvocation) -> ToolResult:
+        snapshot = await self._snapshots.load(invocation.snapshot_id)
+        tool = snapshot.webhook_tool(invocation.name)
+        if tool is None:
+            raise refuse(f"no webhook tool named {invocation.name!r}")
+        arguments = parse_arguments(invocation.arguments, tool.parameters)
+        try:
+            await check_url_resolves_publicly(tool.url, self._settings.tool_url_allowlist)
+        except UrlRefused as error:
+            raise refuse(f"the tool URL was refused: {error}") from None
+
+        sends_body = tool.method not in ("GET", "DELETE")
+        body = json.dumps(arguments, separators=(",", ":")).encode() if sends_body else b""
+        headers = {
+            **tool.headers,
+            "Idempotency-Key": invocation.idempotency_key,
+            "X-Parley-Session-Id": invocation.session_id,
+            "X-Parley-Tool-Call-Id": invocation.call_id,
+            "X-Parley-Tool-Name": tool.name,
+        }
+        if sends_body:
+            headers["Content-Type"] = "application/json"
+        if snapshot.spec.webhook is not None:
+            headers.update(
+                signature_headers([snapshot.spec.webhook.secret], body, int(time.time()))
+            )
+        params = None if sends_body else {k: _query_value(v) for k, v in arguments.items()}
+        async with heartbeating():
+            try:
+                response = await self._http.request(
+                    tool.method, tool.url, content=body or None, params=params,
+                    headers=headers, timeout=tool.timeout_seconds,
+                )  # fmt: skip
+            except httpx.TimeoutException:
+                raise ApplicationError(
+                    f"the tool did not answer within {tool.timeout_seconds:g} s"
+                ) from None
+            except httpx.HTTPError as error:
+                raise ApplicationError(f"cannot reach the tool: {type(error).__name__}") from None
+        text = truncate(response.text, self._settings.tool_response_max_chars)
+        if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
+            raise ApplicationError(f"the tool answered HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise refuse(f"the tool answered HTTP {response.status_code}: {text[:500]}")
+        return ToolResult(response=text)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+
+def _query_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

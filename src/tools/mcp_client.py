@@ -1,0 +1,265 @@
+"""List and call the tools of an MCP server, over streamable HTTP or an allow-listed stdio command.
+
+Each operation opens its own session and closes it (no pooling), bounded by the server's
+`timeout_seconds`. Errors come out as three kinds, so callers can choose what to retry:
+`McpError` (unreachable, protocol error, timeout: retryable), `McpCommandRefused` and
+`url_guard.UrlRefused` (the configuration is refused: not retryable; `UrlRefused` is raised
+unwrapped, as for webhook tools), and `McpToolFailed` (the tool ran and reported an error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client import Transport
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import (
+    AudioContent,
+    CallToolResult,
+    ContentBlock,
+    EmbeddedResource,
+    ImageContent,
+    Implementation,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+)
+from pydantic import BaseModel, ValidationError
+
+from src.domain import McpServer
+from src.tools.url_guard import UrlAllowlist, check_url_resolves_publicly
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+CLIENT_INFO = Implementation(name="parley", version="0.1.0")
+# Variables a stdio server gets besides the SDK's own safe defaults (HOME, PATH, USER, ...):
+# never the worker's full environment, which holds API keys and database URLs.
+EXTRA_CHILD_ENV_VARS = ("LANG",)
+MAX_TOOL_PAGES = 50
+MAX_MESSAGE_CHARS = 300
+
+
+class McpToolDefinition(BaseModel):
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class McpError(Exception):
+    """The server is unreachable, broke the protocol, or did not answer in time: retryable."""
+
+
+class McpCommandRefused(McpError):
+    """The stdio command is not on the allow-list: the caller's configuration, not retryable."""
+
+
+class McpToolFailed(Exception):
+    """The tool ran and reported an error (an `isError` result); the message is its text."""
+
+
+@dataclass(frozen=True)
+class McpPolicy:
+    """What MCP servers tools may use, set by the operator.
+
+    `allowed_commands` holds names (`mcp-server-time`) or paths; a stdio command's argv[0] must
+    equal one of them. Empty: no stdio servers. HTTP URLs must pass `url_allowlist`'s checks.
+    """
+
+    allowed_commands: frozenset[str]
+    url_allowlist: UrlAllowlist
+
+
+async def list_tools(server: McpServer, policy: McpPolicy) -> list[McpToolDefinition]:
+    """The server's tools, all pages.
+
+    Raises McpError, McpCommandRefused or url_guard.UrlRefused.
+    """
+
+    async def operation(client: Client) -> list[McpToolDefinition]:
+        tools: list[McpToolDefinition] = []
+        cursor: str | None = None
+        for _ in range(MAX_TOOL_PAGES):
+            page = await client.list_tools(cursor=cursor)
+            tools.extend(
+                McpToolDefinition(
+                    name=tool.name,
+                    description=tool.description or "",
+                    input_schema=tool.input_schema,
+                )
+                for tool in page.tools
+            )
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        return tools
+
+    return await _with_session(server, policy, operation)
+
+
+async def call_tool(
+    server: McpServer, policy: McpPolicy, name: str, arguments: dict[str, Any]
+) -> str:
+    """The tool's result as text: text items joined by newlines; structured content as compact
+    JSON when there is no text; other items described briefly, like "[image/png]".
+
+    Raises McpToolFailed, McpError, McpCommandRefused or url_guard.UrlRefused.
+    """
+
+    async def operation(client: Client) -> CallToolResult:
+        return await client.call_tool(name, arguments)
+
+    result = await _with_session(server, policy, operation)
+    text = result_text(result)
+    if result.is_error:
+        raise McpToolFailed(text or f"the MCP tool {name!r} reported an error")
+    return text
+
+
+def result_text(result: CallToolResult) -> str:
+    parts = [_block_text(block) for block in result.content]
+    has_text = any(_is_text(block) for block in result.content)
+    if not has_text and result.structured_content is not None:
+        structured = json.dumps(
+            result.structured_content, separators=(",", ":"), ensure_ascii=False
+        )
+        parts.insert(0, structured)
+    return "\n".join(parts)
+
+
+def _is_text(block: ContentBlock) -> bool:
+    return isinstance(block, TextContent) or (
+        isinstance(block, EmbeddedResource) and isinstance(block.resource, TextResourceContents)
+    )
+
+
+def _block_text(block: ContentBlock) -> str:
+    if isinstance(block, TextContent):
+        return block.text
+    if isinstance(block, ImageContent | AudioContent):
+        return f"[{block.mime_type}]"
+    if isinstance(block, ResourceLink):
+        return f"[resource link {block.uri}]"
+    if isinstance(block.resource, TextResourceContents):
+        return block.resource.text
+    return f"[{block.resource.mime_type or 'resource'} {block.resource.uri}]"
+
+
+async def _with_session(
+    server: McpServer, policy: McpPolicy, operation: Callable[[Client], Awaitable[_T]]
+) -> _T:
+    """Connect, run one operation, close; the whole of it within the server's timeout.
+
+    A stdio server is stopped on the way out even on timeout: the SDK's shutdown (close stdin,
+    then SIGTERM, then SIGKILL to the process group) is shielded and bounded to a few seconds.
+    """
+    where = _describe_server(server)
+    try:
+        with anyio.fail_after(server.timeout_seconds):
+            async with _transport(server, policy) as transport:
+                try:
+                    async with Client(transport, cache=None, client_info=CLIENT_INFO) as client:
+                        return await operation(client)
+                except Exception as error:
+                    log.debug("MCP server %s failed", where, exc_info=True)
+                    message = _redacted(f"MCP server {where}: {_describe(error)}", server)
+                    raise McpError(message) from None
+    except TimeoutError:
+        raise McpError(
+            f"MCP server {where} did not answer within {server.timeout_seconds:g} s"
+        ) from None
+
+
+@asynccontextmanager
+async def _transport(
+    server: McpServer, policy: McpPolicy
+) -> AsyncIterator[StdioServerParameters | Transport]:
+    """What `mcp.Client` connects to, after the policy's checks; raises before any connection."""
+    if server.command is not None:
+        yield _stdio_parameters(server.command, policy)
+        return
+    assert server.url is not None  # McpServer has exactly one of url and command
+    await check_url_resolves_publicly(server.url, policy.url_allowlist)
+    # The SDK follows redirects itself, and only within the URL's origin.
+    async with httpx2.AsyncClient(
+        headers=server.headers, timeout=httpx2.Timeout(server.timeout_seconds)
+    ) as http:
+        yield streamable_http_client(server.url, http_client=http)
+
+
+def _stdio_parameters(command: list[str], policy: McpPolicy) -> StdioServerParameters:
+    program, *args = command
+    if program not in policy.allowed_commands:
+        raise McpCommandRefused(
+            f"the command {program!r} is not on the MCP command allow-list (PARLEY_MCP_COMMANDS)"
+        )
+    executable = _resolve_executable(program)
+    if executable is None:
+        raise McpError(f"the MCP server command {program!r} was not found")
+    env = {name: os.environ[name] for name in EXTRA_CHILD_ENV_VARS if name in os.environ}
+    return StdioServerParameters(command=executable, args=args, env=env)
+
+
+def _resolve_executable(program: str) -> str | None:
+    """A bare name is looked up in this Python's bin directory first, so console scripts
+    installed in the worker's virtualenv are found without activating it; paths are kept."""
+    if os.sep in program or (os.altsep and os.altsep in program):
+        return program
+    search_path = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]
+    )
+    return shutil.which(program, path=search_path)
+
+
+def _describe_server(server: McpServer) -> str:
+    if server.command is not None:
+        return repr(server.command[0])
+    # Without userinfo, query and fragment: they may carry tokens.
+    parts = urlsplit(server.url or "")
+    return repr(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}")
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line reason, without stack traces; exception groups are reduced to their first
+    leaf, since the SDK's task groups wrap transport errors in them."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    if isinstance(error, MCPError):
+        reason = f"error {error.code}: {error.message}"
+    elif isinstance(error, httpx2.TransportError):
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    elif isinstance(error, httpx2.HTTPError):
+        reason = type(error).__name__
+    elif isinstance(error, OSError):
+        reason = f"cannot start or talk to the server: {error.strerror or type(error).__name__}"
+    elif isinstance(error, ValidationError):
+        reason = "the server sent a malformed message"
+    elif isinstance(error, RuntimeError) and str(error):
+        reason = str(error)
+    else:
+        reason = type(error).__name__
+    return reason
+
+
+def _redacted(message: str, server: McpServer) -> str:
+    """Defence in depth: header values are secrets and must never reach an error message."""
+    for value in server.headers.values():
+        if len(value) >= 4:
+            message = message.replace(value, "********")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return message
