@@ -51,6 +51,18 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SECRET_MASK = "********"
 
 
+def _not_the_mask(value: str) -> str:
+    if value == SECRET_MASK:
+        raise ValueError("this is the masked value the API shows; send the real secret")
+    return value
+
+
+def _headers_not_masked(headers: dict[str, str]) -> dict[str, str]:
+    for value in headers.values():
+        _not_the_mask(value)
+    return headers
+
+
 class BuiltinTool(Frozen):
     type: Literal["builtin"] = "builtin"
     name: str
@@ -76,6 +88,8 @@ class WebhookTool(Frozen):
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    _headers = field_validator("headers")(_headers_not_masked)
+
     @field_validator("parameters")
     @classmethod
     def _parameters_are_a_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +106,8 @@ class McpServer(Frozen):
     command: list[str] | None = Field(default=None, min_length=1, max_length=64)
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    _headers = field_validator("headers")(_headers_not_masked)
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpServer:
@@ -132,6 +148,8 @@ class AnalysisSettings(Frozen):
 class CompletionWebhook(Frozen):
     url: str = Field(min_length=1, max_length=2000)
     secret: str = Field(min_length=16, max_length=512)
+
+    _secret = field_validator("secret")(_not_the_mask)
 
 
 def check_json_schema(schema: dict[str, Any]) -> None:

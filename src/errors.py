@@ -52,3 +52,15 @@ class Unavailable(ParleyError):
 
     status_code = 503
     code = "unavailable"
+
+
+def describe_validation_error(error: ValueError) -> str:
+    """A pydantic ValidationError as one line naming the fields; other errors as they are."""
+    from pydantic import ValidationError
+
+    if not isinstance(error, ValidationError):
+        return str(error)
+    return "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or '(root)'}: {problem['msg']}"
+        for problem in error.errors()[:5]
+    )

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 
 
-async def open_chat(http: httpx.AsyncClient, agent_id: str, **fields: Any) -> dict[str, Any]:
-    response = await http.post("/chats", json={"agent_id": agent_id, "channel": "web", **fields})
+async def open_chat(http: httpx.AsyncClient, agent_id: str | None, **fields: Any) -> dict[str, Any]:
+    chosen = {"agent_id": agent_id} if agent_id is not None else {}
+    response = await http.post("/chats", json={**chosen, "channel": "web", **fields})
     assert response.status_code == 201, response.text
     return dict(response.json())
 

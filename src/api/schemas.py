@@ -12,6 +12,8 @@ from src.domain import (
     RESERVED_TEMPLATE_KEYS,
     AgentPatch,
     AgentSpec,
+    AnalysisSettings,
+    ModelConfig,
     Message,
     SessionView,
 )
@@ -100,11 +102,22 @@ class ChatSessionList(BaseModel):
     next_cursor: str | None
 
 
-class AgentResponse(AgentSpec):
-    """An agent version as the API shows it: secrets masked."""
+class AgentResponse(BaseModel):
+    """An agent version as the API shows it: secret values (the completion webhook's secret,
+    tool header values) replaced by a mask. Sending the mask back is refused."""
 
     id: str
     version: int
+    name: str
+    system_prompt: str
+    first_message: str | None
+    model: ModelConfig | None
+    tools: list[dict[str, Any]]
+    analysis: AnalysisSettings | None
+    webhook: dict[str, str] | None
+    default_ttl_seconds: int | None
+    max_tool_steps: int | None
+    variables: dict[str, Any]
     created_time: datetime
 
 

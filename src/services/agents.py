@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.config import Settings
 from src.db.tables import AgentVersion
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
-from src.errors import Conflict, InvalidInput, NotFound
+from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
 from src.tools.url_guard import UrlRefused, check_literal_host
 
@@ -53,7 +53,9 @@ class AgentService:
         try:
             spec = patch.apply(current.spec, merge_variables=False)
         except ValueError as error:
-            raise InvalidInput(f"invalid agent update: {error}") from None
+            raise InvalidInput(
+                f"invalid agent update: {describe_validation_error(error)}"
+            ) from None
         self.check_outbound(spec)
         try:
             return await self._insert(account_id, agent_id, current.version + 1, spec)
@@ -143,7 +145,8 @@ class AgentService:
             try:
                 spec = overrides.apply(spec, merge_variables=True)
             except ValueError as error:
-                raise InvalidInput(f"invalid agent_overrides: {error}") from None
+                message = describe_validation_error(error)
+                raise InvalidInput(f"invalid agent_overrides: {message}") from None
         self.check_outbound(spec)
         model = spec.model or ModelConfig(
             provider=self._settings.default_llm, name=self._settings.default_model_name

@@ -9,6 +9,8 @@ share mutable state:
   flaky-<n>       answers 500 to the first n requests of a conversation, then like echo
   limited-<n>     answers 429 (Retry-After: 1) to the first n requests, then like echo
   always-tools    calls an unknown `lookup` tool whenever tools are offered
+  tool-<name>     calls the tool <name> with the user's message as its JSON arguments (or
+                  {} if the message is not a JSON object), then replies "tool said: <result>"
 """
 
 from __future__ import annotations
@@ -65,12 +67,24 @@ class FakeLLM:
         last = messages[-1]
         if model == "always-tools" and tools:
             return _completion(model, None, [("lookup", '{"q": "x"}', len(messages))])
+        if model.startswith("tool-") and last["role"] == "tool":
+            return _completion(model, f"tool said: {last['content']}")
+        if model.startswith("tool-") and model[5:] in tools:
+            return _completion(model, None, [(model[5:], _json_object(last), len(messages))])
         if last["role"] == "tool":
             return _completion(model, "Goodbye from the fake model.")
         text = str(last.get("content") or "")
         if "please finish" in text and "finishTheConversation" in tools:
             return _completion(model, None, [("finishTheConversation", "{}", len(messages))])
         return _completion(model, f"echo: {text}")
+
+
+def _json_object(message: dict[str, Any]) -> str:
+    try:
+        parsed = json.loads(str(message.get("content") or ""))
+    except json.JSONDecodeError:
+        return "{}"
+    return json.dumps(parsed) if isinstance(parsed, dict) else "{}"
 
 
 def _completion(

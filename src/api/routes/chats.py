@@ -37,7 +37,7 @@ router = APIRouter(
 async def open_chat(
     body: OpenChatRequest, account: AccountId, services: ServicesDep, response: Response
 ) -> SessionView:
-    session, created = await services.chats.open(account, OpenChat(**body.model_dump()))
+    session, created = await services.chats.open(account, OpenChat(**dict(body)))
     if not created:
         response.status_code = status.HTTP_200_OK
     return session
