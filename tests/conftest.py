@@ -28,6 +28,7 @@ from src.dev_stack import temporal_cli
 from src.services.accounts import new_api_key, register_api_key
 from src.worker import running_worker
 from tests.fakes.llm_server import FakeLLM
+from tests.fakes.tool_server import FakeToolServer
 from tests.servers import served
 
 POSTGRES_URL_VARIABLE = "PARLEY_TEST_DATABASE_URL"
@@ -82,6 +83,17 @@ async def fake_llm() -> AsyncIterator[tuple[FakeLLM, str]]:
     fake = FakeLLM()
     async with served(fake.app) as base_url:
         yield fake, f"{base_url}/v1"
+
+
+@pytest.fixture(scope="session")
+async def tools() -> AsyncIterator[tuple[FakeToolServer, str]]:
+    """A webhook-tool endpoint on loopback (see tests/fakes/tool_server.py)."""
+    server = FakeToolServer()
+    try:
+        async with served(server.app) as base_url:
+            yield server, base_url
+    finally:
+        server.release.set()
 
 
 SettingsFactory = Callable[..., Settings]

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -29,13 +27,6 @@ ORDER_SCHEMA = {
     "properties": {"id": {"type": "string"}},
     "required": ["id"],
 }
-
-
-@pytest.fixture(scope="session")
-async def tools() -> AsyncIterator[tuple[FakeToolServer, str]]:
-    server = FakeToolServer()
-    async with served(server.app) as base_url:
-        yield server, base_url
 
 
 def webhook_tool(url: str, **fields: Any) -> dict[str, Any]:

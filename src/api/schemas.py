@@ -13,8 +13,8 @@ from src.domain import (
     AgentPatch,
     AgentSpec,
     AnalysisSettings,
-    ModelConfig,
     Message,
+    ModelConfig,
     SessionView,
 )
 

@@ -5,8 +5,8 @@ Paths:
   /flaky/<n>       500 to the first n calls with one Idempotency-Key, then 200
   /reject          404
   /big/<n>         200 with n characters
-  /hang-first      the first call with one Idempotency-Key never answers (until the test
-                   stops the server); later calls answer 200
+  /hang-first      the first call with one Idempotency-Key hangs until `release` is set;
+                   later calls answer 200
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class ReceivedCall:
 @dataclass
 class FakeToolServer:
     calls: list[ReceivedCall] = field(default_factory=list)
-    first_call_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     _seen: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -75,7 +75,6 @@ class FakeToolServer:
             return PlainTextResponse("y" * int(parts[1]))
         if parts[0] == "hang-first":
             if times_seen == 1:
-                self.first_call_arrived.set()
-                await asyncio.sleep(3600)
+                await asyncio.wait_for(self.release.wait(), timeout=120)
             return JSONResponse({"done": True, "attempt": times_seen})
         return PlainTextResponse("unknown path", status_code=404)
