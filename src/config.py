@@ -75,11 +75,11 @@ class Settings(BaseSettings):
             return self.database_url_setting
         return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
 
-    @cached_property
+    @property
     def tool_url_allowlist(self) -> UrlAllowlist:
         return UrlAllowlist.parse(self.tool_url_allowlist_setting.split(","))
 
-    @cached_property
+    @property
     def mcp_commands(self) -> frozenset[str]:
         return frozenset(c.strip() for c in self.mcp_commands_setting.split(",") if c.strip())
 

@@ -18,19 +18,27 @@ import httpx
 
 from src.config import SEARCH_ATTRIBUTES, Settings
 from src.db.engine import create_engine, migrate, session_factory
-from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool
+from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
 from src.errors import NotFound
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
 
+DEMO_MCP_COMMAND = "mcp-server-time"
 DEMO_AGENT = AgentSpec(
     name="Parley demo agent",
     system_prompt=(
         "You are a friendly assistant for {{company}} talking over the {{channel}} channel. "
-        "Keep answers short. When the user says goodbye, call finishTheConversation."
+        "It is {{now}}. Keep answers short. Use get_current_time for questions about the "
+        "time. When the user says goodbye, call finishTheConversation."
     ),
-    first_message="Hi! I'm the Parley demo agent. Ask me anything, and say 'bye' to finish.",
-    tools=[BuiltinTool(name=FINISH_THE_CONVERSATION)],
+    first_message=(
+        "Hi! I'm the Parley demo agent. Ask me the time in Europe/Paris, or say 'bye' to finish."
+    ),
+    tools=[
+        BuiltinTool(name=FINISH_THE_CONVERSATION),
+        # The `mcp-server-time` MCP server (a dependency) over stdio.
+        McpTools(server=McpServer(command=[DEMO_MCP_COMMAND])),
+    ],
 )
 
 
@@ -66,6 +74,13 @@ class DevStack:
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PARLEY_DATA_DIR": str(data_dir)}
+        if DEMO_MCP_COMMAND not in self.settings.mcp_commands:
+            # The demo agent's time tool; an explicit PARLEY_MCP_COMMANDS is extended, not lost.
+            commands = sorted(self.settings.mcp_commands | {DEMO_MCP_COMMAND})
+            env["PARLEY_MCP_COMMANDS"] = ",".join(commands)
+            self.settings = self.settings.model_copy(
+                update={"mcp_commands_setting": env["PARLEY_MCP_COMMANDS"]}
+            )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             if self.settings.temporal_address is None:

@@ -3,36 +3,68 @@ demo work with no network. It is a provider chosen by configuration, never a fal
 
 from __future__ import annotations
 
+import json
 import re
 
 from src.domain import FINISH_THE_CONVERSATION, ModelConfig
 from src.llm.types import ChatMessage, LLMReply, LLMToolCall, ToolSchema
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that's all|end the (chat|conversation))\b", re.IGNORECASE)
+_TIME_QUESTION = re.compile(r"\btime\b", re.IGNORECASE)
+_TIMEZONE = re.compile(r"\b([A-Z][A-Za-z_]+/[A-Z][A-Za-z_]+(?:/[A-Z][A-Za-z_]+)?|UTC)\b")
+TIME_TOOL = "get_current_time"
 
 
 class ScriptedProvider:
-    """Echoes the user, and calls `finishTheConversation` when the user says goodbye."""
+    """Echoes the user; asks the `get_current_time` tool (e.g. the mcp-server-time MCP server)
+    when the user asks for the time; calls `finishTheConversation` when the user says bye."""
 
     async def complete(
         self, model: ModelConfig, messages: list[ChatMessage], tools: list[ToolSchema]
     ) -> LLMReply:
         last = messages[-1] if messages else {"role": "user", "content": ""}
         if last["role"] == "tool":
-            return self._reply("Thanks for chatting. Goodbye!", messages)
+            return self._after_tool(messages)
         text = str(last.get("content") or "")
         offered = {tool["function"]["name"] for tool in tools}
         if _GOODBYE.search(text) and FINISH_THE_CONVERSATION in offered:
-            return LLMReply(
-                tool_calls=[
-                    LLMToolCall(id=f"call_scripted_{len(messages)}", name=FINISH_THE_CONVERSATION)
-                ],
-                model="scripted",
-            )
+            return self._call(FINISH_THE_CONVERSATION, {}, messages)
+        if _TIME_QUESTION.search(text) and TIME_TOOL in offered:
+            zone = _TIMEZONE.search(text)
+            return self._call(TIME_TOOL, {"timezone": zone.group(1) if zone else "UTC"}, messages)
         turn = sum(1 for message in messages if message["role"] == "user")
         return self._reply(
-            f"(scripted model, turn {turn}) You said: {text!r}. Say 'bye' to finish.", messages
+            f"(scripted model, turn {turn}) You said: {text!r}. Ask me the time, or say "
+            "'bye' to finish.",
+            messages,
         )
+
+    def _after_tool(self, messages: list[ChatMessage]) -> LLMReply:
+        called = next(
+            (
+                m["tool_calls"][0]["function"]["name"]
+                for m in reversed(messages)
+                if m.get("tool_calls")
+            ),
+            "",
+        )
+        if called == FINISH_THE_CONVERSATION:
+            return self._reply("Thanks for chatting. Goodbye!", messages)
+        result = str(messages[-1].get("content") or "")
+        try:
+            found = json.loads(result)
+            if isinstance(found, dict) and "datetime" in found:
+                result = f"it is {found['datetime']} in {found.get('timezone', 'UTC')}"
+        except json.JSONDecodeError:
+            pass
+        return self._reply(f"The {called} tool says: {result}", messages)
+
+    @staticmethod
+    def _call(name: str, arguments: dict[str, str], messages: list[ChatMessage]) -> LLMReply:
+        call = LLMToolCall(
+            id=f"call_scripted_{len(messages)}", name=name, arguments=json.dumps(arguments)
+        )
+        return LLMReply(tool_calls=[call], model="scripted")
 
     @staticmethod
     def _reply(content: str, messages: list[ChatMessage]) -> LLMReply:
