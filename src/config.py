@@ -6,10 +6,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from src.costs import DEFAULT_PRICES, ModelPrice
 from src.tools.url_guard import UrlAllowlist
+
+_PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
 
 LLMProvider = Literal["openai", "scripted"]
 
@@ -57,8 +60,21 @@ class Settings(BaseSettings):
     tool_response_max_chars: int = Field(
         default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
     )
+    model_prices_setting: str = Field(default="", alias="PARLEY_MODEL_PRICES")
+    webhook_retry_window_seconds: float = Field(
+        default=86_400, gt=0, alias="PARLEY_WEBHOOK_RETRY_WINDOW_SECONDS"
+    )
+    webhook_retry_initial_seconds: float = Field(
+        default=1.0, gt=0, alias="PARLEY_WEBHOOK_RETRY_INITIAL_SECONDS"
+    )
+    analysis_attempts: int = Field(default=3, ge=1, le=10, alias="PARLEY_ANALYSIS_ATTEMPTS")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
+
+    @model_validator(mode="after")
+    def _prices_parse(self) -> Settings:
+        self.model_prices  # noqa: B018 - fail at startup, not at the first read of a session
+        return self
 
     @model_validator(mode="after")
     def _ttl_bounds_are_ordered(self) -> Settings:
@@ -78,6 +94,13 @@ class Settings(BaseSettings):
     @property
     def tool_url_allowlist(self) -> UrlAllowlist:
         return UrlAllowlist.parse(self.tool_url_allowlist_setting.split(","))
+
+    @property
+    def model_prices(self) -> dict[str, ModelPrice]:
+        """The default price table with PARLEY_MODEL_PRICES (JSON: model → {"prompt",
+        "completion"} in USD per million tokens) on top."""
+        overrides = _PRICE_TABLE.validate_json(self.model_prices_setting or "{}")
+        return {**DEFAULT_PRICES, **overrides}
 
     @property
     def mcp_commands(self) -> frozenset[str]:

@@ -145,11 +145,32 @@ class AnalysisSettings(Frozen):
     structured_outputs: list[StructuredOutput] = Field(default_factory=list, max_length=32)
 
 
+WebhookEvent = Literal["session.opened", "message", "session.finished"]
+
+
+def _default_webhook_events() -> list[WebhookEvent]:
+    return ["session.finished"]
+
+
 class CompletionWebhook(Frozen):
+    """Where the agent's events go, signed with `secret` (and with `previous_secrets` too while
+    a secret rotates, as several comma-separated `v1=` signatures)."""
+
     url: str = Field(min_length=1, max_length=2000)
     secret: str = Field(min_length=16, max_length=512)
+    previous_secrets: list[str] = Field(default_factory=list, max_length=4)
+    events: list[WebhookEvent] = Field(default_factory=_default_webhook_events)
 
     _secret = field_validator("secret")(_not_the_mask)
+
+    @field_validator("previous_secrets")
+    @classmethod
+    def _previous_not_masked(cls, secrets: list[str]) -> list[str]:
+        return [_not_the_mask(secret) for secret in secrets]
+
+    @property
+    def signing_secrets(self) -> list[str]:
+        return [self.secret, *self.previous_secrets]
 
 
 def check_json_schema(schema: dict[str, Any]) -> None:
@@ -209,7 +230,16 @@ class AgentSpec(Frozen):
             else tool
             for tool in self.tools
         ]
-        webhook = self.webhook.model_copy(update={"secret": SECRET_MASK}) if self.webhook else None
+        webhook = (
+            self.webhook.model_copy(
+                update={
+                    "secret": SECRET_MASK,
+                    "previous_secrets": [SECRET_MASK for _ in self.webhook.previous_secrets],
+                }
+            )
+            if self.webhook
+            else None
+        )
         return self.model_copy(update={"tools": tools, "webhook": webhook})
 
 
@@ -298,6 +328,8 @@ class AgentSnapshot(Frozen):
             model_name=self.model.name,
             tools=self.tool_kinds(),
             needs_discovery=self.needs_discovery,
+            has_analysis=self.spec.analysis is not None,
+            webhook_events=list(self.spec.webhook.events) if self.spec.webhook else [],
         )
 
 
@@ -310,6 +342,8 @@ class SessionAgent(BaseModel):
     model_name: str
     tools: dict[str, ToolKind] = Field(default_factory=dict)
     needs_discovery: bool = False
+    has_analysis: bool = False
+    webhook_events: list[str] = Field(default_factory=list)
 
     def has_builtin(self, name: str) -> bool:
         return self.tools.get(name) == "builtin"
@@ -341,11 +375,44 @@ class ToolCall(BaseModel):
     response: str | None = None
 
 
+class Usage(BaseModel):
+    """Tokens one LLM call used."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
 class Message(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     time: datetime
+    usage: Usage | None = Field(default=None, description="Set on messages an LLM produced.")
+
+
+class StructuredOutputResult(BaseModel):
+    status: Literal["ok", "failed"]
+    value: Any = None
+    error: str | None = None
+    attempts: int = 0
+
+
+class Artifact(BaseModel):
+    """What post-conversation analysis found."""
+
+    summary: str | None = None
+    summary_error: str | None = None
+    structured_outputs: dict[str, StructuredOutputResult] = Field(default_factory=dict)
+
+
+class CostItem(BaseModel):
+    type: Literal["llm", "analysis"]
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    priced: bool = Field(description="False when the model is not in the price table.")
 
 
 class SessionView(BaseModel):
@@ -361,3 +428,8 @@ class SessionView(BaseModel):
     is_final: bool
     status: SessionStatus
     final_reason: FinishReason | None = None
+    artifact: Artifact | None = Field(
+        default=None, description="Post-conversation analysis; set once it has completed."
+    )
+    cost: float = Field(default=0.0, description="USD, from the price table in settings.")
+    costs: list[CostItem] = Field(default_factory=list)

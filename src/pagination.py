@@ -21,3 +21,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), str(item_id)
     except (ValueError, TypeError) as error:
         raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from error
+
+
+def encode_id_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([last_id]).encode()).decode().rstrip("=")
+
+
+def decode_id_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        [last_id] = json.loads(raw)
+        return int(last_id)
+    except (ValueError, TypeError) as error:
+        raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from error

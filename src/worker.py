@@ -14,15 +14,19 @@ from contextlib import asynccontextmanager
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from src.activities.analysis import AnalysisActivities
 from src.activities.llm import LLMActivities
 from src.activities.mcp_tools import McpToolActivities
 from src.activities.session_store import SessionStoreActivities
 from src.activities.webhook_tools import WebhookToolActivities
+from src.activities.webhooks import WebhookActivities
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
+from src.llm.providers import ModelProviders
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +38,24 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     sessions = session_factory(engine)
     snapshots = SnapshotStore(sessions)
     store = SessionStoreActivities(sessions)
-    llm = LLMActivities(settings, sessions, snapshots)
+    models = ModelProviders(settings)
+    llm = LLMActivities(models, sessions, snapshots)
     webhook_tools = WebhookToolActivities(settings, snapshots)
     mcp_tools = McpToolActivities(settings, snapshots)
+    analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)
+    webhooks = WebhookActivities(settings, sessions, snapshots)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[ChatSessionWorkflow],
+        workflows=[ChatSessionWorkflow, WebhookDeliveryWorkflow],
         activities=[
             store.record_opened,
             store.record_messages,
             store.persist_final,
+            store.persist_artifact,
+            analysis.analyze_session,
+            webhooks.deliver,
+            webhooks.record_failure,
             llm.complete_session_turn,
             webhook_tools.call,
             mcp_tools.discover,
@@ -57,6 +68,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
             yield worker
     finally:
         await webhook_tools.close()
+        await webhooks.close()
         await engine.dispose()
 
 

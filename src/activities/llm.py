@@ -17,7 +17,6 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.db.upsert import insert_missing
@@ -29,21 +28,16 @@ from src.domain import (
     WebhookTool,
     render_template,
 )
-from src.llm.openai_chat import OpenAIChatProvider
-from src.llm.scripted import ScriptedProvider
+from src.llm.providers import LLM_REJECTED, ModelProviders
 from src.llm.types import (
     ChatMessage as WireMessage,
 )
 from src.llm.types import (
-    LLMRateLimited,
-    LLMRejectedRequest,
     LLMReply,
-    ModelProvider,
     ToolSchema,
 )
 from src.templates import template_values
 
-LLM_REJECTED = "LLMRequestRejected"
 LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=120),
     "schedule_to_close_timeout": timedelta(minutes=10),
@@ -87,22 +81,13 @@ class _SessionContext(BaseModel):
 class LLMActivities:
     def __init__(
         self,
-        settings: Settings,
+        models: ModelProviders,
         sessions: async_sessionmaker[AsyncSession],
         snapshots: SnapshotStore,
     ) -> None:
+        self._models = models
         self._sessions = sessions
         self._snapshots = snapshots
-        self._providers: dict[str, ModelProvider] = {
-            "scripted": ScriptedProvider(),
-            "openai": OpenAIChatProvider(
-                base_url=settings.openai_base_url,
-                api_key=settings.openai_api_key.get_secret_value()
-                if settings.openai_api_key
-                else None,
-                timeout_seconds=settings.llm_timeout_seconds,
-            ),
-        }
         # What a session's turns need besides its transcript is frozen at open: cache it.
         self._contexts: OrderedDict[str, _SessionContext] = OrderedDict()
 
@@ -119,16 +104,7 @@ class LLMActivities:
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += to_wire_messages(recorded + request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
-        provider = self._providers[agent.model.provider]
-        try:
-            return await provider.complete(agent.model, messages, tools)
-        except LLMRejectedRequest as error:
-            raise ApplicationError(str(error), type=LLM_REJECTED, non_retryable=True) from None
-        except LLMRateLimited as error:
-            delay = timedelta(seconds=error.retry_after) if error.retry_after else None
-            raise ApplicationError(
-                str(error), type="LLMRateLimited", next_retry_delay=delay
-            ) from None
+        return await self._models.complete(agent.model, messages, tools)
 
     async def _load(
         self, session_id: str, recorded_count: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
-from src.domain import FinishReason, Message, SessionAgent, SessionStatus
+from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.
@@ -47,12 +47,31 @@ class SessionOpened(BaseModel):
     time: datetime
 
 
+class AuditEntry(BaseModel):
+    """An audit event the workflow observed (a tool call, an end request, a finish step);
+    `key` makes it unique within the session, so a retried write adds no second row."""
+
+    key: str
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    time: datetime
+
+
 class MessagesProduced(BaseModel):
     session_id: str
     account_id: str
     first_seq: int
     messages: list[Message]
     last_activity: datetime
+    events: list[AuditEntry] = Field(default_factory=list)
+
+
+class ArtifactReady(BaseModel):
+    session_id: str
+    account_id: str
+    artifact: Artifact
+    usage: list[Usage]
+    time: datetime
 
 
 class SessionFinished(BaseModel):
@@ -108,6 +127,28 @@ class SessionStoreActivities:
         async with self._sessions.begin() as db:
             await _write_messages(db, produced)
 
+    @activity.defn(name="session_store.persist_artifact")
+    async def persist_artifact(self, ready: ArtifactReady) -> None:
+        failed = sorted(
+            name for name, r in ready.artifact.structured_outputs.items() if r.status == "failed"
+        )
+        audit = _audit(ready.session_id, ready.account_id, "finish.analysis", ready.time)
+        audit["data"] = {
+            "summary": ready.artifact.summary is not None,
+            "structured_outputs": sorted(ready.artifact.structured_outputs),
+            "failed": failed,
+        }
+        async with self._sessions.begin() as db:
+            await db.execute(
+                update(ChatSession)
+                .where(ChatSession.id == ready.session_id)
+                .values(
+                    artifact=ready.artifact.model_dump(mode="json"),
+                    analysis_usage=[u.model_dump(mode="json") for u in ready.usage],
+                )
+            )
+            await insert_missing(db, AuditEvent, [audit], ["event_key"])
+
     @activity.defn(name="session_store.persist_final")
     async def persist_final(self, finished: SessionFinished) -> None:
         async with self._sessions.begin() as db:
@@ -144,6 +185,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 "role": message.role,
                 "content": message.content,
                 "tool_calls": [call.model_dump(mode="json") for call in message.tool_calls],
+                "usage": message.usage.model_dump(mode="json") if message.usage else None,
                 "time": message.time,
             }
         )
@@ -155,6 +197,17 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
             "tool_calls": [call.name for call in message.tool_calls],
         }
         audits.append(audit)
+    audits += [
+        {
+            "event_key": f"{produced.session_id}:{entry.key}",
+            "account_id": produced.account_id,
+            "session_id": produced.session_id,
+            "kind": entry.kind,
+            "data": entry.data,
+            "time": entry.time,
+        }
+        for entry in produced.events
+    ]
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await insert_missing(db, AuditEvent, audits, ["event_key"])
     await db.execute(

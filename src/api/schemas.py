@@ -138,3 +138,15 @@ class ErrorResponse(BaseModel):
 
 CreateAgentRequest = AgentSpec
 UpdateAgentRequest = AgentPatch
+
+
+class AuditEventResponse(BaseModel):
+    id: int
+    kind: str
+    data: dict[str, Any]
+    time: datetime
+
+
+class AuditEventList(BaseModel):
+    items: list[AuditEventResponse]
+    next_cursor: str | None

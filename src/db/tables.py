@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from src.domain import Message, ToolCall
+from src.domain import Message, ToolCall, Usage
 
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
@@ -112,6 +112,8 @@ class ChatSession(Base):
     status: Mapped[str] = mapped_column(String(16))
     final_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    artifact: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    analysis_usage: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
     created_time: Mapped[datetime] = mapped_column(UTCDateTime())
     last_activity: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -137,6 +139,7 @@ class ChatMessage(Base):
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str | None] = mapped_column(Text, nullable=True)
     tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -161,4 +164,5 @@ def message_of_row(row: ChatMessage) -> Message:
         content=row.content,
         tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
         time=row.time,
+        usage=Usage.model_validate(row.usage) if row.usage else None,
     )

@@ -34,9 +34,15 @@ class OpenAIChatProvider:
         )
 
     async def complete(
-        self, model: ModelConfig, messages: list[ChatMessage], tools: list[ToolSchema]
+        self,
+        model: ModelConfig,
+        messages: list[ChatMessage],
+        tools: list[ToolSchema],
+        json_output: bool = False,
     ) -> LLMReply:
         request: dict[str, Any] = {"model": model.name, "messages": messages}
+        if json_output:
+            request["response_format"] = {"type": "json_object"}
         if tools:
             request["tools"] = tools
         if model.temperature is not None:

@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field
 
 from src.domain import ModelConfig
 
+# The first line of the transcript that post-conversation analysis shows the model.
+TRANSCRIPT_HEADER = "Conversation transcript:"
+
 # OpenAI Chat Completions message and tool dicts: the lingua franca every provider accepts.
 ChatMessage = dict[str, Any]
 ToolSchema = dict[str, Any]
@@ -29,8 +32,14 @@ class LLMReply(BaseModel):
 
 class ModelProvider(Protocol):
     async def complete(
-        self, model: ModelConfig, messages: list[ChatMessage], tools: list[ToolSchema]
-    ) -> LLMReply: ...
+        self,
+        model: ModelConfig,
+        messages: list[ChatMessage],
+        tools: list[ToolSchema],
+        json_output: bool = False,
+    ) -> LLMReply:
+        """One Chat Completions call; `json_output` asks for a JSON object answer."""
+        ...
 
 
 class LLMRejectedRequest(Exception):

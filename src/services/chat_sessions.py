@@ -27,15 +27,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from src.config import Settings
+from src.costs import session_costs
 from src.db.snapshots import SnapshotStore
-from src.db.tables import ChatMessage, ChatSession, message_of_row
+from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.domain import (
     AgentPatch,
     AgentSpec,
+    Artifact,
     FinishReason,
     Message,
     SessionStatus,
     SessionView,
+    Usage,
     render_template,
 )
 from src.errors import (
@@ -47,7 +50,7 @@ from src.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from src.pagination import decode_cursor, encode_cursor
+from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 from src.services.agents import AgentService
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
 from src.templates import template_values
@@ -159,6 +162,8 @@ class ChatSessionService:
             max_message_chars=self._settings.max_message_chars,
             max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
             turns_per_run=self._settings.turns_per_run,
+            webhook_retry_window_seconds=self._settings.webhook_retry_window_seconds,
+            webhook_retry_initial_seconds=self._settings.webhook_retry_initial_seconds,
         )
         workflow_id = session_workflow_id(endpoint)
 
@@ -196,7 +201,7 @@ class ChatSessionService:
             return await self._view_from_db(row)
         return await self._view(account_id, state)
 
-    async def list(
+    async def list_sessions(
         self, account_id: str, filters: ChatFilters, limit: int, cursor: str | None
     ) -> tuple[list[SessionView], str | None]:
         query = select(ChatSession).where(ChatSession.account_id == account_id)
@@ -219,7 +224,7 @@ class ChatSessionService:
             rows = list((await db.scalars(query.limit(limit + 1))).all())
             page = rows[:limit]
             transcripts = await _transcripts(db, [row.id for row in page])
-        items = [_view_of_row(row, transcripts.get(row.id, [])) for row in page]
+        items = [self._view_of_row(row, transcripts.get(row.id, [])) for row in page]
         more = len(rows) > limit
         next_cursor = encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
         return items, next_cursor
@@ -291,11 +296,15 @@ class ChatSessionService:
                 earlier = (await _transcripts(db, [state.id], before_seq=state.first_seq)).get(
                     state.id, []
                 )
+        messages = earlier + state.messages
+        cost, costs = session_costs(messages, [], self._settings.model_prices)
         return SessionView(
             id=state.id,
             agent_id=state.agent_id,
             channel=state.channel,
-            messages=earlier + state.messages,
+            messages=messages,
+            cost=cost,
+            costs=costs,
             created_time=state.created_time,
             last_activity=state.last_activity,
             ttl_seconds=state.ttl_seconds,
@@ -307,7 +316,33 @@ class ChatSessionService:
     async def _view_from_db(self, row: ChatSession) -> SessionView:
         async with self._sessions() as db:
             transcripts = await _transcripts(db, [row.id])
-        return _view_of_row(row, transcripts.get(row.id, []))
+        return self._view_of_row(row, transcripts.get(row.id, []))
+
+    def _view_of_row(self, row: ChatSession, messages: list[Message]) -> SessionView:
+        analysis = [Usage.model_validate(usage) for usage in row.analysis_usage or []]
+        cost, costs = session_costs(messages, analysis, self._settings.model_prices)
+        view = _view_of_row(row, messages)
+        return view.model_copy(
+            update={
+                "cost": cost,
+                "costs": costs,
+                "artifact": Artifact.model_validate(row.artifact) if row.artifact else None,
+            }
+        )
+
+    async def events(
+        self, account_id: str, session_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[AuditEvent], str | None]:
+        """The session's audit log, oldest first."""
+        await self._row(account_id, session_id)
+        query = select(AuditEvent).where(AuditEvent.session_id == session_id)
+        if cursor:
+            query = query.where(AuditEvent.id > decode_id_cursor(cursor))
+        async with self._sessions() as db:
+            rows = list((await db.scalars(query.order_by(AuditEvent.id).limit(limit + 1))).all())
+        page = rows[:limit]
+        more = len(rows) > limit
+        return page, encode_id_cursor(page[-1].id) if more and page else None
 
 
 def _now() -> datetime:

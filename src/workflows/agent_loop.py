@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from src.domain import FINISH_THE_CONVERSATION, Message, SessionAgent, ToolCall
+    from src.domain import FINISH_THE_CONVERSATION, Message, SessionAgent, ToolCall, Usage
     from src.llm.types import LLMReply, LLMToolCall
 
 FINISH_ACKNOWLEDGED = "The conversation will end after your reply. Say goodbye now."
@@ -42,7 +42,7 @@ async def run_agent_turn(
     while True:
         reply = await complete(steps < max_tool_steps and not finish_called)
         if not reply.tool_calls:
-            append(_assistant(reply.content, []))
+            append(_assistant(reply, []))
             return TurnEnd(agent_finished=finish_called)
         finish_called = finish_called or any(
             call.name == FINISH_THE_CONVERSATION and agent.has_builtin(call.name)
@@ -56,7 +56,7 @@ async def run_agent_turn(
             ToolCall(id=call.id, name=call.name, arguments=call.arguments, response=response)
             for call, response in zip(reply.tool_calls, responses, strict=True)
         ]
-        append(_assistant(reply.content, calls))
+        append(_assistant(reply, calls))
         steps += 1
         if finish_called and reply.content:
             return TurnEnd(agent_finished=True)
@@ -71,5 +71,12 @@ async def _respond(agent: SessionAgent, call: LLMToolCall, run_tool: RunTool) ->
     return f"error: the tool {call.name!r} is not available to this agent"
 
 
-def _assistant(content: str | None, calls: list[ToolCall]) -> Message:
-    return Message(role="assistant", content=content, tool_calls=calls, time=workflow.now())
+def _assistant(reply: LLMReply, calls: list[ToolCall]) -> Message:
+    usage = Usage(
+        model=reply.model,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+    )
+    return Message(
+        role="assistant", content=reply.content, tool_calls=calls, time=workflow.now(), usage=usage
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -26,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.activities.session_store import (
         STORE_ACTIVITY_OPTIONS,
+        AuditEntry,
         MessagesProduced,
-        SessionFinished,
         SessionOpened,
         SessionStoreActivities,
     )
@@ -51,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         TurnResult,
         UserMessage,
     )
+    from src.workflows.finish_pipeline import run_finish_pipeline
+    from src.workflows.webhook_events import WebhookRetry, raise_webhook_event
 
 # Error types the API maps to HTTP statuses; they are part of the API contract.
 SESSION_FINAL = "SessionFinal"
@@ -97,6 +100,7 @@ class ChatSessionWorkflow:
         self._draining = False
         self._turns_this_run = 0
         self._flushing: asyncio.Task[None] | None = None
+        self._pending_events: list[AuditEntry] = []
 
     # ---- the session's life -------------------------------------------------------------
 
@@ -165,19 +169,35 @@ class ChatSessionWorkflow:
             summary="record session opened",
             **STORE_ACTIVITY_OPTIONS,
         )
-        if self._start.first_message and self._open_error is None:
+        if self._open_error is None and self._start.first_message:
             first = Message(
                 role="assistant", content=self._start.first_message, time=workflow.now()
             )
             self._append(first)
             self._record_in_background()
-        self._opened = True
+        self._opened = True  # the open update answers now; webhook events follow
+        if self._open_error is not None:
+            return
+        await self._raise_event(
+            "session.opened",
+            "session.opened",
+            {
+                "agent_id": self._agent.id,
+                "agent_version": self._agent.version,
+                "channel": self._start.channel,
+                "external_id": self._start.external_id,
+                "created_time": self._created_time.isoformat(),
+            },
+        )
+        for index in range(len(self._messages)):
+            await self._raise_message_event(index)
 
     async def _answer(self, item: InboxItem) -> bool:
         """Run one agent turn for a user message; returns whether the agent finished."""
         self._turns_this_run += 1
         self._append(Message(role="user", content=item.content, time=workflow.now()))
         produced_from = len(self._messages)
+        user_index = produced_from - 1
         agent_finished = False
         try:
             turn = await run_agent_turn(
@@ -199,6 +219,8 @@ class ChatSessionWorkflow:
             )
         self._record_in_background()
         self._settle(item, outcome)
+        for index in range(user_index, len(self._messages)):
+            await self._raise_message_event(index)
         return agent_finished
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
@@ -224,6 +246,7 @@ class ChatSessionWorkflow:
             name=call.name,
             arguments=call.arguments,
         )
+        started = workflow.now()
         try:
             if self._agent.tools.get(call.name) == "mcp":
                 result = await workflow.execute_activity_method(
@@ -240,8 +263,29 @@ class ChatSessionWorkflow:
                     **TOOL_ACTIVITY_OPTIONS,
                 )
         except ActivityError as error:
+            self._audit_tool_call(invocation, started, _reason(error))
             return f"error: {_reason(error)}"
+        self._audit_tool_call(invocation, started, None)
         return str(result.response)
+
+    def _audit_tool_call(
+        self, invocation: ToolInvocation, started: datetime, error: str | None
+    ) -> None:
+        finished = workflow.now()
+        duration = round((finished - started).total_seconds() * 1000)
+        self._pending_events.append(
+            AuditEntry(
+                key=f"tool:{invocation.idempotency_key}",
+                kind="tool.call",
+                data={
+                    "name": invocation.name,
+                    "duration_ms": duration,
+                    "outcome": "error" if error else "ok",
+                    "error": error,
+                },
+                time=finished,
+            )
+        )
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persistence follows."""
@@ -253,21 +297,14 @@ class ChatSessionWorkflow:
         self._inbox.clear()
         workflow.upsert_search_attributes([STATUS.value_set(SessionStatus.FINAL.value)])
         await self._recorded_all()
-        await workflow.execute_activity_method(
-            SessionStoreActivities.persist_final,
-            SessionFinished(
-                session_id=self._start.session_id,
-                account_id=self._start.account_id,
-                reason=reason,
-                note=self._note,
-                unrecorded=self._unrecorded(),
-                finished_time=workflow.now(),
-            ),
-            summary=f"persist final session ({reason.value})",
-            **STORE_ACTIVITY_OPTIONS,
+        await run_finish_pipeline(
+            agent=self._agent,
+            reason=reason,
+            note=self._note,
+            unrecorded=self._unrecorded(),
+            finished_time=workflow.now(),
+            retry=self._webhook_retry(),
         )
-        # Later finish steps (post-conversation analysis, completion webhook) go here, each an
-        # activity with its own retry policy, so a crash resumes after the last completed step.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state()
 
@@ -350,6 +387,14 @@ class ChatSessionWorkflow:
         if not self._finishing and not self._end_requested:
             self._end_requested = True
             self._note = request.note
+            self._pending_events.append(
+                AuditEntry(
+                    key="session.end_requested",
+                    kind="session.end_requested",
+                    data={"note": request.note},
+                    time=workflow.now(),
+                )
+            )
         await workflow.wait_condition(lambda: self._status == SessionStatus.FINAL)
         return self._state()
 
@@ -369,12 +414,15 @@ class ChatSessionWorkflow:
         self._last_activity = message.time
 
     def _unrecorded(self) -> MessagesProduced:
+        """Messages and audit events not yet written; the events are handed over (taken)."""
+        events, self._pending_events = self._pending_events, []
         return MessagesProduced(
             session_id=self._start.session_id,
             account_id=self._start.account_id,
             first_seq=self._recorded,
             messages=self._messages[self._recorded - self._first_seq :],
             last_activity=self._last_activity,
+            events=events,
         )
 
     def _record_in_background(self) -> None:
@@ -383,7 +431,7 @@ class ChatSessionWorkflow:
             self._flushing = asyncio.create_task(self._record_until_caught_up())
 
     async def _record_until_caught_up(self) -> None:
-        while self._recorded < self._first_seq + len(self._messages):
+        while self._recorded < self._first_seq + len(self._messages) or self._pending_events:
             batch = self._unrecorded()
             await workflow.execute_activity_method(
                 SessionStoreActivities.record_messages,
@@ -397,6 +445,31 @@ class ChatSessionWorkflow:
         self._record_in_background()
         assert self._flushing is not None
         await self._flushing
+
+    async def _raise_message_event(self, index: int) -> None:
+        seq = self._first_seq + index
+        message = self._messages[index]
+        await self._raise_event(
+            "message", f"message:{seq}", {"seq": seq, **message.model_dump(mode="json")}
+        )
+
+    async def _raise_event(self, event_type: str, key: str, data: dict[str, Any]) -> None:
+        await raise_webhook_event(
+            session_id=self._start.session_id,
+            account_id=self._start.account_id,
+            agent=self._agent,
+            event_type=event_type,
+            key=key,
+            occurred_time=workflow.now(),
+            retry=self._webhook_retry(),
+            data=data,
+        )
+
+    def _webhook_retry(self) -> WebhookRetry:
+        return WebhookRetry(
+            window_seconds=self._start.webhook_retry_window_seconds,
+            initial_seconds=self._start.webhook_retry_initial_seconds,
+        )
 
     def _settle(self, item: InboxItem, outcome: TurnOutcome) -> None:
         if item.id in self._awaited:

@@ -47,6 +47,8 @@ class SessionStart(BaseModel):
     max_message_chars: int
     max_tool_steps: int
     turns_per_run: int
+    webhook_retry_window_seconds: float = 86_400
+    webhook_retry_initial_seconds: float = 1.0
     carried: CarriedState | None = None
 
 

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from src.api.deps import AccountId, ServicesDep
 from src.api.schemas import (
+    AuditEventList,
+    AuditEventResponse,
     ChatSessionList,
     EndChatRequest,
     ErrorResponse,
@@ -54,7 +56,7 @@ async def list_chats(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> ChatSessionList:
     filters = ChatFilters(status=status_filter, agent_id=agent_id, channel=channel)
-    items, next_cursor = await services.chats.list(account, filters, limit, cursor)
+    items, next_cursor = await services.chats.list_sessions(account, filters, limit, cursor)
     return ChatSessionList(items=items, next_cursor=next_cursor)
 
 
@@ -90,3 +92,20 @@ async def end_chat(
     body: EndChatRequest | None = None,
 ) -> SessionView:
     return await services.chats.end(account, session_id, body.note if body else None)
+
+
+@router.get("/{session_id}/events")
+async def list_chat_events(
+    session_id: str,
+    account: AccountId,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> AuditEventList:
+    """The session's audit log, oldest first: open, messages, tool calls, end request,
+    finish steps and every webhook delivery attempt."""
+    rows, next_cursor = await services.chats.events(account, session_id, limit, cursor)
+    items = [
+        AuditEventResponse(id=row.id, kind=row.kind, data=row.data, time=row.time) for row in rows
+    ]
+    return AuditEventList(items=items, next_cursor=next_cursor)

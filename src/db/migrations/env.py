@@ -6,9 +6,16 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from src.db.tables import Base
+from src.db.tables import Base, UTCDateTime
 
 target_metadata = Base.metadata
+
+
+def _render_item(type_: str, obj: object, _context: object) -> str | bool:
+    # Migrations should not import the app's column types: render ours as plain SQLAlchemy.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def _run(connection: Connection) -> None:
@@ -16,6 +23,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        render_item=_render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

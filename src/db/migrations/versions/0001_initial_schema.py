@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 00:15:42.432700
+Create Date: 2026-11-29 00:41:37.625781
 """
 
 from collections.abc import Sequence
@@ -131,6 +131,16 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("final_reason", sa.String(length=32), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
+        sa.Column(
+            "artifact",
+            sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column(
+            "analysis_usage",
+            sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("created_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_activity", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_time", sa.DateTime(timezone=True), nullable=True),
@@ -166,6 +176,9 @@ def upgrade() -> None:
             "tool_calls",
             sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql"),
             nullable=False,
+        ),
+        sa.Column(
+            "usage", sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql"), nullable=True
         ),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,177 @@
+"""Delivering signed webhook events (session.opened, message, session.finished).
+
+Each delivery is one activity retried by Temporal over the agent's retry window; every attempt
+is recorded in the session's audit log. The payload of `session.finished` is read from the
+database when delivered, so transcripts never pass through workflow history for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from src.config import Settings
+from src.costs import session_costs
+from src.db.snapshots import SnapshotStore
+from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
+from src.db.upsert import insert_missing
+from src.domain import Artifact, Usage
+from src.tools.signing import signature_headers
+from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
+
+WEBHOOK_REJECTED = "WebhookRejected"
+EVENT_HEADER = "X-Parley-Event"
+_RETRYABLE_STATUSES = {408, 425, 429}
+
+
+class WebhookDelivery(BaseModel):
+    event_id: str
+    event_type: str
+    account_id: str
+    session_id: str
+    snapshot_id: str
+    occurred_time: datetime
+    # Given for small events; None means "read the final session from the database".
+    data: dict[str, Any] | None = None
+    retry_window_seconds: float
+    retry_initial_seconds: float
+
+
+class WebhookActivities:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        snapshots: SnapshotStore,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._snapshots = snapshots
+        self._http = httpx.AsyncClient(follow_redirects=False)
+
+    @activity.defn(name="webhooks.deliver")
+    async def deliver(self, delivery: WebhookDelivery) -> None:
+        attempt = activity.info().attempt
+        snapshot = await self._snapshots.load(delivery.snapshot_id)
+        target = snapshot.spec.webhook
+        if target is None:
+            raise ApplicationError("the agent has no webhook", type=WEBHOOK_REJECTED,
+                                   non_retryable=True)  # fmt: skip
+        data = delivery.data if delivery.data is not None else await self.final_session(delivery)
+        body = json.dumps(
+            {
+                "event": delivery.event_type,
+                "event_id": delivery.event_id,
+                "occurred_time": delivery.occurred_time.isoformat(),
+                "session_id": delivery.session_id,
+                "data": data,
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+            default=str,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": delivery.event_id,
+            EVENT_HEADER: delivery.event_type,
+            **signature_headers(target.signing_secrets, body, int(time.time())),
+        }
+        started = time.monotonic()
+        try:
+            await check_url_resolves_publicly(target.url, self._settings.tool_url_allowlist)
+            response = await self._http.post(target.url, content=body, headers=headers, timeout=30)
+            status: int | None = response.status_code
+            problem = None if response.status_code < 400 else f"HTTP {response.status_code}"
+        except UrlRefused as error:
+            status, problem = None, f"refused: {error}"
+        except httpx.HTTPError as error:
+            status, problem = None, f"{type(error).__name__}"
+        await self._record(
+            delivery,
+            f"attempt:{attempt}",
+            "webhook.attempt",
+            {
+                "event": delivery.event_type,
+                "event_id": delivery.event_id,
+                "attempt": attempt,
+                "status_code": status,
+                "error": problem,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+        if problem is None:
+            await self._record(
+                delivery, "delivered", "webhook.delivered",
+                {"event": delivery.event_type, "event_id": delivery.event_id, "attempts": attempt},
+            )  # fmt: skip
+            return
+        if status is not None and status < 500 and status not in _RETRYABLE_STATUSES:
+            raise ApplicationError(f"the receiver refused the event: {problem}",
+                                   type=WEBHOOK_REJECTED, non_retryable=True)  # fmt: skip
+        if status is None and problem.startswith("refused"):
+            raise ApplicationError(problem, type=WEBHOOK_REJECTED, non_retryable=True)
+        raise ApplicationError(f"delivery failed: {problem}")
+
+    @activity.defn(name="webhooks.record_failure")
+    async def record_failure(self, delivery: WebhookDelivery) -> None:
+        await self._record(
+            delivery, "failed", "webhook.failed",
+            {"event": delivery.event_type, "event_id": delivery.event_id},
+        )  # fmt: skip
+
+    async def final_session(self, delivery: WebhookDelivery) -> dict[str, Any]:
+        async with self._sessions() as db:
+            row = await db.get(ChatSession, delivery.session_id)
+            if row is None:
+                raise ApplicationError(f"session {delivery.session_id} is not in the database")
+            rows = await db.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.session_id == row.id)
+                .order_by(ChatMessage.seq)
+            )
+            messages = [message_of_row(r) for r in rows]
+        analysis = [Usage.model_validate(u) for u in row.analysis_usage or []]
+        cost, costs = session_costs(messages, analysis, self._settings.model_prices)
+        artifact = Artifact.model_validate(row.artifact) if row.artifact else None
+        return {
+            "id": row.id,
+            "agent_id": row.agent_id,
+            "agent_version": row.agent_version,
+            "channel": row.channel,
+            "external_id": row.external_id,
+            "final_reason": row.final_reason,
+            "note": row.note,
+            "created_time": row.created_time.isoformat(),
+            "finished_time": row.finished_time.isoformat() if row.finished_time else None,
+            "last_activity": row.last_activity.isoformat(),
+            "messages": [m.model_dump(mode="json") for m in messages],
+            "artifact": artifact.model_dump(mode="json") if artifact else None,
+            "cost": cost,
+            "costs": [c.model_dump(mode="json") for c in costs],
+        }
+
+    async def _record(
+        self, delivery: WebhookDelivery, suffix: str, kind: str, data: dict[str, Any]
+    ) -> None:
+        event = {
+            "event_key": f"{delivery.event_id}:{suffix}",
+            "account_id": delivery.account_id,
+            "session_id": delivery.session_id,
+            "kind": kind,
+            "data": data,
+            "time": datetime.now(UTC),
+        }
+        async with self._sessions.begin() as db:
+            await insert_missing(db, AuditEvent, [event], ["event_key"])
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,61 @@
+"""Turning token usage into money: the per-model price table and a session's costs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Literal
+
+from pydantic import BaseModel
+
+from src.domain import CostItem, Message, Usage
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens."""
+
+    prompt: float
+    completion: float
+
+
+# Defaults, overridable (and extendable) with PARLEY_MODEL_PRICES.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-4o-mini": ModelPrice(prompt=0.15, completion=0.60),
+    "gpt-4o": ModelPrice(prompt=2.50, completion=10.00),
+    "gpt-4.1": ModelPrice(prompt=2.00, completion=8.00),
+    "gpt-4.1-mini": ModelPrice(prompt=0.40, completion=1.60),
+    "gpt-4.1-nano": ModelPrice(prompt=0.10, completion=0.40),
+    "scripted": ModelPrice(prompt=0.0, completion=0.0),
+}
+
+
+def session_costs(
+    messages: list[Message], analysis: list[Usage], prices: dict[str, ModelPrice]
+) -> tuple[float, list[CostItem]]:
+    """Total USD and one cost line per (component, model)."""
+    items = _lines("llm", [m.usage for m in messages if m.usage is not None], prices)
+    items += _lines("analysis", analysis, prices)
+    return round(sum(item.cost for item in items), 8), items
+
+
+def _lines(
+    kind: Literal["llm", "analysis"], usages: list[Usage], prices: dict[str, ModelPrice]
+) -> list[CostItem]:
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for usage in usages:
+        totals[usage.model][0] += usage.prompt_tokens
+        totals[usage.model][1] += usage.completion_tokens
+    items = []
+    for model, (prompt, completion) in sorted(totals.items()):
+        price = prices.get(model)
+        cost = (prompt * price.prompt + completion * price.completion) / 1_000_000 if price else 0.0
+        items.append(
+            CostItem(
+                type=kind,
+                model=model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost=round(cost, 8),
+                priced=price is not None,
+            )
+        )
+    return items
