@@ -55,7 +55,10 @@ async def test_open_message_reply_end(
         "where is my order?",
         "echo: where is my order?",
     ]
-    assert sorted(kinds) == ["message", "message", "message", "session.finished", "session.opened"]
+    assert sorted(kinds) == [
+        "message", "message", "message",
+        "session.end_requested", "session.finished", "session.opened",
+    ]  # fmt: skip
 
 
 async def test_system_prompt_is_rendered_with_additional_data_and_channel(

@@ -19,6 +19,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from src.activities.webhook_tools import heartbeating
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, message_of_row
 from src.domain import (
@@ -35,6 +36,7 @@ from src.llm.types import ChatMessage as WireMessage
 
 ANALYSIS_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=5),
+    "heartbeat_timeout": timedelta(seconds=10),
     "schedule_to_close_timeout": timedelta(minutes=30),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(seconds=1),
@@ -152,8 +154,8 @@ class AnalysisActivities:
             {"role": "user", "content": transcript},
             *follow_up,
         ]
-        activity.heartbeat()
-        reply = await self._models.complete(agent.model, messages, [], json_output=json_output)
+        async with heartbeating():
+            reply = await self._models.complete(agent.model, messages, [], json_output=json_output)
         result.usage.append(
             Usage(
                 model=reply.model or agent.model.name,

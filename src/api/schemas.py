@@ -114,7 +114,7 @@ class AgentResponse(BaseModel):
     model: ModelConfig | None
     tools: list[dict[str, Any]]
     analysis: AnalysisSettings | None
-    webhook: dict[str, str] | None
+    webhook: dict[str, Any] | None
     default_ttl_seconds: int | None
     max_tool_steps: int | None
     variables: dict[str, Any]

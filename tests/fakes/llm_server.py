@@ -11,6 +11,11 @@ share mutable state:
   always-tools    calls an unknown `lookup` tool whenever tools are offered
   tool-<name>     calls the tool <name> with the user's message as its JSON arguments (or
                   {} if the message is not a JSON object), then replies "tool said: <result>"
+
+Post-conversation analysis requests (the transcript as the user message) get, from any model:
+a summary "summary of <n> lines"; in JSON mode, a value generated from the JSON schema in the
+instruction. Model `invalid-json-<n>` answers the first n JSON-mode requests of a conversation
+with an invalid value; model `hang-analysis` holds its first summary request until `release`.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from src.llm.types import TRANSCRIPT_HEADER
+
 
 class FakeLLM:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.release = asyncio.Event()
         self._attempts: Counter[str] = Counter()
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])]
@@ -65,6 +73,8 @@ class FakeLLM:
         if model.startswith("slow-"):
             await asyncio.sleep(int(model.split("-", 1)[1]) / 1000)
         last = messages[-1]
+        if str(messages[1].get("content") or "").startswith(TRANSCRIPT_HEADER):
+            return await self._analyse(model, messages, "response_format" in body)
         if model == "always-tools" and tools:
             return _completion(model, None, [("lookup", '{"q": "x"}', len(messages))])
         if model.startswith("tool-") and last["role"] == "tool":
@@ -77,6 +87,37 @@ class FakeLLM:
         if "please finish" in text and "finishTheConversation" in tools:
             return _completion(model, None, [("finishTheConversation", "{}", len(messages))])
         return _completion(model, f"echo: {text}")
+
+    async def _analyse(
+        self, model: str, messages: list[dict[str, Any]], json_mode: bool
+    ) -> JSONResponse:
+        key = hashlib.sha256(json.dumps([model, *messages[:2]]).encode()).hexdigest()
+        self._attempts[key] += 1
+        if not json_mode:
+            if model == "hang-analysis" and self._attempts[key] == 1:
+                await asyncio.wait_for(self.release.wait(), timeout=120)
+            lines = len(str(messages[1]["content"]).splitlines()) - 1
+            return _completion(model, f"summary of {lines} lines")
+        schema = json.loads(str(messages[0]["content"]).split("\n", 1)[1])
+        if model.startswith("invalid-json-") and self._attempts[key] <= int(model.split("-")[2]):
+            return _completion(model, '{"not": "what you asked"}')
+        return _completion(model, json.dumps(_example(schema)))
+
+
+def _example(schema: dict[str, Any]) -> Any:
+    """A value valid against simple JSON schemas."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        return {name: _example(sub) for name, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        return []
+    if kind == "boolean":
+        return True
+    if kind in ("integer", "number"):
+        return 1
+    return "text"
 
 
 def _json_object(message: dict[str, Any]) -> str:

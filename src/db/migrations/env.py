@@ -1,6 +1,7 @@
 """Alembic environment: runs migrations over the async engine for SQLite or PostgreSQL."""
 
 import asyncio
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -11,7 +12,7 @@ from src.db.tables import Base, UTCDateTime
 target_metadata = Base.metadata
 
 
-def _render_item(type_: str, obj: object, _context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, _context: Any) -> str | Literal[False]:
     # Migrations should not import the app's column types: render ours as plain SQLAlchemy.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"

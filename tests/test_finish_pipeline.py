@@ -1,0 +1,313 @@
+"""When a session ends: analysis, a signed completion webhook, the audit log, and costs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import AgentFactory, api_client
+from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.servers import served
+from tests.sessions import open_chat, say
+
+SECRET = "whsec-finish-0123456789abcdef"
+ANALYSIS = {
+    "summary_prompt": "Summarise the conversation in one sentence.",
+    "structured_outputs": [
+        {
+            "name": "outcome",
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "resolved": {"type": "boolean"},
+                    "topic": {"type": "string", "enum": ["orders", "billing"]},
+                },
+                "required": ["resolved", "topic"],
+                "additionalProperties": False,
+            },
+        }
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    hooks = WebhookReceiver(secret=SECRET)
+    async with served(hooks.app) as base:
+        yield hooks, f"{base}/hooks"
+
+
+async def finishing_agent(
+    make_agent: AgentFactory, url: str, model: str = "echo", **spec: Any
+) -> str:
+    webhook = {"url": url, "secret": SECRET, **spec.pop("webhook", {})}
+    return str(await make_agent(model=model, analysis=ANALYSIS, webhook=webhook, **spec))
+
+
+async def accepted_deliveries(
+    hooks: WebhookReceiver, session_id: str, event: str, count: int = 1
+) -> list[Any]:
+    """Wait (bounded) for `count` accepted deliveries of an event."""
+    for _ in range(300):
+        found = hooks.accepted(session_id, event)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {event} delivery for {session_id}: {hooks.deliveries[-3:]}")
+
+
+async def final_with_artifact(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    for _ in range(300):
+        session = (await http.get(f"/chats/{session_id}")).json()
+        if session["artifact"] is not None:
+            return dict(session)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the artifact never appeared")
+
+
+async def test_completion_webhook_is_signed_and_carries_the_finished_session(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+) -> None:
+    hooks, url = receiver
+    agent_id = await finishing_agent(make_agent, url)
+    session = await open_chat(http, agent_id, external_id={"ticket": str(uuid.uuid4())})
+    await say(http, session["id"], "my order is late")
+
+    ended = await http.post(f"/chats/{session['id']}/end", json={"note": "escalated"})
+    [delivery] = await accepted_deliveries(hooks, session["id"], "session.finished")
+
+    assert ended.json()["is_final"] is True
+    assert delivery.signed and delivery.idempotency_key == f"{session['id']}:session.finished"
+    data = delivery.body["data"]
+    assert data["id"] == session["id"] and data["agent_id"] == agent_id
+    assert data["agent_version"] == 1 and data["channel"] == "web"
+    assert set(data["external_id"]) == {"ticket"}
+    assert (data["final_reason"], data["note"]) == ("user_end", "escalated")
+    assert data["finished_time"] and data["created_time"]
+    assert [m["content"] for m in data["messages"]] == [
+        "my order is late",
+        "echo: my order is late",
+    ]
+    assert data["artifact"]["summary"] == "summary of 2 lines"
+    assert data["artifact"]["structured_outputs"]["outcome"] == {
+        "status": "ok",
+        "value": {"resolved": True, "topic": "orders"},
+        "error": None,
+        "attempts": 1,
+    }
+    assert data["costs"][0]["type"] == "llm"
+
+
+@pytest.mark.parametrize("reason", ["user_end", "agent_finish", "ttl"])
+async def test_every_finish_reason_runs_the_pipeline(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    reason: str,
+) -> None:
+    hooks, url = receiver
+    session = await open_chat(http, await finishing_agent(make_agent, url), ttl_seconds=2)
+
+    if reason == "user_end":
+        await http.post(f"/chats/{session['id']}/end")
+    elif reason == "agent_finish":
+        await say(http, session["id"], "please finish")
+    [delivery] = await accepted_deliveries(hooks, session["id"], "session.finished")
+    final = await final_with_artifact(http, session["id"])
+
+    assert delivery.body["data"]["final_reason"] == reason
+    assert final["final_reason"] == reason
+    assert final["artifact"]["summary"].startswith("summary of")
+
+
+async def test_a_receiver_that_is_down_for_a_while_gets_exactly_one_accepted_delivery(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+) -> None:
+    hooks, url = receiver
+    session = await open_chat(http, await finishing_agent(make_agent, url))
+    hooks.fail_first[session["id"]] = 3
+
+    await http.post(f"/chats/{session['id']}/end")
+    await accepted_deliveries(hooks, session["id"], "session.finished")
+    await asyncio.sleep(0.5)  # room for a (wrong) second delivery to show up
+    events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+
+    attempts = hooks.attempts(session["id"], "session.finished")
+    assert [d.status for d in attempts] == [503, 503, 503, 200]
+    assert len({d.idempotency_key for d in attempts}) == 1
+    recorded = [e["data"] for e in events if e["kind"] == "webhook.attempt"]
+    assert [(r["attempt"], r["status_code"]) for r in recorded] == [
+        (1, 503), (2, 503), (3, 503), (4, 200)
+    ]  # fmt: skip
+    assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [4]
+
+
+async def test_a_receiver_refusing_with_4xx_is_not_retried(
+    http: httpx.AsyncClient, make_agent: AgentFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hooks, url = receiver
+    agent_id = await finishing_agent(
+        make_agent, url, webhook={"secret": "whsec-wrong-secret-000000"}
+    )
+    session = await open_chat(http, agent_id)
+
+    await http.post(f"/chats/{session['id']}/end")
+    for _ in range(300):
+        events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+        if any(e["kind"] == "webhook.failed" for e in events):
+            break
+        await asyncio.sleep(0.1)
+
+    assert [d.status for d in hooks.attempts(session["id"], "session.finished")] == [401]
+    assert [e["kind"] for e in events if e["kind"].startswith("webhook.")] == [
+        "webhook.attempt", "webhook.failed"
+    ]  # fmt: skip
+
+
+async def test_signatures_carry_every_secret_while_one_rotates(
+    http: httpx.AsyncClient, make_agent: AgentFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hooks, url = receiver
+    agent_id = await finishing_agent(
+        make_agent,
+        url,
+        webhook={"secret": "whsec-new-secret-00000000", "previous_secrets": [SECRET]},
+    )
+    session = await open_chat(http, agent_id)
+
+    await http.post(f"/chats/{session['id']}/end")
+    [delivery] = await accepted_deliveries(hooks, session["id"], "session.finished")
+
+    assert delivery.signed  # the receiver still only knows the previous secret
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "attempts"), [("invalid-json-2", "ok", 3), ("invalid-json-9", "failed", 3)]
+)
+async def test_invalid_structured_output_is_retried_then_recorded_as_failed(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    model: str,
+    status: str,
+    attempts: int,
+) -> None:
+    _, url = receiver
+    session = await open_chat(http, await finishing_agent(make_agent, url, model=model))
+    await say(http, session["id"], f"unique conversation {uuid.uuid4()}")
+
+    await http.post(f"/chats/{session['id']}/end")
+    result = (await final_with_artifact(http, session["id"]))["artifact"]["structured_outputs"]
+
+    outcome = result["outcome"]
+    assert (outcome["status"], outcome["attempts"]) == (status, attempts)
+    if status == "failed":
+        assert "3 invalid answers" in outcome["error"]
+        assert "is a required property" in outcome["error"]
+        assert outcome["value"] is None
+
+
+async def test_lifecycle_events_are_delivered_when_subscribed(
+    http: httpx.AsyncClient, make_agent: AgentFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hooks, url = receiver
+    agent_id = await finishing_agent(
+        make_agent,
+        url,
+        first_message="hello",
+        webhook={"events": ["session.opened", "message", "session.finished"]},
+    )
+    session = await open_chat(http, agent_id)
+    await say(http, session["id"], "hi there")
+    await http.post(f"/chats/{session['id']}/end")
+
+    await accepted_deliveries(hooks, session["id"], "session.finished")
+    await accepted_deliveries(hooks, session["id"], "message", count=3)
+    opened = await accepted_deliveries(hooks, session["id"], "session.opened")
+
+    messages = sorted(
+        (d.body["data"] for d in hooks.accepted(session["id"], "message")), key=lambda m: m["seq"]
+    )
+    assert [(m["seq"], m["role"], m["content"]) for m in messages] == [
+        (0, "assistant", "hello"), (1, "user", "hi there"), (2, "assistant", "echo: hi there")
+    ]  # fmt: skip
+    assert opened[0].body["data"]["agent_id"] == agent_id
+
+
+async def test_the_audit_log_records_the_sessions_life(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    tools: Any,
+) -> None:
+    _, url = receiver
+    _, tool_base = tools
+    agent_id = await finishing_agent(
+        make_agent,
+        url,
+        model="tool-lookup_order",
+        tools=[{"type": "webhook", "name": "lookup_order", "url": f"{tool_base}/echo"}],
+    )
+    session = await open_chat(http, agent_id)
+    await say(http, session["id"], '{"id": "7"}')
+    await http.post(f"/chats/{session['id']}/end", json={"note": "thanks"})
+    await final_with_artifact(http, session["id"])
+    for _ in range(100):
+        page = (await http.get(f"/chats/{session['id']}/events", params={"limit": 5})).json()
+        rest = (
+            await http.get(f"/chats/{session['id']}/events", params={"cursor": page["next_cursor"]})
+        ).json()
+        events = page["items"] + rest["items"]
+        if any(e["kind"] == "webhook.delivered" for e in events):
+            break
+        await asyncio.sleep(0.1)
+
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "session.opened"
+    assert kinds.count("message") == 3
+    for kind in ("tool.call", "session.end_requested", "session.finished", "finish.analysis",
+                 "webhook.attempt", "webhook.delivered"):  # fmt: skip
+        assert kind in kinds, kinds
+    [tool] = [e["data"] for e in events if e["kind"] == "tool.call"]
+    assert tool["name"] == "lookup_order" and tool["outcome"] == "ok"
+    assert tool["duration_ms"] >= 0
+    [end] = [e["data"] for e in events if e["kind"] == "session.end_requested"]
+    assert end == {"note": "thanks"}
+    assert len({e["id"] for e in events}) == len(events)
+
+
+async def test_costs_come_from_token_usage_and_the_price_table(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+) -> None:
+    _, url = receiver
+    priced = make_settings(
+        PARLEY_MODEL_PRICES='{"echo": {"prompt": 1000000, "completion": 2000000}}'
+    )
+    agent_id = await finishing_agent(make_agent, url)
+    async with serve_api(priced) as api, api_client(api, api_key) as http:
+        session = await open_chat(http, agent_id)
+        turn = await say(http, session["id"], "price me")
+        await http.post(f"/chats/{session['id']}/end")
+        final = await final_with_artifact(http, session["id"])
+
+    # the fake reports 10 prompt + 5 completion tokens per call: $10 + $10 = $20 a call
+    assert turn["messages"][0]["usage"] == {
+        "model": "echo", "prompt_tokens": 10, "completion_tokens": 5
+    }  # fmt: skip
+    llm, analysis = final["costs"]
+    assert (llm["type"], llm["model"], llm["cost"], llm["priced"]) == ("llm", "echo", 20.0, True)
+    assert (analysis["type"], analysis["prompt_tokens"], analysis["cost"]) == ("analysis", 20, 40.0)
+    assert final["cost"] == 60.0
