@@ -21,7 +21,23 @@ FINISH_THE_CONVERSATION = "finishTheConversation"
 BUILTIN_TOOLS = frozenset({FINISH_THE_CONVERSATION})
 # Keys the server sets itself before each LLM call; clients cannot override them.
 RESERVED_TEMPLATE_KEYS = frozenset({"channel", "sip_endpoint"})
-_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(value: Any, where: str = "text") -> None:
+    """Refuse NUL characters and lone surrogates anywhere in a JSON-like value: PostgreSQL
+    cannot store the first, and neither can be encoded as UTF-8."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise ValueError(f"{where} contains a NUL character or an unpaired surrogate")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, where)
+            check_text(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_text(item, where)
 
 
 class FinishReason(StrEnum):
@@ -205,6 +221,11 @@ class AgentSpec(Frozen):
             if "{{" in stripped or "}}" in stripped:
                 raise ValueError("template variables must look like {{name}} (letters, digits, _)")
         return text
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> AgentSpec:
+        check_text(self.model_dump(mode="json", by_alias=True), "the agent config")
+        return self
 
     @model_validator(mode="after")
     def _tool_names_unique(self) -> AgentSpec:

@@ -18,8 +18,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, item_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(item_id)
-    except (ValueError, TypeError) as error:
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("naive time")
+        return when, str(item_id)
+    except (ValueError, TypeError, OverflowError) as error:
         raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from error
 
 

@@ -113,6 +113,8 @@ class SessionStoreActivities:
         }
         try:
             async with self._sessions.begin() as db:
+                if opened.endpoint_hash is not None:
+                    await _close_stale_sessions(db, opened)
                 await insert_missing(db, ChatSession, [row], ["id"])
                 await insert_missing(db, AuditEvent, [audit], ["event_key"])
         except IntegrityError as error:
@@ -172,6 +174,26 @@ class SessionStoreActivities:
             )
             audit["data"] = {"reason": finished.reason.value, "note": finished.note}
             await insert_missing(db, AuditEvent, [audit], ["event_key"])
+
+
+async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None:
+    """Mark final any other `active` row of this endpoint. The endpoint's workflow ID admits
+    one running session, and this one is it, so such a row belongs to a run that ended without
+    finishing (terminated by an operator, say) and would otherwise block the endpoint."""
+    await db.execute(
+        update(ChatSession)
+        .where(
+            ChatSession.endpoint_hash == opened.endpoint_hash,
+            ChatSession.status == SessionStatus.ACTIVE.value,
+            ChatSession.id != opened.session_id,
+        )
+        .values(
+            status=SessionStatus.FINAL.value,
+            final_reason=FinishReason.ERROR.value,
+            note="closed by the next session: its workflow ended without finishing",
+            finished_time=opened.time,
+        )
+    )
 
 
 async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:

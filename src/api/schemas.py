@@ -16,6 +16,7 @@ from src.domain import (
     Message,
     ModelConfig,
     SessionView,
+    check_text,
 )
 
 ExternalIdValue = str | int | bool
@@ -64,11 +65,13 @@ class OpenChatRequest(Strict):
             raise ValueError("external_id allows at most 16 keys of 1-64 characters")
         if any(isinstance(v, str) and len(v) > 256 for v in value.values()):
             raise ValueError("external_id values are at most 256 characters")
+        check_text(value, "external_id")
         return value
 
     @field_validator("additional_data")
     @classmethod
     def _additional_data_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_text(value, "additional_data")
         reserved = RESERVED_TEMPLATE_KEYS & value.keys()
         if reserved:
             raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
@@ -85,6 +88,7 @@ class SendMessageRequest(Strict):
     def _not_blank(cls, content: str) -> str:
         if not content.strip():
             raise ValueError("the message is empty")
+        check_text(content, "the message")
         return content
 
 
@@ -95,6 +99,12 @@ class SendMessageResponse(BaseModel):
 
 class EndChatRequest(Strict):
     note: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("note")
+    @classmethod
+    def _storable(cls, note: str | None) -> str | None:
+        check_text(note, "note")
+        return note
 
 
 class ChatSessionList(BaseModel):

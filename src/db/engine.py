@@ -19,10 +19,16 @@ def create_engine(database_url: str) -> AsyncEngine:
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(database_url, connect_args={"timeout": 30})
+        # hide_parameters: a failing statement's values (message text, secrets) stay out of
+        # exception messages, and so out of logs and Temporal history.
+        engine = create_async_engine(
+            database_url, connect_args={"timeout": 30}, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(database_url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -54,6 +54,12 @@ class OpenAIChatProvider:
         except openai.RateLimitError as error:
             raise LLMRateLimited(_retry_after_seconds(error.response)) from None
         except openai.APIStatusError as error:
+            if error.status_code in (401, 403):
+                # The server's own credentials, not the caller's request: say so, no details.
+                raise LLMRejectedRequest(
+                    error.status_code,
+                    "the model endpoint refused the server's credentials (check OPENAI_API_KEY)",
+                ) from None
             if error.status_code in _CALLER_ERRORS:
                 raise LLMRejectedRequest(error.status_code, _error_message(error)) from None
             raise

@@ -154,7 +154,11 @@ class AgentService:
         return AgentSnapshot(id=agent_id, version=version, spec=spec, model=model)
 
     def check_outbound(self, spec: AgentSpec) -> None:
-        """Refuse, naming the field, URLs and commands that the server would refuse anyway."""
+        """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs."""
+        low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
+        ttl = spec.default_ttl_seconds
+        if ttl is not None and not low <= ttl <= high:
+            raise InvalidInput(f"default_ttl_seconds must be between {low} and {high}; got {ttl}")
         allowlist = self._settings.tool_url_allowlist
         urls = [("webhook.url", spec.webhook.url)] if spec.webhook else []
         for index, tool in enumerate(spec.tools):

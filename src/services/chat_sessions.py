@@ -21,6 +21,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
@@ -184,8 +185,15 @@ class ChatSessionService:
 
         # A session on this endpoint that is finishing refuses joiners; once its run has
         # closed, the same workflow ID starts a new session.
-        result = await _retrying(open_once, {SESSION_FINAL, DRAINING}, _HANDOVER_WAIT_SECONDS)
-        return await self._view(account_id, result.session), result.created
+        try:
+            result = await _retrying(open_once, {SESSION_FINAL, DRAINING}, _HANDOVER_WAIT_SECONDS)
+        except Conflict:
+            raise Unavailable(
+                "the previous session on this endpoint is still closing; retry the request"
+            ) from None
+        if result.created:
+            return await self._view(account_id, result.session), True
+        return await self.get(account_id, result.session.id), False
 
     async def get(self, account_id: str, session_id: str) -> SessionView:
         row = await self._row(account_id, session_id)
@@ -242,7 +250,9 @@ class ChatSessionService:
             raise Conflict("the session is final; open a new one")
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
         update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
-        message = UserMessage(content=content, idempotency_key=idempotency_key)
+        message = UserMessage(
+            content=content, idempotency_key=idempotency_key, session_id=session_id
+        )
 
         async def send_once() -> TurnResult:
             return await handle.execute_update(
@@ -252,9 +262,22 @@ class ChatSessionService:
             )
 
         try:
-            return await _retrying(send_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+            result = await _retrying(send_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
         except NotFound:
             raise Conflict("the session is final; open a new one") from None
+        if result.messages is None:  # a retry answered in an earlier run: read them back
+            async with self._sessions() as db:
+                rows = await db.scalars(
+                    select(ChatMessage)
+                    .where(
+                        ChatMessage.session_id == session_id,
+                        ChatMessage.seq >= result.first_seq,
+                        ChatMessage.seq < result.first_seq + result.count,
+                    )
+                    .order_by(ChatMessage.seq)
+                )
+                result.messages = [message_of_row(row) for row in rows]
+        return result
 
     async def end(self, account_id: str, session_id: str, note: str | None) -> SessionView:
         row = await self._row(account_id, session_id)
@@ -264,15 +287,13 @@ class ChatSessionService:
             async def end_once() -> SessionState:
                 return await handle.execute_update(
                     ChatSessionWorkflow.end,  # type: ignore[arg-type]  # SDK typing of async updates
-                    EndRequest(note=note),
+                    EndRequest(note=note, session_id=session_id),
                 )
 
             try:
-                state = await _retrying(end_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
-                if state.id == session_id:
-                    return await self._view(account_id, state)
-            except NotFound:
-                pass  # the run closed a moment ago; the database has the final record
+                await _retrying(end_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+            except (NotFound, Conflict):
+                pass  # the session closed a moment ago; the database has the final record
         return await self.get(account_id, session_id)
 
     # ---- reading ---------------------------------------------------------------------------
@@ -400,12 +421,18 @@ async def _retrying(
                 continue
             if kind in _UPDATE_ERRORS:
                 raise _UPDATE_ERRORS[kind](cause.message if cause else str(error)) from None
-            if kind in retry_types:
+            if kind in retry_types or kind == "AcceptedUpdateCompletedWorkflow":
                 raise Unavailable("the session is busy handing over; retry the request") from None
             raise
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise Unavailable("the session did not answer in time; retry the request") from None
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound("the session's workflow is not running") from None
-            if error.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-                raise Unavailable("Temporal is unavailable; retry the request") from None
+            if error.status in (
+                RPCStatusCode.UNAVAILABLE,
+                RPCStatusCode.DEADLINE_EXCEEDED,
+                RPCStatusCode.RESOURCE_EXHAUSTED,
+            ):
+                raise Unavailable("Temporal is busy or unavailable; retry the request") from None
             raise

@@ -40,7 +40,11 @@ async def run_agent_turn(
     finish_called = False
     steps = 0
     while True:
-        reply = await complete(steps < max_tool_steps and not finish_called)
+        allow_tools = steps < max_tool_steps and not finish_called
+        reply = await complete(allow_tools)
+        if not allow_tools and reply.tool_calls:
+            # Tools were not offered; a provider that returns calls anyway is not followed.
+            reply = reply.model_copy(update={"tool_calls": []})
         if not reply.tool_calls:
             append(_assistant(reply, []))
             return TurnEnd(agent_finished=finish_called)

@@ -9,7 +9,7 @@ inbox that is answered in order, one turn at a time.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,6 +70,9 @@ STATUS = SearchAttributeKey.for_keyword("ParleyStatus")
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
+# Updates a run may take beyond `turns_per_run` while a backlog drains; with turns_per_run
+# at most 1,500 this stays under the server's 2,000 updates per run.
+_BACKLOG_UPDATES = 300
 
 
 @workflow.defn(name="ChatSessionWorkflow")
@@ -85,9 +88,12 @@ class ChatSessionWorkflow:
         self._recorded = carried.recorded_count if carried else 0
         self._messages: list[Message] = []
         self._inbox: deque[InboxItem] = deque(carried.inbox if carried else [])
+        # Successful outcomes by idempotency key, to answer a client's retry.
         self._answered: dict[str, TurnOutcome] = dict(carried.answered) if carried else {}
-        # Outcomes of turns whose update caller is still waiting, by inbox item id.
-        self._awaited: set[str] = set()
+        # Inbox item ids queued or being answered, whichever path (update, signal) brought them.
+        self._taken: set[str] = {item.id for item in self._inbox}
+        # Outcomes of turns whose update callers are still waiting, and how many wait.
+        self._waiters: Counter[str] = Counter()
         self._outcomes: dict[str, TurnOutcome] = {}
         self._created_time = carried.created_time if carried else now
         self._last_activity = carried.last_activity if carried else now
@@ -98,7 +104,7 @@ class ChatSessionWorkflow:
         self._note: str | None = None
         self._finishing = False
         self._draining = False
-        self._turns_this_run = 0
+        self._updates_this_run = 0
         self._flushing: asyncio.Task[None] | None = None
         self._pending_events: list[AuditEntry] = []
 
@@ -111,7 +117,8 @@ class ChatSessionWorkflow:
             if self._open_error is not None:
                 return await self._finish(FinishReason.ERROR)
         while True:
-            if self._draining and not self._inbox:
+            # Hand over to a new run between turns, never with a backlog or an end pending.
+            if not self._inbox and not self._end_requested and self._should_continue_as_new():
                 await self._continue_as_new()
             try:
                 await workflow.wait_condition(
@@ -124,9 +131,9 @@ class ChatSessionWorkflow:
                 agent_finished = await self._answer(self._inbox.popleft())
                 if agent_finished:
                     return await self._finish(FinishReason.AGENT_FINISH)
-                if self._should_continue_as_new():
-                    # New updates are now refused with `Draining` (the API retries them
-                    # against the next run); the ones already accepted are answered first.
+                if self._updates_this_run >= self._start.turns_per_run + _BACKLOG_UPDATES:
+                    # A backlog that never empties: refuse new updates (the API retries them
+                    # against the next run) before the server's per-run update limit.
                     self._draining = True
             elif self._end_requested:
                 return await self._finish(FinishReason.USER_END)
@@ -194,7 +201,6 @@ class ChatSessionWorkflow:
 
     async def _answer(self, item: InboxItem) -> bool:
         """Run one agent turn for a user message; returns whether the agent finished."""
-        self._turns_this_run += 1
         self._append(Message(role="user", content=item.content, time=workflow.now()))
         produced_from = len(self._messages)
         user_index = produced_from - 1
@@ -208,7 +214,12 @@ class ChatSessionWorkflow:
                 self._append,
             )
             agent_finished = turn.agent_finished
-            outcome = TurnOutcome(messages=self._messages[produced_from:], is_final=agent_finished)
+            outcome = TurnOutcome(
+                messages=self._messages[produced_from:],
+                is_final=agent_finished,
+                first_seq=self._first_seq + produced_from,
+                count=len(self._messages) - produced_from,
+            )
         except ActivityError as error:
             # The model refused or stayed unreachable: this turn fails, the session goes on.
             workflow.logger.warning("turn failed for session %s", self._start.session_id)
@@ -306,16 +317,19 @@ class ChatSessionWorkflow:
             retry=self._webhook_retry(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._state()
+        return self._state(with_messages=False)
 
     def _should_continue_as_new(self) -> bool:
         return (
-            self._turns_this_run >= self._start.turns_per_run
+            self._updates_this_run >= self._start.turns_per_run
             or workflow.info().is_continue_as_new_suggested()
         )
 
     async def _continue_as_new(self) -> None:
-        """Hand over to a fresh run, with every message recorded and every handler done."""
+        """Hand over to a fresh run, with every message recorded and every handler done.
+        Updates arriving meanwhile are refused with `Draining`; the API retries them and they
+        land on the new run. Signals are queued and carried over."""
+        self._draining = True
         await self._recorded_all()
         await workflow.wait_condition(workflow.all_handlers_finished)
         carried = CarriedState(
@@ -324,7 +338,10 @@ class ChatSessionWorkflow:
             created_time=self._created_time,
             last_activity=self._last_activity,
             inbox=list(self._inbox),
-            answered=self._answered,
+            answered={
+                key: outcome.model_copy(update={"messages": [], "messages_dropped": True})
+                for key, outcome in self._answered.items()
+            },
         )
         workflow.continue_as_new(
             self._start.model_copy(update={"carried": carried, "agent": self._agent})
@@ -334,12 +351,13 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="open")
     async def open(self, request: OpenRequest) -> OpenResult:
+        self._updates_this_run += 1
         await workflow.wait_condition(lambda: self._opened)
         if self._open_error is not None:
             raise ApplicationError(self._open_error, type=OPEN_FAILED)
-        return OpenResult(
-            session=self._state(), created=request.session_id == self._start.session_id
-        )
+        created = request.session_id == self._start.session_id
+        # A joiner reads the transcript by query: update results are history, keep them small.
+        return OpenResult(session=self._state(with_messages=created), created=created)
 
     @open.validator
     def _validate_open(self, request: OpenRequest) -> None:
@@ -347,19 +365,26 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="send_message")
     async def send_message(self, message: UserMessage) -> TurnResult:
+        self._updates_this_run += 1
         key = message.idempotency_key
         if key is not None and key in self._answered:
             return _turn_result(self._answered[key])
         item_id = key if key is not None else str(workflow.uuid4())
-        if item_id not in self._awaited:
-            self._awaited.add(item_id)
+        self._waiters[item_id] += 1
+        if item_id not in self._taken:
+            self._taken.add(item_id)
             self._inbox.append(InboxItem(id=item_id, content=message.content, idempotency_key=key))
         await workflow.wait_condition(lambda: item_id in self._outcomes)
-        self._awaited.discard(item_id)
-        return _turn_result(self._outcomes.pop(item_id))
+        outcome = self._outcomes[item_id]
+        self._waiters[item_id] -= 1
+        if self._waiters[item_id] <= 0:
+            del self._waiters[item_id]
+            del self._outcomes[item_id]
+        return _turn_result(outcome)
 
     @send_message.validator
     def _validate_message(self, message: UserMessage) -> None:
+        self._refuse_other_session(message.session_id)
         if message.idempotency_key is not None and message.idempotency_key in self._answered:
             return
         self._refuse_if_closing()
@@ -375,15 +400,15 @@ class ChatSessionWorkflow:
             )
             return
         key = message.idempotency_key
-        if key is not None and (key in self._answered or any(i.id == key for i in self._inbox)):
+        if key is not None and (key in self._answered or key in self._taken):
             return  # a channel's redelivery of a message already taken
         item_id = key or str(workflow.uuid4())
-        self._inbox.append(
-            InboxItem(id=item_id, content=message.content, idempotency_key=message.idempotency_key)
-        )
+        self._taken.add(item_id)
+        self._inbox.append(InboxItem(id=item_id, content=message.content, idempotency_key=key))
 
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
+        self._updates_this_run += 1
         if not self._finishing and not self._end_requested:
             self._end_requested = True
             self._note = request.note
@@ -396,10 +421,11 @@ class ChatSessionWorkflow:
                 )
             )
         await workflow.wait_condition(lambda: self._status == SessionStatus.FINAL)
-        return self._state()
+        return self._state(with_messages=False)
 
     @end.validator
     def _validate_end(self, request: EndRequest) -> None:
+        self._refuse_other_session(request.session_id)
         if self._draining:
             raise ApplicationError("the session is moving to a new run", type=DRAINING)
 
@@ -472,12 +498,18 @@ class ChatSessionWorkflow:
         )
 
     def _settle(self, item: InboxItem, outcome: TurnOutcome) -> None:
-        if item.id in self._awaited:
+        self._taken.discard(item.id)
+        if self._waiters[item.id] > 0:
             self._outcomes[item.id] = outcome
-        if item.idempotency_key is not None:
+        # A failed turn is not remembered: retrying the same key runs the turn again.
+        if item.idempotency_key is not None and outcome.error_type is None:
             self._answered[item.idempotency_key] = outcome
             while len(self._answered) > _ANSWERED_KEYS_KEPT:
                 del self._answered[next(iter(self._answered))]
+
+    def _refuse_other_session(self, session_id: str | None) -> None:
+        if session_id is not None and session_id != self._start.session_id:
+            raise ApplicationError("that session is final", type=SESSION_FINAL)
 
     def _refuse_if_closing(self) -> None:
         if self._draining:
@@ -495,13 +527,13 @@ class ChatSessionWorkflow:
                 type=MESSAGE_TOO_LARGE,
             )
 
-    def _state(self) -> SessionState:
+    def _state(self, with_messages: bool = True) -> SessionState:
         return SessionState(
             id=self._start.session_id,
             agent_id=self._agent.id,
             channel=self._start.channel,
             first_seq=self._first_seq,
-            messages=self._messages,
+            messages=self._messages if with_messages else [],
             created_time=self._created_time,
             last_activity=self._last_activity,
             ttl_seconds=self._start.ttl_seconds,
@@ -522,4 +554,9 @@ def _final_outcome() -> TurnOutcome:
 def _turn_result(outcome: TurnOutcome) -> TurnResult:
     if outcome.error_type is not None:
         raise ApplicationError(outcome.error or "the turn failed", type=outcome.error_type)
-    return TurnResult(messages=outcome.messages, is_final=outcome.is_final)
+    return TurnResult(
+        messages=None if outcome.messages_dropped else outcome.messages,
+        is_final=outcome.is_final,
+        first_seq=outcome.first_seq,
+        count=outcome.count,
+    )

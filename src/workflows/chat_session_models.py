@@ -21,6 +21,11 @@ class TurnOutcome(BaseModel):
     is_final: bool = False
     error_type: str | None = None
     error: str | None = None
+    # Where the produced messages sit in the transcript, so that an outcome carried across
+    # continue-as-new can drop its messages (kept small) and the API re-reads them.
+    first_seq: int = 0
+    count: int = 0
+    messages_dropped: bool = False
 
 
 class CarriedState(BaseModel):
@@ -61,15 +66,23 @@ class OpenRequest(BaseModel):
 class UserMessage(BaseModel):
     content: str
     idempotency_key: str | None = None
+    # The session the caller means; a workflow ID outlives sessions (external endpoints).
+    session_id: str | None = None
 
 
 class EndRequest(BaseModel):
     note: str | None = None
+    session_id: str | None = None
 
 
 class TurnResult(BaseModel):
-    messages: list[Message]
+    """The messages a turn produced; None when they must be read from the database
+    (`first_seq`, `count`), for a retried key answered before a continue-as-new."""
+
+    messages: list[Message] | None
     is_final: bool
+    first_seq: int = 0
+    count: int = 0
 
 
 class SessionState(BaseModel):

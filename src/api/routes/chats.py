@@ -78,7 +78,7 @@ async def send_message(
     body: SendMessageRequest,
     account: AccountId,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> SendMessageResponse:
     turn = await services.chats.send(account, session_id, body.content, idempotency_key)
     return SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
