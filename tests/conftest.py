@@ -29,6 +29,7 @@ from src.services.accounts import new_api_key, register_api_key
 from src.worker import running_worker
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
+from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.servers import served
 
 POSTGRES_URL_VARIABLE = "PARLEY_TEST_DATABASE_URL"
@@ -94,6 +95,17 @@ async def tools() -> AsyncIterator[tuple[FakeToolServer, str]]:
             yield server, base_url
     finally:
         server.release.set()
+
+
+WEBHOOK_SECRET = "whsec-finish-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    """A customer's webhook endpoint on loopback that checks signatures with WEBHOOK_SECRET."""
+    hooks = WebhookReceiver(secret=WEBHOOK_SECRET)
+    async with served(hooks.app) as base:
+        yield hooks, f"{base}/hooks"
 
 
 SettingsFactory = Callable[..., Settings]

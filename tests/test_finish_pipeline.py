@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.servers import served
 from tests.sessions import open_chat, say
 
-SECRET = "whsec-finish-0123456789abcdef"
 ANALYSIS = {
     "summary_prompt": "Summarise the conversation in one sentence.",
     "structured_outputs": [
@@ -33,13 +31,6 @@ ANALYSIS = {
         }
     ],
 }
-
-
-@pytest.fixture(scope="session")
-async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
-    hooks = WebhookReceiver(secret=SECRET)
-    async with served(hooks.app) as base:
-        yield hooks, f"{base}/hooks"
 
 
 async def finishing_agent(
