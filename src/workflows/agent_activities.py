@@ -1,0 +1,98 @@
+"""The activities behind an agent turn, shared by stateful sessions and stateless turns: the
+LLM call (transcript by reference) and tool calls (webhook or MCP), with their audit entries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
+    from src.activities.mcp_tools import MCP_CALL_ACTIVITY_OPTIONS, McpToolActivities
+    from src.activities.session_store import AuditEntry
+    from src.activities.webhook_tools import (
+        TOOL_ACTIVITY_OPTIONS,
+        ToolInvocation,
+        WebhookToolActivities,
+    )
+    from src.domain import Message, SessionAgent
+    from src.llm.types import LLMReply, LLMToolCall
+
+
+async def ask_model(
+    conversation_id: str,
+    agent: SessionAgent,
+    recorded_count: int,
+    unrecorded: list[Message],
+    allow_tools: bool,
+) -> LLMReply:
+    """The model's next step; messages before `recorded_count` are read from the database."""
+    return await workflow.execute_activity_method(
+        LLMActivities.complete_session_turn,
+        SessionTurnRequest(
+            session_id=conversation_id,
+            recorded_count=recorded_count,
+            unrecorded=unrecorded,
+            allow_tools=allow_tools,
+        ),
+        summary=f"LLM {agent.model_name}",
+        **LLM_ACTIVITY_OPTIONS,
+    )
+
+
+async def call_tool(
+    conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
+) -> str:
+    """One tool call as an activity; a failure becomes a result the model can read. The
+    idempotency key is fixed here, so every retry of the call carries the same one."""
+    invocation = ToolInvocation(
+        snapshot_id=agent.snapshot_id,
+        session_id=conversation_id,
+        call_id=call.id,
+        idempotency_key=f"{conversation_id}:{workflow.uuid4()}",
+        name=call.name,
+        arguments=call.arguments,
+    )
+    started = workflow.now()
+    try:
+        if agent.tools.get(call.name) == "mcp":
+            result = await workflow.execute_activity_method(
+                McpToolActivities.call,
+                invocation,
+                summary=f"tool {call.name} (MCP)",
+                **MCP_CALL_ACTIVITY_OPTIONS,
+            )
+        else:
+            result = await workflow.execute_activity_method(
+                WebhookToolActivities.call,
+                invocation,
+                summary=f"tool {call.name}",
+                **TOOL_ACTIVITY_OPTIONS,
+            )
+    except ActivityError as error:
+        audit.append(_tool_audit(invocation, started, failure_reason(error)))
+        return f"error: {failure_reason(error)}"
+    audit.append(_tool_audit(invocation, started, None))
+    return str(result.response)
+
+
+def failure_reason(error: ActivityError) -> str:
+    cause = error.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else error.message)
+
+
+def _tool_audit(invocation: ToolInvocation, started: datetime, error: str | None) -> AuditEntry:
+    finished = workflow.now()
+    return AuditEntry(
+        key=f"tool:{invocation.idempotency_key}",
+        kind="tool.call",
+        data={
+            "name": invocation.name,
+            "duration_ms": round((finished - started).total_seconds() * 1000),
+            "outcome": "error" if error else "ok",
+            "error": error,
+        },
+        time=finished,
+    )
