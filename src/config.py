@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.costs import DEFAULT_PRICES, ModelPrice
+from src.state_envelope import StateKey, dev_keys, parse_keys
 from src.tools.url_guard import UrlAllowlist
 
 _PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
@@ -68,12 +69,16 @@ class Settings(BaseSettings):
         default=1.0, gt=0, alias="PARLEY_WEBHOOK_RETRY_INITIAL_SECONDS"
     )
     analysis_attempts: int = Field(default=3, ge=1, le=10, alias="PARLEY_ANALYSIS_ATTEMPTS")
+    state_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_STATE_KEYS")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
 
     @model_validator(mode="after")
-    def _prices_parse(self) -> Settings:
-        self.model_prices  # noqa: B018 - fail at startup, not at the first read of a session
+    def _tables_parse(self) -> Settings:
+        # Fail at startup, not at the first request that needs them.
+        self.model_prices  # noqa: B018
+        if self.state_keys_setting is not None:
+            parse_keys(self.state_keys_setting.get_secret_value())
         return self
 
     @model_validator(mode="after")
@@ -101,6 +106,13 @@ class Settings(BaseSettings):
         "completion"} in USD per million tokens) on top."""
         overrides = _PRICE_TABLE.validate_json(self.model_prices_setting or "{}")
         return {**DEFAULT_PRICES, **overrides}
+
+    def state_keys(self) -> list[StateKey]:
+        """Keys for stateless-conversation states: PARLEY_STATE_KEYS (`kid:base64`, first one
+        seals), or else a key generated once in the data dir (one machine only)."""
+        if self.state_keys_setting is not None:
+            return parse_keys(self.state_keys_setting.get_secret_value())
+        return dev_keys(self.data_dir)
 
     @property
     def mcp_commands(self) -> frozenset[str]:

@@ -15,6 +15,13 @@ class ParleyError(Exception):
         self.details = details
 
 
+class BadState(ParleyError):
+    """A stateless conversation's state that cannot be trusted (tampered, foreign, stale)."""
+
+    status_code = 400
+    code = "invalid_state"
+
+
 class Unauthorized(ParleyError):
     status_code = 401
     code = "unauthorized"

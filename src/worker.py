@@ -26,6 +26,7 @@ from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.stateless_turn import StatelessTurnWorkflow
 from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[ChatSessionWorkflow, WebhookDeliveryWorkflow],
+        workflows=[ChatSessionWorkflow, StatelessTurnWorkflow, WebhookDeliveryWorkflow],
         activities=[
             store.record_opened,
             store.record_messages,

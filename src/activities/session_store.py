@@ -45,6 +45,7 @@ class SessionOpened(BaseModel):
     additional_data: dict[str, Any]
     ttl_seconds: int
     time: datetime
+    kind: str = "session"
 
 
 class AuditEntry(BaseModel):
@@ -99,6 +100,7 @@ class SessionStoreActivities:
             "external_id": opened.external_id,
             "endpoint_hash": opened.endpoint_hash,
             "workflow_id": opened.workflow_id,
+            "kind": opened.kind,
             "additional_data": opened.additional_data,
             "ttl_seconds": opened.ttl_seconds,
             "status": SessionStatus.ACTIVE.value,

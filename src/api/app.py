@@ -9,12 +9,13 @@ from fastapi import FastAPI
 
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
-from src.api.routes import agents, chats, health
+from src.api.routes import agents, chats, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.services.accounts import ApiKeyAuthenticator, register_api_key
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.text_chat import TextChatService
 from src.temporal_client import connect_temporal
 
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
             authenticator=ApiKeyAuthenticator(sessions),
             agents=agent_service,
             chats=ChatSessionService(settings, temporal, sessions, agent_service),
+            text_chat=TextChatService(settings, temporal, sessions, agent_service),
         )
         try:
             yield
@@ -50,4 +52,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(chats.router, prefix="/api/v1")
     app.include_router(agents.router, prefix="/api/v1")
+    app.include_router(text_chat.router, prefix="/api/v1")
     return app

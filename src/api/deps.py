@@ -13,6 +13,7 @@ from src.config import Settings
 from src.services.accounts import ApiKeyAuthenticator
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.text_chat import TextChatService
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Services:
     authenticator: ApiKeyAuthenticator
     agents: AgentService
     chats: ChatSessionService
+    text_chat: TextChatService
 
 
 def services(request: Request) -> Services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,6 +16,7 @@ from src.domain import (
     Message,
     ModelConfig,
     SessionView,
+    ToolCall,
     check_text,
 )
 
@@ -160,3 +161,52 @@ class AuditEventResponse(BaseModel):
 class AuditEventList(BaseModel):
     items: list[AuditEventResponse]
     next_cursor: str | None
+
+
+class AgentReference(Strict):
+    id: str = Field(min_length=1, max_length=64)
+
+
+class TextChatMessage(BaseModel):
+    """A transcript message as the client holds it: the server's own messages echoed back
+    (extra fields such as `time` and `usage` are accepted and ignored), plus new user ones."""
+
+    role: Literal["user", "assistant"]
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+
+    @field_validator("content")
+    @classmethod
+    def _storable(cls, content: str | None) -> str | None:
+        check_text(content, "a message")
+        return content
+
+
+class TextChatRequest(Strict):
+    agent: AgentReference | AgentSpec = Field(
+        description='`{"id": "agent-..."}` or an inline agent config; frozen at the first turn.'
+    )
+    agent_overrides: AgentPatch | None = None
+    messages: list[TextChatMessage] = Field(
+        max_length=2000,
+        description="The whole transcript as last returned, then the new user message(s).",
+    )
+    state: str | None = Field(
+        default=None, max_length=20_000, description="Null on the first turn, then as returned."
+    )
+    additional_data: dict[str, Any] = Field(default_factory=dict)
+    end_conversation: bool = False
+    channel: str = Field(default="text", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+
+    @field_validator("additional_data")
+    @classmethod
+    def _additional_data_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return OpenChatRequest._additional_data_shape(value)
+
+
+class TextChatResponse(BaseModel):
+    messages: list[Message] = Field(description="Only the new ones: tool turns, then the reply.")
+    state: str
+    is_finished: bool
+    correlation_id: str
+    call_id: str = Field(description="Read the conversation at GET /api/v1/chats/{call_id}.")

@@ -107,6 +107,8 @@ class ChatSession(Base):
     external_id: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     endpoint_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     workflow_id: Mapped[str] = mapped_column(String(200))
+    # "session" (a ChatSessionWorkflow) or "stateless" (text-chat completion turns).
+    kind: Mapped[str] = mapped_column(String(16), default="session")
     additional_data: Mapped[dict[str, Any]] = mapped_column(Json)
     ttl_seconds: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))

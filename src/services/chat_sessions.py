@@ -197,7 +197,7 @@ class ChatSessionService:
 
     async def get(self, account_id: str, session_id: str) -> SessionView:
         row = await self._row(account_id, session_id)
-        if row.status == SessionStatus.FINAL.value:
+        if row.status == SessionStatus.FINAL.value or row.kind == "stateless":
             return await self._view_from_db(row)
         try:
             state = await self._client.get_workflow_handle(row.workflow_id).query(
@@ -245,7 +245,7 @@ class ChatSessionService:
                 f"the message has {len(content)} characters; the limit is "
                 f"{self._settings.max_message_chars}"
             )
-        row = await self._row(account_id, session_id)
+        row = await self._session_row(account_id, session_id)
         if row.status == SessionStatus.FINAL.value and idempotency_key is None:
             raise Conflict("the session is final; open a new one")
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
@@ -280,7 +280,7 @@ class ChatSessionService:
         return result
 
     async def end(self, account_id: str, session_id: str, note: str | None) -> SessionView:
-        row = await self._row(account_id, session_id)
+        row = await self._session_row(account_id, session_id)
         if row.status != SessionStatus.FINAL.value:
             handle = self._client.get_workflow_handle(row.workflow_id)
 
@@ -308,6 +308,16 @@ class ChatSessionService:
             row = await db.get(ChatSession, session_id)
         if row is None or row.account_id != account_id:
             raise NotFound(f"chat session {session_id!r} not found")
+        return row
+
+    async def _session_row(self, account_id: str, session_id: str) -> ChatSession:
+        """A row that is a stateful session (not a stateless conversation)."""
+        row = await self._row(account_id, session_id)
+        if row.kind == "stateless":
+            raise Conflict(
+                "this is a stateless conversation: continue or end it at "
+                "/api/v1/text-chat/completion with its state"
+            )
         return row
 
     async def _view(self, account_id: str, state: SessionState) -> SessionView:

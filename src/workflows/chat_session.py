@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -18,10 +18,8 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
     from src.activities.mcp_tools import (
         DISCOVERY_ACTIVITY_OPTIONS,
-        MCP_CALL_ACTIVITY_OPTIONS,
         DiscoveryRequest,
         McpToolActivities,
     )
@@ -32,13 +30,9 @@ with workflow.unsafe.imports_passed_through():
         SessionOpened,
         SessionStoreActivities,
     )
-    from src.activities.webhook_tools import (
-        TOOL_ACTIVITY_OPTIONS,
-        ToolInvocation,
-        WebhookToolActivities,
-    )
     from src.domain import FinishReason, Message, SessionStatus
     from src.llm.types import LLMReply, LLMToolCall
+    from src.workflows.agent_activities import ask_model, call_tool, failure_reason
     from src.workflows.agent_loop import run_agent_turn
     from src.workflows.chat_session_models import (
         CarriedState,
@@ -158,7 +152,7 @@ class ChatSessionWorkflow:
                     **DISCOVERY_ACTIVITY_OPTIONS,
                 )
             except ActivityError as error:
-                self._open_error = f"the agent's tools are unavailable: {_reason(error)}"
+                self._open_error = f"the agent's tools are unavailable: {failure_reason(error)}"
         await workflow.execute_activity_method(
             SessionStoreActivities.record_opened,
             SessionOpened(
@@ -226,7 +220,7 @@ class ChatSessionWorkflow:
             outcome = TurnOutcome(
                 messages=self._messages[produced_from:],
                 error_type=TURN_FAILED,
-                error=f"the agent could not answer: {_reason(error)}",
+                error=f"the agent could not answer: {failure_reason(error)}",
             )
         self._record_in_background()
         self._settle(item, outcome)
@@ -235,68 +229,13 @@ class ChatSessionWorkflow:
         return agent_finished
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
-        return await workflow.execute_activity_method(
-            LLMActivities.complete_session_turn,
-            SessionTurnRequest(
-                session_id=self._start.session_id,
-                recorded_count=self._recorded,
-                unrecorded=self._messages[self._recorded - self._first_seq :],
-                allow_tools=allow_tools,
-            ),
-            summary=f"LLM {self._agent.model_name}",
-            **LLM_ACTIVITY_OPTIONS,
+        unrecorded = self._messages[self._recorded - self._first_seq :]
+        return await ask_model(
+            self._start.session_id, self._agent, self._recorded, unrecorded, allow_tools
         )
 
     async def _run_tool(self, call: LLMToolCall) -> str:
-        """One tool call as an activity; a failure becomes a result the model can read."""
-        invocation = ToolInvocation(
-            snapshot_id=self._agent.snapshot_id,
-            session_id=self._start.session_id,
-            call_id=call.id,
-            idempotency_key=f"{self._start.session_id}:{workflow.uuid4()}",
-            name=call.name,
-            arguments=call.arguments,
-        )
-        started = workflow.now()
-        try:
-            if self._agent.tools.get(call.name) == "mcp":
-                result = await workflow.execute_activity_method(
-                    McpToolActivities.call,
-                    invocation,
-                    summary=f"tool {call.name} (MCP)",
-                    **MCP_CALL_ACTIVITY_OPTIONS,
-                )
-            else:
-                result = await workflow.execute_activity_method(
-                    WebhookToolActivities.call,
-                    invocation,
-                    summary=f"tool {call.name}",
-                    **TOOL_ACTIVITY_OPTIONS,
-                )
-        except ActivityError as error:
-            self._audit_tool_call(invocation, started, _reason(error))
-            return f"error: {_reason(error)}"
-        self._audit_tool_call(invocation, started, None)
-        return str(result.response)
-
-    def _audit_tool_call(
-        self, invocation: ToolInvocation, started: datetime, error: str | None
-    ) -> None:
-        finished = workflow.now()
-        duration = round((finished - started).total_seconds() * 1000)
-        self._pending_events.append(
-            AuditEntry(
-                key=f"tool:{invocation.idempotency_key}",
-                kind="tool.call",
-                data={
-                    "name": invocation.name,
-                    "duration_ms": duration,
-                    "outcome": "error" if error else "ok",
-                    "error": error,
-                },
-                time=finished,
-            )
-        )
+        return await call_tool(self._start.session_id, self._agent, call, self._pending_events)
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persistence follows."""
@@ -540,11 +479,6 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
         )
-
-
-def _reason(error: ActivityError) -> str:
-    cause = error.cause
-    return str(cause.message if isinstance(cause, ApplicationError) else error.message)
 
 
 def _final_outcome() -> TurnOutcome:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 00:41:37.625781
+Create Date: 2026-11-29 00:54:22.791496
 """
 
 from collections.abc import Sequence
@@ -122,6 +122,7 @@ def upgrade() -> None:
         ),
         sa.Column("endpoint_hash", sa.String(length=64), nullable=True),
         sa.Column("workflow_id", sa.String(length=200), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column(
             "additional_data",
             sa.JSON().with_variant(sa.JSON(none_as_null=True), "postgresql"),

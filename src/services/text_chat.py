@@ -1,0 +1,219 @@
+"""Stateless text-chat completion: the client carries the transcript and a sealed state.
+
+Transcript rule: the messages a client sends must begin with exactly the transcript the server
+last returned (checked against a digest in the state: roles, contents and tool calls); what
+follows must be user messages. A changed or forged earlier message is refused with 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+from src.config import Settings
+from src.db.snapshots import SnapshotStore
+from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message
+from src.errors import AgentFailed, BadState, Conflict, InvalidInput
+from src.services.agents import AgentService
+from src.state_envelope import StateRejected, StateSealer
+from src.workflows.stateless_turn import (
+    TURN_FAILED,
+    StatelessTurnInput,
+    StatelessTurnOutput,
+    StatelessTurnWorkflow,
+)
+from src.workflows.webhook_events import WebhookRetry
+
+_STATE_VERSION = 1
+
+
+class TextChatTurn(BaseModel):
+    agent_id: str | None = None
+    agent: AgentSpec | None = None
+    agent_overrides: AgentPatch | None = None
+    messages: list[Message]
+    state: str | None = None
+    additional_data: dict[str, Any] = Field(default_factory=dict)
+    end_conversation: bool = False
+    channel: str = "text"
+
+
+class TextChatResult(BaseModel):
+    messages: list[Message]
+    state: str
+    is_finished: bool
+    correlation_id: str
+    call_id: str
+
+
+class ConversationState(BaseModel):
+    """What the sealed state holds. The agent is frozen at the first turn (`snapshot_id`)."""
+
+    v: int = _STATE_VERSION
+    account_id: str
+    call_id: str
+    correlation_id: str
+    snapshot_id: str
+    turn: int
+    seen: int
+    digest: str
+    finished: bool
+
+
+def transcript_digest(messages: list[Message]) -> str:
+    canonical = [
+        [m.role, m.content or "", [[c.id, c.name, c.arguments, c.response] for c in m.tool_calls]]
+        for m in messages
+    ]
+    encoded = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+class TextChatService:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        sessions: async_sessionmaker[AsyncSession],
+        agents: AgentService,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._agents = agents
+        self._snapshots = SnapshotStore(sessions)
+        self._sealer = StateSealer(settings.state_keys())
+
+    async def complete(self, account_id: str, request: TextChatTurn) -> TextChatResult:
+        state = self._open_state(account_id, request.state) if request.state else None
+        seen = state.seen if state else 0
+        if state is not None and transcript_digest(request.messages[:seen]) != state.digest:
+            raise BadState(
+                "the messages do not match the state: earlier messages were changed, removed "
+                "or added; send the transcript exactly as returned, then new user messages"
+            )
+        new = request.messages[seen:]
+        if any(m.role != "user" for m in new):
+            raise BadState(
+                "only user messages may follow the transcript the server returned; assistant "
+                "messages come from the server"
+            )
+        if not new and not request.end_conversation:
+            raise InvalidInput("no new user message: add one, or set end_conversation")
+        for message in new:
+            if not (message.content or "").strip():
+                raise InvalidInput("a user message is empty")
+            if len(message.content or "") > self._settings.max_message_chars:
+                raise InvalidInput(
+                    f"a message is longer than {self._settings.max_message_chars} characters"
+                )
+        snapshot = await self._agent(account_id, request, state)
+        agent = snapshot.summary()
+        call_id = state.call_id if state else str(uuid.uuid4())
+        correlation_id = state.correlation_id if state else str(uuid.uuid4())
+        turn = state.turn + 1 if state else 1
+        input_digest = transcript_digest(request.messages) + (
+            ":end" if request.end_conversation else ""
+        )
+        output = await self._run_turn(
+            StatelessTurnInput(
+                call_id=call_id,
+                account_id=account_id,
+                agent=agent,
+                channel=request.channel,
+                additional_data=request.additional_data,
+                first_turn=state is None,
+                seen_count=seen,
+                new_messages=new,
+                end_conversation=request.end_conversation,
+                max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
+                input_digest=input_digest,
+                webhook_retry=WebhookRetry(
+                    window_seconds=self._settings.webhook_retry_window_seconds,
+                    initial_seconds=self._settings.webhook_retry_initial_seconds,
+                ),
+            ),
+            f"text-chat-{call_id}-{turn}",
+        )
+        next_state = ConversationState(
+            account_id=account_id,
+            call_id=call_id,
+            correlation_id=correlation_id,
+            snapshot_id=output.agent.snapshot_id,
+            turn=turn,
+            seen=output.message_count,
+            digest=transcript_digest(request.messages + output.messages),
+            finished=output.is_finished,
+        )
+        return TextChatResult(
+            messages=output.messages,
+            state=self._sealer.seal(next_state.model_dump()),
+            is_finished=output.is_finished,
+            correlation_id=correlation_id,
+            call_id=call_id,
+        )
+
+    def _open_state(self, account_id: str, sealed: str) -> ConversationState:
+        try:
+            payload = self._sealer.open(sealed)
+            state = ConversationState.model_validate(payload)
+        except StateRejected as error:
+            raise BadState(f"invalid state: {error}") from None
+        except ValueError:
+            raise BadState("invalid state: not a Parley conversation state") from None
+        if state.account_id != account_id:
+            raise BadState("invalid state: it belongs to another account")
+        if state.finished:
+            raise Conflict("the conversation is finished; start a new one without a state")
+        return state
+
+    async def _agent(
+        self, account_id: str, request: TextChatTurn, state: ConversationState | None
+    ) -> AgentSnapshot:
+        """The first turn freezes the agent; later turns use that snapshot."""
+        if state is not None:
+            snapshot = await self._snapshots.load(state.snapshot_id)
+            if request.agent_id is not None and request.agent_id != snapshot.id:
+                raise InvalidInput(f"this conversation is bound to agent {snapshot.id!r}")
+            return snapshot
+        snapshot = await self._agents.resolve(
+            account_id, request.agent_id, request.agent, request.agent_overrides
+        )
+        await self._snapshots.save(account_id, snapshot)
+        return snapshot
+
+    async def _run_turn(self, turn: StatelessTurnInput, workflow_id: str) -> StatelessTurnOutput:
+        """Start the turn's workflow, or join it: a replayed state finds the turn it already
+        ran and gets the same answer, provided the request is the same."""
+        try:
+            handle = await self._client.start_workflow(
+                StatelessTurnWorkflow.run,
+                turn,
+                id=workflow_id,
+                task_queue=self._settings.temporal_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=f"text-chat turn {workflow_id.rsplit('-', 1)[-1]}",
+            )
+        except WorkflowAlreadyStartedError:
+            handle = self._client.get_workflow_handle_for(StatelessTurnWorkflow.run, workflow_id)
+        try:
+            output = await handle.result()
+        except WorkflowFailureError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError) and cause.type == TURN_FAILED:
+                raise AgentFailed(cause.message) from None
+            raise
+        if output.input_digest != turn.input_digest:
+            raise Conflict(
+                "this state was already used for a different message; continue from the "
+                "latest state"
+            )
+        return output
