@@ -24,6 +24,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "ParleyAgentId": "Keyword",
     "ParleyChannel": "Keyword",
     "ParleyStatus": "Keyword",
+    "ParleyFinalReason": "Keyword",
 }
 
 
@@ -70,6 +71,7 @@ class Settings(BaseSettings):
     )
     analysis_attempts: int = Field(default=3, ge=1, le=10, alias="PARLEY_ANALYSIS_ATTEMPTS")
     state_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_STATE_KEYS")
+    temporal_ui_url: str | None = Field(default=None, alias="PARLEY_TEMPORAL_UI_URL")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
 

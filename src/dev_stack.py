@@ -88,6 +88,8 @@ class DevStack:
                 self._start("temporal", dev_server_command(data_dir, port, ui_port))
                 _wait_for_port("127.0.0.1", port, "Temporal dev server")
                 env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
+                # The API logs a direct Temporal UI link for every session it opens.
+                env.setdefault("PARLEY_TEMPORAL_UI_URL", f"http://127.0.0.1:{ui_port}")
             migrate(self.settings.database_url)
             api_key = self._api_key(data_dir)
             env["PARLEY_API_KEY"] = api_key

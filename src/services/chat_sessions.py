@@ -7,6 +7,7 @@ after Temporal's retention has removed the workflow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,7 @@ from src.workflows.chat_session_models import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # How long a caller is kept waiting while a session hands over to its next run (a few ms in
 # practice) or while the previous session on an endpoint closes.
@@ -192,6 +194,14 @@ class ChatSessionService:
                 "the previous session on this endpoint is still closing; retry the request"
             ) from None
         if result.created:
+            if self._settings.temporal_ui_url:
+                log.info(
+                    "session %s opened: %s/namespaces/%s/workflows/%s",
+                    start.session_id,
+                    self._settings.temporal_ui_url.rstrip("/"),
+                    self._settings.temporal_namespace,
+                    workflow_id,
+                )
             return await self._view(account_id, result.session), True
         return await self.get(account_id, result.session.id), False
 

@@ -61,6 +61,7 @@ SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
 AGENT_ID = SearchAttributeKey.for_keyword("ParleyAgentId")
 CHANNEL = SearchAttributeKey.for_keyword("ParleyChannel")
 STATUS = SearchAttributeKey.for_keyword("ParleyStatus")
+FINAL_REASON = SearchAttributeKey.for_keyword("ParleyFinalReason")
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
@@ -224,6 +225,7 @@ class ChatSessionWorkflow:
             )
         self._record_in_background()
         self._settle(item, outcome)
+        self._describe()
         for index in range(user_index, len(self._messages)):
             await self._raise_message_event(index)
         return agent_finished
@@ -245,7 +247,10 @@ class ChatSessionWorkflow:
         for item in self._inbox:
             self._settle(item, _final_outcome())
         self._inbox.clear()
-        workflow.upsert_search_attributes([STATUS.value_set(SessionStatus.FINAL.value)])
+        workflow.upsert_search_attributes(
+            [STATUS.value_set(SessionStatus.FINAL.value), FINAL_REASON.value_set(reason.value)]
+        )
+        self._describe()
         await self._recorded_all()
         await run_finish_pipeline(
             agent=self._agent,
@@ -436,6 +441,17 @@ class ChatSessionWorkflow:
             initial_seconds=self._start.webhook_retry_initial_seconds,
         )
 
+    def _describe(self) -> None:
+        """What the Temporal UI shows as the session's current details: status and the tail
+        of the transcript, tool calls included."""
+        lines = [f"**{self._status.value}** · {self._first_seq + len(self._messages)} messages"]
+        for message in self._messages[-6:]:
+            for call in message.tool_calls:
+                lines.append(f"- tool `{call.name}` → {_clip(call.response or '', 80)}")
+            if message.content:
+                lines.append(f"- {message.role}: {_clip(message.content, 160)}")
+        workflow.set_current_details("\n".join(lines))
+
     def _settle(self, item: InboxItem, outcome: TurnOutcome) -> None:
         self._taken.discard(item.id)
         if self._waiters[item.id] > 0:
@@ -479,6 +495,11 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
         )
+
+
+def _clip(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _final_outcome() -> TurnOutcome:

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from src.domain import FinishReason, Message, SessionAgent, SessionStatus
     from src.workflows.agent_activities import ask_model, call_tool, failure_reason
     from src.workflows.agent_loop import run_agent_turn
-    from src.workflows.chat_session import AGENT_ID, CHANNEL, SESSION_ID, STATUS
+    from src.workflows.chat_session import AGENT_ID, CHANNEL, FINAL_REASON, SESSION_ID, STATUS
     from src.workflows.finish_pipeline import run_finish_pipeline
     from src.workflows.webhook_events import WebhookRetry
 
@@ -121,7 +121,9 @@ class StatelessTurnWorkflow:
             else None
         )
         if reason is not None:
-            workflow.upsert_search_attributes([STATUS.value_set(SessionStatus.FINAL.value)])
+            workflow.upsert_search_attributes(
+                [STATUS.value_set(SessionStatus.FINAL.value), FINAL_REASON.value_set(reason.value)]
+            )
             await run_finish_pipeline(
                 agent=agent,
                 reason=reason,
