@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     )
     analysis_attempts: int = Field(default=3, ge=1, le=10, alias="PARLEY_ANALYSIS_ATTEMPTS")
     state_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_STATE_KEYS")
+    payload_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_PAYLOAD_KEYS")
+    codec_auth: Literal["api-key", "none"] = Field(default="api-key", alias="PARLEY_CODEC_AUTH")
+    codec_cors_origins_setting: str = Field(default="", alias="PARLEY_CODEC_CORS_ORIGINS")
     temporal_ui_url: str | None = Field(default=None, alias="PARLEY_TEMPORAL_UI_URL")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
@@ -81,6 +84,7 @@ class Settings(BaseSettings):
         self.model_prices  # noqa: B018
         if self.state_keys_setting is not None:
             parse_keys(self.state_keys_setting.get_secret_value())
+        self.payload_keys()
         return self
 
     @model_validator(mode="after")
@@ -115,6 +119,17 @@ class Settings(BaseSettings):
         if self.state_keys_setting is not None:
             return parse_keys(self.state_keys_setting.get_secret_value())
         return dev_keys(self.data_dir)
+
+    def payload_keys(self) -> list[StateKey]:
+        """AES-256 keys for payloads in Temporal history (`kid:base64,...`; first encrypts);
+        empty when PARLEY_PAYLOAD_KEYS is unset: payloads are then stored in clear."""
+        if self.payload_keys_setting is None:
+            return []
+        return parse_keys(self.payload_keys_setting.get_secret_value())
+
+    @property
+    def codec_cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.codec_cors_origins_setting.split(",") if o.strip()]
 
     @property
     def mcp_commands(self) -> frozenset[str]:

@@ -22,6 +22,7 @@ from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServe
 from src.errors import NotFound
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
+from src.state_envelope import new_key_setting
 
 DEMO_MCP_COMMAND = "mcp-server-time"
 DEMO_AGENT = AgentSpec(
@@ -51,7 +52,9 @@ def temporal_cli() -> str:
     return found
 
 
-def dev_server_command(data_dir: Path, port: int, ui_port: int) -> list[str]:
+def dev_server_command(
+    data_dir: Path, port: int, ui_port: int, codec_endpoint: str | None = None
+) -> list[str]:
     command = [
         temporal_cli(), "server", "start-dev",
         "--db-filename", str(data_dir / "temporal.db"),
@@ -62,6 +65,8 @@ def dev_server_command(data_dir: Path, port: int, ui_port: int) -> list[str]:
     ]  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTES.items():
         command += ["--search-attribute", f"{name}={kind}"]
+    if codec_endpoint:
+        command += ["--ui-codec-endpoint", codec_endpoint]
     return command
 
 
@@ -74,6 +79,7 @@ class DevStack:
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PARLEY_DATA_DIR": str(data_dir)}
+        env.update(self._payload_encryption(data_dir))
         if DEMO_MCP_COMMAND not in self.settings.mcp_commands:
             # The demo agent's time tool; an explicit PARLEY_MCP_COMMANDS is extended, not lost.
             commands = sorted(self.settings.mcp_commands | {DEMO_MCP_COMMAND})
@@ -85,7 +91,8 @@ class DevStack:
         try:
             if self.settings.temporal_address is None:
                 port, ui_port = self.settings.dev_temporal_port, self.settings.dev_ui_port
-                self._start("temporal", dev_server_command(data_dir, port, ui_port))
+                codec = f"http://{self.settings.host}:{self.settings.port}/codec"
+                self._start("temporal", dev_server_command(data_dir, port, ui_port, codec))
                 _wait_for_port("127.0.0.1", port, "Temporal dev server")
                 env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
                 # The API logs a direct Temporal UI link for every session it opens.
@@ -128,6 +135,26 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def _payload_encryption(self, data_dir: Path) -> dict[str, str]:
+        """Dev default: transcripts encrypted in Temporal's history with a key kept in the data
+        dir; the UI reads them through the API's codec endpoint (loopback, no key needed)."""
+        env: dict[str, str] = {}
+        if self.settings.payload_keys_setting is None:
+            key_file = data_dir / "payload-keys"
+            if not key_file.exists():
+                key_file.write_text(new_key_setting("dev1"))
+                key_file.chmod(0o600)
+            env["PARLEY_PAYLOAD_KEYS"] = key_file.read_text().strip()
+        ui = f"http://127.0.0.1:{self.settings.dev_ui_port}"
+        env.setdefault("PARLEY_CODEC_AUTH", os.environ.get("PARLEY_CODEC_AUTH", "none"))
+        env.setdefault(
+            "PARLEY_CODEC_CORS_ORIGINS",
+            os.environ.get(
+                "PARLEY_CODEC_CORS_ORIGINS", f"{ui},http://localhost:{self.settings.dev_ui_port}"
+            ),
+        )
+        return env
 
     def _api_key(self, data_dir: Path) -> str:
         if self.settings.api_key is not None:

@@ -85,11 +85,16 @@ async def test_dev_stack_serves_the_walkthrough_and_survives_a_restart(tmp_path:
                 "/chats", json={"agent_id": banner["demo agent"], "channel": "web"}
             )
             session_id = opened.json()["id"]
-            first = await http.post(f"/chats/{session_id}/messages", json={"content": "hello"})
+            marker = f"hello {uuid.uuid4().hex}"
+            first = await http.post(f"/chats/{session_id}/messages", json={"content": marker})
             async with httpx.AsyncClient() as plain:
                 docs = await plain.get(banner["OpenAPI docs"])
                 ui = await plain.get(f"http://127.0.0.1:{ui_port}/")
+                root = banner["API"].removesuffix("/api/v1")
+                codec = await plain.post(f"{root}/codec/decode", json={"payloads": []})
     stopped = [_listening(port) for port in (api_port, temporal_port, ui_port)]
+    temporal_files = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("temporal.db*"))
+    app_files = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("parley.db*"))
 
     async with dev_stack(env, output) as again:
         headers = {"Authorization": f"Bearer {again['API key']}"}
@@ -101,8 +106,11 @@ async def test_dev_stack_serves_the_walkthrough_and_survives_a_restart(tmp_path:
     assert first.status_code == 200
     assert "scripted model" in first.json()["messages"][-1]["content"]
     assert docs.status_code == 200 and ui.status_code == 200
+    assert codec.status_code == 200  # what the Temporal UI calls, on loopback, without a key
     assert banner["Temporal UI"].startswith(f"http://127.0.0.1:{ui_port}/")
     assert stopped == [False, False, False]
+    # Temporal's database holds only ciphertext of the conversation; Parley's own holds it.
+    assert marker.encode() not in temporal_files and marker.encode() in app_files
     assert again["API key"] == banner["API key"]
     assert again["demo agent"] == banner["demo agent"]
     assert kept["status"] == "active"

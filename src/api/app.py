@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
-from src.api.routes import agents, chats, health, text_chat
+from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.services.accounts import ApiKeyAuthenticator, register_api_key
@@ -49,7 +50,17 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if settings.codec_cors_origins:
+        # The Temporal UI calls the codec endpoint from the browser, from its own origin.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.codec_cors_origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=True,
+        )
     app.include_router(health.router)
+    app.include_router(codec.router)
     app.include_router(chats.router, prefix="/api/v1")
     app.include_router(agents.router, prefix="/api/v1")
     app.include_router(text_chat.router, prefix="/api/v1")
