@@ -7,9 +7,11 @@ import dataclasses
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from src.config import Settings
+from src.observability import tracing_interceptors
 from src.payload_codec import EncryptionCodec
 
 
@@ -22,7 +24,7 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
 
 
-async def connect_temporal(settings: Settings) -> Client:
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
     tls: TLSConfig | bool = settings.temporal_tls
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
@@ -35,4 +37,6 @@ async def connect_temporal(settings: Settings) -> Client:
         data_converter=data_converter(settings),
         tls=tls,
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
+        interceptors=tracing_interceptors(settings),
+        runtime=runtime,
     )

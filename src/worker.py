@@ -24,6 +24,7 @@ from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
+from src.observability import worker_runtime
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.stateless_turn import StatelessTurnWorkflow
@@ -75,7 +76,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ messages it has not recorded yet; the transcript itself never travels through wo
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,7 @@ from src.llm.types import (
     LLMReply,
     ToolSchema,
 )
+from src.observability import record_llm_call
 from src.templates import template_values
 
 LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
@@ -104,7 +106,15 @@ class LLMActivities:
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += to_wire_messages(recorded + request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
-        return await self._models.complete(agent.model, messages, tools)
+        started = time.monotonic()
+        reply = await self._models.complete(agent.model, messages, tools)
+        record_llm_call(
+            reply.model or agent.model.name,
+            (time.monotonic() - started) * 1000,
+            reply.prompt_tokens,
+            reply.completion_tokens,
+        )
+        return reply
 
     async def _load(
         self, session_id: str, recorded_count: int

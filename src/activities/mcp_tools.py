@@ -23,6 +23,7 @@ from src.activities.webhook_tools import (
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import McpToolDefinition, McpTools, SessionAgent
+from src.observability import measured_tool_call
 from src.tools.mcp_client import (
     McpCommandRefused,
     McpError,
@@ -105,6 +106,9 @@ class McpToolActivities:
 
     @activity.defn(name="mcp_tools.call")
     async def call(self, invocation: ToolInvocation) -> ToolResult:
+        return await measured_tool_call(invocation.name, "mcp", self._call(invocation))
+
+    async def _call(self, invocation: ToolInvocation) -> ToolResult:
         snapshot = await self._snapshots.load(invocation.snapshot_id)
         tool = next((t for t in snapshot.mcp_tools if t.name == invocation.name), None)
         if tool is None:

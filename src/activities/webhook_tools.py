@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
+from src.observability import measured_tool_call
 from src.tools.signing import signature_headers
 from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
 
@@ -101,6 +102,9 @@ class WebhookToolActivities:
 
     @activity.defn(name="webhook_tools.call")
     async def call(self, invocation: ToolInvocation) -> ToolResult:
+        return await measured_tool_call(invocation.name, "webhook", self._call(invocation))
+
+    async def _call(self, invocation: ToolInvocation) -> ToolResult:
         snapshot = await self._snapshots.load(invocation.snapshot_id)
         tool = snapshot.webhook_tool(invocation.name)
         if tool is None:

@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from src.api import metrics
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
+from src.api.metrics import measure_requests, trace_requests
 from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
@@ -59,7 +61,11 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Namespace"],
             allow_credentials=True,
         )
+    app.middleware("http")(measure_requests)
+    if settings.tracing != "off":
+        app.middleware("http")(trace_requests)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(codec.router)
     app.include_router(chats.router, prefix="/api/v1")
     app.include_router(agents.router, prefix="/api/v1")
