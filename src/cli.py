@@ -1,4 +1,4 @@
-"""The `parley` command: dev, api, worker, migrate, create-key."""
+"""The `parley` command: dev, api, worker, migrate, create-key, replay, history export."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from src.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHistory
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,12 +24,24 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations")
     create_key = commands.add_parser("create-key", help="create an API key for an account")
     create_key.add_argument("--account", default="default", help="account id (created if new)")
+    replay = commands.add_parser(
+        "replay",
+        help="replay recorded histories against the current workflow code (exit 1 on a failure)",
+    )
+    _add_history_source(replay, with_file=True)
+    history = commands.add_parser("history", help="workflow histories")
+    history_commands = history.add_subparsers(dest="history_command", required=True)
+    export = history_commands.add_parser("export", help="save every run's history to a JSON file")
+    _add_history_source(export, with_file=False)
+    export.add_argument("-o", "--output", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = load_settings()
+    if args.command in ("replay", "history"):
+        _quiet_unless(args.verbose)
     if args.command == "dev":
         from src.dev_stack import DevStack
 
@@ -49,6 +66,93 @@ def main(argv: list[str] | None = None) -> None:
         print("database is at the latest migration")
     elif args.command == "create-key":
         print(asyncio.run(_create_key(settings, args.account)))
+    elif args.command == "replay":
+        sys.exit(_replay(settings, args))
+    elif args.command == "history":
+        sys.exit(_export(settings, args))
+
+
+def _add_history_source(parser: argparse.ArgumentParser, *, with_file: bool) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--session", help="a session (or stateless call) id: all its workflows")
+    source.add_argument("--workflow-id", help="a workflow id: all its runs")
+    if with_file:
+        source.add_argument("--file", help="a file written by `parley history export`")
+    parser.add_argument(
+        "--no-children",
+        action="store_true",
+        help="with --session, leave out the webhook delivery child workflows",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the SDK's own logs")
+
+
+async def _fetch(
+    settings: Settings, args: argparse.Namespace
+) -> tuple[Client, list[WorkflowHistory]]:
+    from src.histories import fetch_histories, session_queries, workflow_query
+    from src.temporal_client import connect_temporal
+
+    if args.session:
+        queries = await session_queries(settings, args.session, children=not args.no_children)
+    else:
+        queries = [workflow_query(args.workflow_id)]
+    client = await connect_temporal(settings)
+    return client, await fetch_histories(client, queries)
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    """0 when every run replays cleanly, 1 when any fails, 2 when there is nothing to replay."""
+    from temporalio.converter import DataConverter
+    from temporalio.runtime import Runtime, TelemetryConfig
+
+    from src.histories import HistoryNotFound, load_histories
+    from src.replay import exit_status, format_reports, replay_histories
+    from src.temporal_client import data_converter
+
+    converter: DataConverter
+    try:
+        if args.file:
+            histories = load_histories(Path(args.file).read_text())
+            converter = data_converter(settings)
+        else:
+            client, histories = asyncio.run(_fetch(settings, args))
+            # The client's converter (codec included) is the one the workers wrote with.
+            converter = client.data_converter
+    except (HistoryNotFound, OSError, ValueError) as error:
+        print(f"parley replay: {error}", file=sys.stderr)
+        return 2
+    if not histories:
+        print("parley replay: no workflow runs found", file=sys.stderr)
+        return 2
+    # The report says what failed; Core's own warnings would repeat it, less readably.
+    runtime = None if args.verbose else Runtime(telemetry=TelemetryConfig(logging=None))
+    reports = asyncio.run(replay_histories(histories, converter, runtime=runtime))
+    print(format_reports(reports))
+    return exit_status(reports)
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from src.histories import HistoryNotFound, dump_histories
+
+    try:
+        _, histories = asyncio.run(_fetch(settings, args))
+    except (HistoryNotFound, ValueError) as error:
+        print(f"parley history export: {error}", file=sys.stderr)
+        return 2
+    if not histories:
+        print("parley history export: no workflow runs found", file=sys.stderr)
+        return 2
+    Path(args.output).write_text(dump_histories(histories))
+    print(f"{len(histories)} run(s) written to {args.output}")
+    return 0
+
+
+def _quiet_unless(verbose: bool) -> None:
+    """Replay and export print a report; INFO logs (and the SDK's record of the failures the
+    report already shows) would bury it."""
+    if not verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("temporalio").setLevel(logging.CRITICAL)
 
 
 async def _create_key(settings: Settings, account: str) -> str:
