@@ -1,0 +1,237 @@
+"""Replay guards determinism: recorded histories must replay against the current workflow code,
+and a change that would break running sessions is caught, with the event it breaks at."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import workflow
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from src.config import Settings
+from src.db.tables import ChatSession
+from src.histories import load_histories
+from src.replay import WORKFLOWS, exit_status, replay_histories
+from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.chat_session_models import SessionStart, SessionState
+from tests.conftest import AgentFactory, api_client
+from tests.sessions import open_chat, say
+from tests.test_text_chat import turn, user
+
+HISTORIES = Path(__file__).parent / "histories"
+GOLDEN = sorted(HISTORIES.glob("*.json"))
+ROOT = Path(__file__).parent.parent
+
+
+@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
+class ChatSessionWithExtraTimer(ChatSessionWorkflow):
+    """A careless change: the session now pauses before it records being opened."""
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        return await super().run(start)
+
+    async def _open(self) -> None:
+        await workflow.sleep(0.01)
+        await super()._open()
+
+
+def golden(name: str) -> list[WorkflowHistory]:
+    return load_histories((HISTORIES / f"{name}.json").read_text())
+
+
+def events_of(path: Path, run: int = 0) -> list[dict[str, Any]]:
+    return list(json.loads(path.read_text())[run]["history"]["events"])
+
+
+async def parley(*args: str, **env: str) -> tuple[int, str]:
+    """Runs the `parley` CLI (`python -m src.cli`) and returns its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "src.cli",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The settings of the test stack, as environment variables for the CLI."""
+    return {
+        "PARLEY_DATA_DIR": str(settings.data_dir),
+        "TEMPORAL_ADDRESS": settings.temporal_target,
+        "DATABASE_URL": settings.database_url,
+    }
+
+
+def test_golden_histories_cover_every_kind_of_session() -> None:
+    assert {path.stem for path in GOLDEN} >= {
+        "plain_chat",
+        "tool_calls",
+        "ttl_finish",
+        "agent_finish",
+        "continue_as_new",
+        "stateless_turns",
+    }
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=[path.stem for path in GOLDEN])
+async def test_golden_history_replays_against_the_current_code(path: Path) -> None:
+    histories = golden(path.stem)
+
+    reports = await replay_histories(histories, pydantic_data_converter)
+
+    assert [(r.workflow_id, r.error) for r in reports] == [(h.workflow_id, None) for h in histories]
+
+
+async def test_continue_as_new_golden_holds_the_whole_chain_of_runs() -> None:
+    histories = golden("continue_as_new")
+
+    assert len({h.workflow_id for h in histories}) == 1
+    assert len({h.run_id for h in histories}) == len(histories) >= 3
+
+
+async def test_a_nondeterministic_change_is_reported_with_the_event_it_breaks_at() -> None:
+    path = HISTORIES / "plain_chat.json"
+    changed = [ChatSessionWithExtraTimer, *WORKFLOWS[1:]]
+
+    [report] = await replay_histories(golden("plain_chat"), pydantic_data_converter, changed)
+
+    assert exit_status([report]) == 1
+    assert report.error is not None and "Nondeterminism" in report.error
+    # The first command of the recorded open: where the new timer now stands instead.
+    first_command = next(
+        e
+        for e in events_of(path)
+        if e["eventType"] == "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"
+    )
+    assert report.event_id == int(first_command["eventId"])
+    assert report.hint is not None and "workflow.patched" in report.hint
+
+
+async def test_replay_command_passes_a_golden_history(tmp_path: Path) -> None:
+    status, output = await parley(
+        "replay", "--file", str(HISTORIES / "plain_chat.json"), PARLEY_DATA_DIR=str(tmp_path)
+    )
+
+    assert status == 0, output
+    assert output.splitlines()[0].startswith("OK ")
+    assert "1 run(s) replayed: 1 OK, 0 failed" in output
+
+
+async def test_replay_command_fails_a_history_that_references_another_activity(
+    tmp_path: Path,
+) -> None:
+    events = events_of(HISTORIES / "plain_chat.json")
+    scheduled = next(e for e in events if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED")
+    attributes = scheduled["activityTaskScheduledEventAttributes"]
+    attributes["activityType"]["name"] = "session_store.record_opened_v0"
+    edited = tmp_path / "edited.json"
+    edited.write_text(
+        json.dumps([{"workflow_id": "edited", "run_id": "r", "history": {"events": events}}])
+    )
+
+    status, output = await parley("replay", "--file", str(edited), PARLEY_DATA_DIR=str(tmp_path))
+
+    assert status == 1, output
+    assert "FAILED  edited run " in output
+    assert f"at event {scheduled['eventId']}" in output
+    assert "session_store.record_opened_v0" in output
+    assert "workflow.patched" in output
+
+
+async def test_replay_command_fails_a_workflow_type_the_code_does_not_register(
+    tmp_path: Path,
+) -> None:
+    events = events_of(HISTORIES / "tool_calls.json")
+    events[0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"] = "ChatSession"
+    edited = tmp_path / "renamed.json"
+    edited.write_text(
+        json.dumps([{"workflow_id": "renamed", "run_id": "r", "history": {"events": events}}])
+    )
+
+    status, output = await parley("replay", "--file", str(edited), PARLEY_DATA_DIR=str(tmp_path))
+
+    assert status == 1, output
+    assert "not registered" in output and "workflow names are persisted API" in output
+
+
+async def test_export_and_replay_a_live_session_with_all_its_runs(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    worker: None,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    agent_id = await make_agent()
+    async with (
+        serve_api(make_settings(PARLEY_TURNS_PER_RUN=2)) as url,
+        api_client(url, api_key) as http,
+    ):
+        session = await open_chat(http, agent_id)
+        for n in range(3):
+            await say(http, session["id"], f"turn {n}")
+        ended = await http.post(f"/chats/{session['id']}/end")
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+    assert row is not None
+    await temporal_client.get_workflow_handle(row.workflow_id).result()  # the finish pipeline
+    exported = tmp_path / "session.json"
+
+    exported_status, _ = await parley(
+        "history", "export", "--session", session["id"], "-o", str(exported), **cli_env(settings)
+    )
+    replay_status, replay_output = await parley(
+        "replay", "--session", session["id"], **cli_env(settings)
+    )
+    file_status, file_output = await parley("replay", "--file", str(exported), **cli_env(settings))
+
+    assert ended.status_code == 200
+    runs = json.loads(exported.read_text())
+    assert exported_status == 0 and len(runs) >= 2
+    assert len({run["workflow_id"] for run in runs}) == 1
+    assert len({run["run_id"] for run in runs}) == len(runs)
+    assert replay_status == 0, replay_output
+    assert file_status == 0, file_output
+    assert replay_output.count("OK ") == file_output.count("OK ") == len(runs)
+
+
+async def test_replay_of_a_stateless_conversation_covers_each_turn(
+    http: httpx.AsyncClient, make_agent: AgentFactory, settings: Settings
+) -> None:
+    agent_id = await make_agent()
+    first = (await turn(http, {"id": agent_id}, [user("one")])).json()
+    history = [user("one"), *first["messages"], user("two")]
+    await turn(http, {"id": agent_id}, history, first["state"])
+
+    status, output = await parley("replay", "--session", first["call_id"], **cli_env(settings))
+
+    assert status == 0, output
+    assert f"OK      text-chat-{first['call_id']}-1 run" in output
+    assert f"OK      text-chat-{first['call_id']}-2 run" in output
+
+
+async def test_replay_of_an_unknown_session_says_so(settings: Settings) -> None:
+    status, output = await parley("replay", "--session", "no-such-session", **cli_env(settings))
+
+    assert status == 2
+    assert "no session 'no-such-session'" in output
