@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from src.db.tables import ChatSession
 
 
 async def open_chat(http: httpx.AsyncClient, agent_id: str | None, **fields: Any) -> dict[str, Any]:
@@ -31,3 +35,15 @@ async def wait_until_final(
             return dict(session)
         await asyncio.sleep(0.1)
     raise AssertionError(f"session {session_id} did not become final")
+
+
+def endpoint_open_body(agent_id: str, channel: str = "sms") -> dict[str, Any]:
+    """An open request for a fresh external endpoint (a new phone number)."""
+    return {"agent_id": agent_id, "channel": channel, "external_id": {"phone": str(uuid.uuid4())}}
+
+
+async def stored_session(db: async_sessionmaker[AsyncSession], session_id: str) -> ChatSession:
+    async with db() as s:
+        row = await s.get(ChatSession, session_id)
+    assert row is not None, f"session {session_id} is not in the database"
+    return row

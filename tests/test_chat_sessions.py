@@ -14,7 +14,7 @@ from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import UserMessage
 from tests.conftest import AgentFactory
 from tests.fakes.llm_server import FakeLLM
-from tests.sessions import open_chat, say, wait_until_final
+from tests.sessions import open_chat, say, stored_session, wait_until_final
 
 
 async def test_open_message_reply_end(
@@ -168,9 +168,7 @@ async def test_signals_feed_the_same_inbox(
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     session = await open_chat(http, await make_agent())
-    async with db() as s:
-        row = await s.get(ChatSession, session["id"])
-    assert row is not None
+    row = await stored_session(db, session["id"])
     handle = temporal_client.get_workflow_handle(row.workflow_id)
 
     await handle.signal(ChatSessionWorkflow.receive_message, UserMessage(content="by sms"))
@@ -198,9 +196,7 @@ async def test_final_session_is_read_from_the_database_after_the_workflow_is_gon
     session = await open_chat(http, await make_agent())
     await say(http, session["id"], "remember me")
     await http.post(f"/chats/{session['id']}/end")
-    async with db() as s:
-        row = await s.get(ChatSession, session["id"])
-    assert row is not None
+    row = await stored_session(db, session["id"])
 
     await temporal_client.workflow_service.delete_workflow_execution(
         DeleteWorkflowExecutionRequest(

@@ -11,12 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from src.db.tables import ChatSession
 from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
-from tests.sessions import open_chat, say
+from tests.sessions import open_chat, say, stored_session
 
 KEYS = new_key_setting("t1")
 
@@ -47,9 +46,7 @@ async def test_history_holds_ciphertext_and_sessions_still_work(
         session = await open_chat(http, agent_id)
         turn = await say(http, session["id"], secret_text)
         ended = await http.post(f"/chats/{session['id']}/end")
-    async with db() as s:
-        row = await s.get(ChatSession, session["id"])
-    assert row is not None
+    row = await stored_session(db, session["id"])
     workflow_id = row.workflow_id
     raw = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
     decoded = await encrypted_client.get_workflow_handle(workflow_id).fetch_history()

@@ -13,13 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.db.tables import ChatSession
 from tests.conftest import AgentFactory
+from tests.sessions import endpoint_open_body
 
 
 async def test_concurrent_opens_for_one_endpoint_share_one_session(
     http: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
     agent_id = await make_agent()
-    body = {"agent_id": agent_id, "channel": "sms", "external_id": {"phone": str(uuid.uuid4())}}
+    body = endpoint_open_body(agent_id)
 
     responses = await asyncio.gather(*(http.post("/chats", json=body) for _ in range(50)))
 
@@ -34,11 +35,7 @@ async def test_concurrent_opens_for_one_endpoint_share_one_session(
 async def test_an_endpoint_gets_a_new_session_after_the_old_one_is_final(
     http: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
-    body = {
-        "agent_id": await make_agent(),
-        "channel": "sms",
-        "external_id": {"phone": str(uuid.uuid4())},
-    }
+    body = endpoint_open_body(await make_agent())
     first = (await http.post("/chats", json=body)).json()
     await http.post(f"/chats/{first['id']}/end")
 

@@ -11,17 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from src.db.tables import ChatSession
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
-from tests.sessions import open_chat, say
+from tests.sessions import open_chat, say, stored_session
 
 
 async def _workflow_id(db: async_sessionmaker[AsyncSession], session_id: str) -> str:
-    async with db() as s:
-        row = await s.get(ChatSession, session_id)
-    assert row is not None
-    return row.workflow_id
+    return (await stored_session(db, session_id)).workflow_id
 
 
 async def test_worker_restarted_between_turns_loses_nothing(

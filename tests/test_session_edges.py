@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any
 
 import httpx
@@ -13,11 +12,17 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from src.db.tables import AuditEvent, ChatSession
+from src.db.tables import AuditEvent
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import UserMessage
 from tests.conftest import AgentFactory, api_client
-from tests.sessions import open_chat, say, wait_until_final
+from tests.sessions import (
+    endpoint_open_body,
+    open_chat,
+    say,
+    stored_session,
+    wait_until_final,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -25,9 +30,7 @@ JSON = {"Content-Type": "application/json"}
 async def workflow_handle(
     temporal_client: Client, db: async_sessionmaker[AsyncSession], session_id: str
 ) -> Any:
-    async with db() as s:
-        row = await s.get(ChatSession, session_id)
-    assert row is not None
+    row = await stored_session(db, session_id)
     return temporal_client.get_workflow_handle(row.workflow_id)
 
 
@@ -113,11 +116,7 @@ async def test_a_signal_and_an_update_with_one_key_are_answered_once(
 async def test_a_retried_key_never_reaches_the_next_session_on_an_endpoint(
     http: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
-    body = {
-        "agent_id": await make_agent(),
-        "channel": "sms",
-        "external_id": {"phone": str(uuid.uuid4())},
-    }
+    body = endpoint_open_body(await make_agent())
     first = (await http.post("/chats", json=body)).json()
     await http.post(f"/chats/{first['id']}/end")
     second = (await http.post("/chats", json=body)).json()
@@ -142,8 +141,8 @@ async def test_ending_twice_keeps_the_first_note_and_one_record(
 
     await http.post(f"/chats/{session['id']}/end", json={"note": "first"})
     await http.post(f"/chats/{session['id']}/end", json={"note": "second"})
+    row = await stored_session(db, session["id"])
     async with db() as s:
-        row = await s.get(ChatSession, session["id"])
         finished = await s.scalar(
             select(func.count()).where(
                 AuditEvent.session_id == session["id"], AuditEvent.kind == "session.finished"
@@ -160,11 +159,7 @@ async def test_a_terminated_sessions_endpoint_can_open_again(
     temporal_client: Client,
     db: async_sessionmaker[AsyncSession],
 ) -> None:
-    body = {
-        "agent_id": await make_agent(),
-        "channel": "sms",
-        "external_id": {"phone": str(uuid.uuid4())},
-    }
+    body = endpoint_open_body(await make_agent())
     stale = (await http.post("/chats", json=body)).json()
     handle = await workflow_handle(temporal_client, db, stale["id"])
     await handle.terminate(reason="operator")
@@ -182,11 +177,7 @@ async def test_joining_an_endpoint_does_not_copy_the_transcript_into_history(
     temporal_client: Client,
     db: async_sessionmaker[AsyncSession],
 ) -> None:
-    body = {
-        "agent_id": await make_agent(),
-        "channel": "sms",
-        "external_id": {"phone": str(uuid.uuid4())},
-    }
+    body = endpoint_open_body(await make_agent())
     session = (await http.post("/chats", json=body)).json()
     handle = await workflow_handle(temporal_client, db, session["id"])
 

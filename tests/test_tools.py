@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from src.db.tables import ChatSession
 from src.tools.signing import verify
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
@@ -19,7 +18,7 @@ from tests.fakes.llm_server import FakeLLM
 from tests.fakes.mcp_http_server import mcp_http_app
 from tests.fakes.tool_server import FakeToolServer
 from tests.servers import served
-from tests.sessions import open_chat, say
+from tests.sessions import open_chat, say, stored_session
 
 SECRET = "whsec-test-0123456789abcdef"
 ORDER_SCHEMA = {
@@ -201,9 +200,7 @@ async def test_tool_activities_are_summarised_in_history(
     _, base = tools
     session = await open_chat(http, await tool_agent(make_agent, webhook_tool(f"{base}/echo")))
     await say(http, session["id"], '{"id": "S-1"}')
-    async with db() as s:
-        row = await s.get(ChatSession, session["id"])
-    assert row is not None
+    row = await stored_session(db, session["id"])
 
     history = await temporal_client.get_workflow_handle(row.workflow_id).fetch_history()
     converter = temporal_client.data_converter.payload_converter
