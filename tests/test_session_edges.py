@@ -16,6 +16,7 @@ from src.db.tables import AuditEvent
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import UserMessage
 from tests.conftest import AgentFactory, api_client
+from tests.fakes.llm_server import FakeLLM
 from tests.sessions import (
     endpoint_open_body,
     open_chat,
@@ -35,20 +36,29 @@ async def workflow_handle(
 
 
 async def test_an_end_during_the_handover_turn_finishes_the_session(
-    make_settings: Any, serve_api: Any, api_key: str, worker: None, make_agent: AgentFactory
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    worker: None,
+    make_agent: AgentFactory,
+    fake_llm: tuple[FakeLLM, str],
 ) -> None:
     agent_id = await make_agent(model="slow-300")
+    marker = f"last words {uuid.uuid4().hex[:8]}"
     async with serve_api(make_settings(PARLEY_TURNS_PER_RUN=1)) as url:
         async with api_client(url, api_key) as http:
             session = await open_chat(http, agent_id)
-            turn = asyncio.create_task(say(http, session["id"], "last words"))
-            await asyncio.sleep(0.1)
+            turn = asyncio.create_task(say(http, session["id"], marker))
+            for _ in range(600):  # until the turn is at the model
+                if fake_llm[0].requests_for(marker):
+                    break
+                await asyncio.sleep(0.01)
             ended = await http.post(f"/chats/{session['id']}/end", json={"note": "bye"})
             answered = await turn
 
     assert ended.status_code == 200 and ended.json()["final_reason"] == "user_end"
-    assert answered["messages"][-1]["content"] == "echo: last words"
-    assert [m["content"] for m in ended.json()["messages"]] == ["last words", "echo: last words"]
+    assert answered["messages"][-1]["content"] == f"echo: {marker}"
+    assert [m["content"] for m in ended.json()["messages"]] == [marker, f"echo: {marker}"]
 
 
 async def test_messages_queued_at_a_handover_see_no_errors(
