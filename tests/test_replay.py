@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -21,7 +22,7 @@ from src.config import Settings
 from src.db.tables import ChatSession
 from src.histories import load_histories
 from src.replay import WORKFLOWS, exit_status, replay_histories
-from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.chat_session import FINISH_WRITES_REMAINDER, ChatSessionWorkflow
 from src.workflows.chat_session_models import SessionStart, SessionState
 from tests.conftest import AgentFactory, api_client
 from tests.sessions import open_chat, say
@@ -43,6 +44,20 @@ class ChatSessionWithExtraTimer(ChatSessionWorkflow):
     async def _open(self) -> None:
         await workflow.sleep(0.01)
         await super()._open()
+
+
+@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
+class ChatSessionFinishingUnguarded(ChatSessionWorkflow):
+    """The finish change of FINISH_WRITES_REMAINDER made without workflow.patched: finishing
+    no longer records what is pending before persist_final, on every path."""
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        return await super().run(start)
+
+    async def _recorded_all(self) -> None:
+        if self._flushing is not None:
+            await self._flushing
 
 
 def golden(name: str) -> list[WorkflowHistory]:
@@ -122,6 +137,24 @@ async def test_a_nondeterministic_change_is_reported_with_the_event_it_breaks_at
     )
     assert report.event_id == int(first_command["eventId"])
     assert report.hint is not None and "workflow.patched" in report.hint
+
+
+async def test_the_finish_change_without_its_patch_would_break_recorded_sessions() -> None:
+    events = events_of(HISTORIES / "plain_chat.json")
+    changed = [ChatSessionFinishingUnguarded, *WORKFLOWS[1:]]
+
+    [report] = await replay_histories(golden("plain_chat"), pydantic_data_converter, changed)
+
+    # The recorded session wrote its end request with record_messages before persist_final.
+    scheduled = [
+        (int(e["eventId"]), e["activityTaskScheduledEventAttributes"]["activityType"]["name"])
+        for e in events
+        if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
+    ]
+    final = [name for _, name in scheduled].index("session_store.persist_final")
+    assert scheduled[final - 1][1] == "session_store.record_messages"
+    assert report.event_id == scheduled[final - 1][0]
+    assert report.error is not None and "session_store.persist_final" in report.error
 
 
 async def test_replay_command_passes_a_golden_history(tmp_path: Path) -> None:
@@ -235,3 +268,33 @@ async def test_replay_of_an_unknown_session_says_so(settings: Settings) -> None:
 
     assert status == 2
     assert "no session 'no-such-session'" in output
+
+
+async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    session = await open_chat(http, await make_agent())
+    await say(http, session["id"], "hello")
+    await http.post(f"/chats/{session['id']}/end", json={"note": "done"})
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+    assert row is not None
+    handle = temporal_client.get_workflow_handle(row.workflow_id)
+    await handle.result()
+    history = await handle.fetch_history()
+
+    [report] = await replay_histories([history], pydantic_data_converter)
+    events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert [p["id"] for p in patches] == [FINISH_WRITES_REMAINDER]
+    assert report.ok, report.error
+    [requested] = [e for e in events if e["kind"] == "session.end_requested"]
+    assert requested["data"] == {"note": "done"}

@@ -63,6 +63,9 @@ CHANNEL = SearchAttributeKey.for_keyword("ParleyChannel")
 STATUS = SearchAttributeKey.for_keyword("ParleyStatus")
 FINAL_REASON = SearchAttributeKey.for_keyword("ParleyFinalReason")
 
+# Patch ids (workflow.patched): persisted in history, never rename or reuse one.
+FINISH_WRITES_REMAINDER = "finish-writes-unrecorded-in-persist-final"
+
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
 # Updates a run may take beyond `turns_per_run` while a backlog drains; with turns_per_run
@@ -251,7 +254,14 @@ class ChatSessionWorkflow:
             [STATUS.value_set(SessionStatus.FINAL.value), FINAL_REASON.value_set(reason.value)]
         )
         self._describe()
-        await self._recorded_all()
+        if workflow.patched(FINISH_WRITES_REMAINDER):
+            # persist_final writes what is still unrecorded (messages, audit events such as
+            # session.end_requested) in its own transaction: wait only for a write already
+            # under way instead of scheduling one more record_messages activity first.
+            if self._flushing is not None:
+                await self._flushing
+        else:
+            await self._recorded_all()  # histories from before the change take the old path
         await run_finish_pipeline(
             agent=self._agent,
             reason=reason,
