@@ -37,8 +37,8 @@ UNKNOWN_TYPE_HINT = (
     "it may still exist"
 )
 PAYLOAD_HINT = (
-    "a payload in the history could not be decoded: replay with the data converter (and "
-    "payload keys) the workers used, or the workflow's input/output model changed shape"
+    "a payload in the history could not be decoded: replay with the payload keys the workers "
+    "used (PARLEY_PAYLOAD_KEYS), or a workflow input or update model changed incompatibly"
 )
 OTHER_HINT = "the workflow task failed during replay: read the error; the code cannot resume it"
 
@@ -182,7 +182,7 @@ def _hint(message: str) -> str:
     lowered = message.lower()
     if "not registered" in lowered:
         return UNKNOWN_TYPE_HINT
-    if "decode" in lowered or "payload" in lowered:
+    if "decod" in lowered or "payload" in lowered:
         return PAYLOAD_HINT
     return OTHER_HINT
 

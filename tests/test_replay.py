@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from src.config import Settings
 from src.db.tables import ChatSession
 from src.histories import load_histories
 from src.replay import WORKFLOWS, exit_status, replay_histories
+from src.state_envelope import new_key_setting
+from src.temporal_client import connect_temporal
+from src.worker import running_worker
 from src.workflows.chat_session import FINISH_WRITES_REMAINDER, ChatSessionWorkflow
 from src.workflows.chat_session_models import SessionStart, SessionState
 from tests.conftest import AgentFactory, api_client
@@ -298,3 +302,39 @@ async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
     assert requested["data"] == {"note": "done"}
+
+
+async def test_replay_reads_encrypted_histories_with_the_payload_keys(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    keys = new_key_setting("r1")
+    settings = make_settings(
+        TEMPORAL_TASK_QUEUE=f"replay-codec-{uuid.uuid4().hex[:8]}", PARLEY_PAYLOAD_KEYS=keys
+    )
+    encrypted_client = await connect_temporal(settings)
+    agent_id = await make_agent()
+    async with (
+        running_worker(settings, encrypted_client),
+        serve_api(settings) as url,
+        api_client(url, api_key) as http,
+    ):
+        session = await open_chat(http, agent_id)
+        await say(http, session["id"], "a secret")
+        await http.post(f"/chats/{session['id']}/end")
+        async with db() as s:
+            row = await s.get(ChatSession, session["id"])
+        assert row is not None
+        await encrypted_client.get_workflow_handle(row.workflow_id).result()
+
+    with_keys, output = await parley(
+        "replay", "--session", session["id"], **cli_env(settings), PARLEY_PAYLOAD_KEYS=keys
+    )
+    without_keys, refused = await parley("replay", "--session", session["id"], **cli_env(settings))
+
+    assert with_keys == 0, output
+    assert without_keys == 1, refused
+    assert "payload keys" in refused, refused
