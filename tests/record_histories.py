@@ -3,7 +3,7 @@
 Not part of the normal suite: it runs only with PARLEY_RECORD_HISTORIES=1, against the same
 fixtures as the tests (dev server, fake LLM, fake tool server, webhook receiver, worker, API):
 
-    .venv/bin/python -m tests.record_histories [--suffix v2]
+    .venv/bin/python -m tests.record_histories [--suffix v2] [-k plain_chat]
 
 It never overwrites a file: after a deliberate, versioned workflow change (see README, "Replay
 and golden histories") record the new path beside the old files with `--suffix`, and keep the
@@ -138,9 +138,11 @@ async def test_record_stateless_turns(
 
 
 if __name__ == "__main__":
-    options = argparse.ArgumentParser(description="Record the golden histories.")
+    options = argparse.ArgumentParser(
+        description="Record the golden histories; other arguments go to pytest (e.g. -k plain)."
+    )
     options.add_argument("--suffix", default="", help="file names <kind>-<suffix>.json")
-    suffix = options.parse_args().suffix
+    known, pytest_args = options.parse_known_args()
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
-    env = {**os.environ, RECORD_VARIABLE: "1", SUFFIX_VARIABLE: suffix}
-    sys.exit(subprocess.call(command, env=env))
+    env = {**os.environ, RECORD_VARIABLE: "1", SUFFIX_VARIABLE: known.suffix}
+    sys.exit(subprocess.call([*command, *pytest_args], env=env))
