@@ -115,27 +115,22 @@ async def replay_histories(
 
 
 async def _replay(
-    replayer: Replayer, histories: Sequence[WorkflowHistory], *, first_failure_only: bool = False
+    replayer: Replayer, histories: Sequence[WorkflowHistory]
 ) -> list[Exception | None]:
-    """The replay failure of each history, in order (up to the first, if so asked)."""
+    """The replay failure of each history, in order; one replay worker for them all."""
 
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
             yield history
 
-    failures: list[Exception | None] = []
     async with replayer.workflow_replay_iterator(each()) as results:
-        async for result in results:
-            failures.append(result.replay_failure)
-            if first_failure_only and result.replay_failure is not None:
-                break
-    return failures
+        return [result.replay_failure async for result in results]
 
 
 async def _event_id(replayer: Replayer, history: WorkflowHistory, message: str) -> int | None:
-    """The event the replay broke at. Core names it in most messages; otherwise replay growing
-    prefixes of the history (one more workflow task each) to find the first task that fails,
-    and take the command event of that task that the message quotes, or its first one."""
+    """The event the replay broke at. Core names it in most messages. Otherwise bisect on
+    prefixes of the history, cut between workflow tasks, for the first task that fails, and
+    take its command event that the message quotes first (the recorded side), or its first."""
     named = _EVENT_ID.search(message)
     if named:
         return int(named.group(1))
@@ -145,17 +140,19 @@ async def _event_id(replayer: Replayer, history: WorkflowHistory, message: str) 
         for index, event in enumerate(events)
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED and index > 1
     ] + [len(events)]
-    prefixes = [WorkflowHistory(history.workflow_id, events[:cut]) for cut in cuts]
-    failures = await _replay(replayer, prefixes, first_failure_only=True)
-    if failures[-1] is None:
-        return None
-    failing = prefixes[len(failures) - 1].events
+    low, high = 0, len(cuts) - 1  # the whole history (the last cut) fails
+    while low < high:
+        middle = (low + high) // 2
+        prefix = WorkflowHistory(history.workflow_id, events[: cuts[middle]])
+        [failure] = await _replay(replayer, [prefix])
+        low, high = (middle + 1, high) if failure is None else (low, middle)
+    failing = events[: cuts[low]]
     task_done = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
     completed = max((i for i, e in enumerate(failing) if e.event_type == task_done), default=0)
     commands = [e for e in failing[completed + 1 :] if e.event_type in _COMMAND_EVENTS]
     quoted = _QUOTED.findall(message)
     for event in commands:
-        if any(name in str(event) for name in quoted):
+        if quoted and quoted[0] in str(event):
             return int(event.event_id)
     return int(commands[0].event_id) if commands else int(failing[completed].event_id)
 
