@@ -244,12 +244,50 @@ async def test_export_and_replay_a_live_session_with_all_its_runs(
 
     assert ended.status_code == 200
     runs = json.loads(exported.read_text())
-    assert exported_status == 0 and len(runs) >= 2
+    listed = [
+        run async for run in temporal_client.list_workflows(f"WorkflowId = '{row.workflow_id}'")
+    ]
+    assert exported_status == 0 and len(runs) == len(listed) >= 2
     assert len({run["workflow_id"] for run in runs}) == 1
     assert len({run["run_id"] for run in runs}) == len(runs)
     assert replay_status == 0, replay_output
     assert file_status == 0, file_output
     assert replay_output.count("OK ") == file_output.count("OK ") == len(runs)
+
+
+async def test_a_session_on_a_reused_endpoint_exports_only_its_own_runs(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    agent_id = await make_agent()
+    endpoint = {"phone": str(uuid.uuid4())}
+    sessions = []
+    for _ in range(2):
+        session = await open_chat(http, agent_id, external_id=endpoint)
+        await http.post(f"/chats/{session['id']}/end")
+        async with db() as s:
+            row = await s.get(ChatSession, session["id"])
+        assert row is not None
+        await temporal_client.get_workflow_handle(row.workflow_id).result()
+        sessions.append(session["id"])
+    by_session, by_workflow = tmp_path / "session.json", tmp_path / "workflow.json"
+
+    await parley(
+        "history", "export", "--session", sessions[0], "-o", str(by_session), **cli_env(settings)
+    )
+    await parley(
+        "history", "export", "--workflow-id", row.workflow_id, "-o", str(by_workflow),
+        **cli_env(settings),
+    )  # fmt: skip
+
+    first_runs = json.loads(by_session.read_text())
+    all_runs = json.loads(by_workflow.read_text())
+    assert len(first_runs) == 1 and len(all_runs) == 2
+    assert first_runs[0]["run_id"] == all_runs[0]["run_id"]  # the older of the two
 
 
 async def test_replay_of_a_stateless_conversation_covers_each_turn(
