@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.config import Settings, load_settings
+from src.observability import configure_logging
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowHistory
@@ -36,10 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("-o", "--output", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = load_settings()
+    configure_logging(settings)
     if args.command in ("replay", "history"):
         _quiet_unless(args.verbose)
     if args.command == "dev":
