@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from src.activities.webhook_tools import heartbeating
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.db.upsert import insert_missing
@@ -40,8 +41,11 @@ from src.llm.types import (
 from src.observability import record_llm_call
 from src.templates import template_values
 
+# The call heartbeats, so a worker that dies mid-call is noticed within seconds and the turn
+# is retried elsewhere, not after the whole start-to-close timeout.
 LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=120),
+    "heartbeat_timeout": timedelta(seconds=10),
     "schedule_to_close_timeout": timedelta(minutes=10),
     "retry_policy": RetryPolicy(
         initial_interval=timedelta(milliseconds=500),
@@ -107,7 +111,8 @@ class LLMActivities:
         messages += to_wire_messages(recorded + request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
         started = time.monotonic()
-        reply = await self._models.complete(agent.model, messages, tools)
+        async with heartbeating():
+            reply = await self._models.complete(agent.model, messages, tools)
         record_llm_call(
             reply.model or agent.model.name,
             (time.monotonic() - started) * 1000,
