@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from src.errors import ParleyError
@@ -43,6 +45,19 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)
         )
+
+    async def database_unreachable(request: Request, error: Exception) -> JSONResponse:
+        # A dependency outage, not a fault of the request or of the server: retry it.
+        log.warning(
+            "database unreachable on %s %s: %s",
+            request.method,
+            request.url.path,
+            type(error).__name__,
+        )
+        return error_response(503, "unavailable", "the database is unavailable; retry the request")
+
+    for unreachable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+        app.add_exception_handler(unreachable, database_unreachable)
 
     @app.exception_handler(Exception)
     async def server_fault(request: Request, error: Exception) -> JSONResponse:
