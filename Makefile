@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-sqlite test-postgres lint install clean
+.PHONY: dev test test-sqlite test-postgres chaos lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,23 @@ dev: $(STAMP)
 
 # SQLite always; PostgreSQL as well when one answers on PARLEY_TEST_POSTGRES (default local).
 PARLEY_TEST_POSTGRES ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+# The reduced chaos suite (tests/chaos) runs in the first pass only; it picks PostgreSQL
+# itself where a case needs it.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	@if $(BIN)/python -m tests.postgres_reachable "$(PARLEY_TEST_POSTGRES)"; then \
 		echo "== again against PostgreSQL =="; \
-		PARLEY_TEST_DATABASE_URL="$(PARLEY_TEST_POSTGRES)" $(BIN)/python -m pytest -q; \
+		PARLEY_TEST_DATABASE_URL="$(PARLEY_TEST_POSTGRES)" $(BIN)/python -m pytest -q \
+			--ignore=tests/chaos; \
 	else \
 		echo "PostgreSQL not reachable at $(PARLEY_TEST_POSTGRES): SQLite only"; \
 	fi
+
+# The full chaos suite: faults injected into a running Parley, counts reported at the end
+# and written to build/chaos-report.md.
+chaos: $(STAMP)
+	PARLEY_CHAOS=full PARLEY_CHAOS_REPORT=build/chaos-report.md \
+		$(BIN)/python -m pytest -q tests/chaos
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests worker.py

@@ -11,6 +11,13 @@ share mutable state:
   always-tools    calls an unknown `lookup` tool whenever tools are offered
   tool-<name>     calls the tool <name> with the user's message as its JSON arguments (or
                   {} if the message is not a JSON object), then replies "tool said: <result>"
+  hold-<tag>      like echo, but the first request of each conversation state is held until
+                  `release_held(tag)`; `wait_held(tag, n)` waits until n are held (the chaos
+                  suite kills a worker while they are)
+  burst-<a>-<b>-<c>-<ms>
+                  per conversation state: a answers 429 (Retry-After: 1), then b answers 500,
+                  then c answers that take <ms> ms (past the client's timeout), then like echo;
+                  a last user message containing "[400]" is answered 400 every time
 
 Post-conversation analysis requests (the transcript as the user message) get, from any model:
 a summary "summary of <n> lines"; in JSON mode, a value generated from the JSON schema in the
@@ -40,6 +47,12 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.release = asyncio.Event()
         self._attempts: Counter[str] = Counter()
+        # hold-<tag>: requests held per tag, the gate that releases them, and a condition
+        # that wakes whoever waits for them to arrive.
+        self._held: Counter[str] = Counter()
+        self._gates: dict[str, asyncio.Event] = {}
+        self._arrived = asyncio.Condition()
+        self.failures: Counter[str] = Counter()  # burst answers given, by kind
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])]
         )
@@ -48,12 +61,28 @@ class FakeLLM:
         """Requests whose messages mention `marker` anywhere."""
         return [r for r in self.requests if marker in json.dumps(r["messages"])]
 
+    async def wait_held(self, tag: str, count: int, within: float = 120) -> None:
+        """Until `count` requests of model hold-<tag> are being held."""
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: self._held[tag] >= count), within)
+
+    def release_held(self, tag: str) -> None:
+        self._gates.setdefault(tag, asyncio.Event()).set()
+        self._gates[tag] = asyncio.Event()  # later first requests are held again
+        self._held[tag] = 0
+
     async def _complete(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(body)
         model: str = body["model"]
         messages: list[dict[str, Any]] = body["messages"]
         tools = [t["function"]["name"] for t in body.get("tools", [])]
+        if model.startswith("hold-"):
+            await self._hold_first(model[5:], messages)
+        if model.startswith("burst-"):
+            failure = await self._burst(model, messages)
+            if failure is not None:
+                return failure
         if model == "reject":
             return JSONResponse(
                 {"error": {"message": "model 'reject' does not exist", "type": "invalid_request"}},
@@ -87,6 +116,41 @@ class FakeLLM:
         if "please finish" in text and "finishTheConversation" in tools:
             return _completion(model, None, [("finishTheConversation", "{}", len(messages))])
         return _completion(model, f"echo: {text}")
+
+    async def _hold_first(self, tag: str, messages: list[dict[str, Any]]) -> None:
+        key = hashlib.sha256(json.dumps(["hold", messages]).encode()).hexdigest()
+        self._attempts[key] += 1
+        if self._attempts[key] > 1:
+            return
+        gate = self._gates.setdefault(tag, asyncio.Event())
+        async with self._arrived:
+            self._held[tag] += 1
+            self._arrived.notify_all()
+        await asyncio.wait_for(gate.wait(), timeout=300)
+
+    async def _burst(self, model: str, messages: list[dict[str, Any]]) -> JSONResponse | None:
+        limited, broken, slow, slow_ms = (int(part) for part in model.split("-")[1:5])
+        if "[400]" in str(messages[-1].get("content") or ""):
+            self.failures["400"] += 1
+            return JSONResponse(
+                {"error": {"message": "the request is malformed", "type": "invalid_request"}},
+                status_code=400,
+            )
+        key = hashlib.sha256(json.dumps([model, messages]).encode()).hexdigest()
+        self._attempts[key] += 1
+        attempt = self._attempts[key]
+        if attempt <= limited:
+            self.failures["429"] += 1
+            return JSONResponse(
+                {"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "1"}
+            )
+        if attempt <= limited + broken:
+            self.failures["500"] += 1
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=500)
+        if attempt <= limited + broken + slow:
+            self.failures["timeout"] += 1
+            await asyncio.sleep(slow_ms / 1000)
+        return None
 
     async def _analyse(
         self, model: str, messages: list[dict[str, Any]], json_mode: bool

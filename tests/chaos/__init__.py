@@ -1,0 +1,1 @@
+"""The chaos suite: faults injected into a running Parley, with counts of what survived."""

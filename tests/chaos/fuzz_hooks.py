@@ -1,0 +1,83 @@
+"""Schemathesis hooks for the OpenAPI fuzz case (loaded through SCHEMATHESIS_HOOKS).
+
+- Every 4xx must carry the one error shape `{"error": {"code", "message", "details"}}`.
+- Generated bodies never point Parley anywhere but a closed loopback port: every URL-like
+  string is replaced (the fuzzed server allows no loopback URLs, so such agents are refused
+  with 422 and nothing is called), and model names that select a special behaviour of the
+  fake LLM (holding, sleeping) are replaced by "echo".
+- Path parameters are sometimes a real session or agent (PARLEY_FUZZ_SESSION_ID,
+  PARLEY_FUZZ_AGENT_ID), so fuzzed messages, ends and reads reach past the 404.
+- Each response's status is appended to PARLEY_FUZZ_TALLY for the report.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import schemathesis
+from hypothesis import strategies as st
+
+CLOSED_LOOPBACK_URL = "http://127.0.0.1:9/fuzz"
+FAKE_BEHAVIOURS = ("hold-", "slow-", "burst-", "flaky-", "limited-", "hang-", "invalid-json-")
+
+
+def _defuse(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {key: _defuse(item) for key, item in value.items()}
+        for key, item in out.items():
+            if key.lower().endswith("url") and isinstance(item, str):
+                out[key] = CLOSED_LOOPBACK_URL
+        name = out.get("name")
+        if "provider" in out and isinstance(name, str) and name.startswith(FAKE_BEHAVIOURS):
+            out["name"] = "echo"
+        return out
+    if isinstance(value, list):
+        return [_defuse(item) for item in value]
+    if isinstance(value, str) and "://" in value:
+        return CLOSED_LOOPBACK_URL
+    return value
+
+
+@schemathesis.hook
+def map_body(ctx: Any, body: Any) -> Any:
+    return _defuse(body)
+
+
+@schemathesis.hook
+def flatmap_path_parameters(ctx: Any, parameters: Any) -> Any:
+    real = {
+        "session_id": os.environ.get("PARLEY_FUZZ_SESSION_ID"),
+        "agent_id": os.environ.get("PARLEY_FUZZ_AGENT_ID"),
+    }
+    if not isinstance(parameters, dict):
+        return st.just(parameters)
+    options = [parameters] + [
+        {**parameters, name: value} for name, value in real.items() if value and name in parameters
+    ]
+    return st.sampled_from(options)
+
+
+@schemathesis.check
+def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
+    tally = os.environ.get("PARLEY_FUZZ_TALLY")
+    if tally:
+        with open(tally, "a") as out:
+            out.write(f"{case.method} {case.operation.path} {response.status_code}\n")
+    if not 400 <= response.status_code < 500:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        raise AssertionError(f"{response.status_code} without a JSON body") from None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not (
+        isinstance(body, dict)
+        and set(body) == {"error"}
+        and isinstance(error, dict)
+        and set(error) == {"code", "message", "details"}
+        and isinstance(error["code"], str)
+        and isinstance(error["message"], str)
+    ):
+        raise AssertionError(f"{response.status_code} not in the one error shape: {body!r}")
+    return None
