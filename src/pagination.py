@@ -34,6 +34,9 @@ def decode_id_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         [last_id] = json.loads(raw)
-        return int(last_id)
-    except (ValueError, TypeError) as error:
+        value = int(last_id)
+        if not 0 <= value < 2**63:  # the id column is a 64-bit integer
+            raise ValueError("out of range")
+        return value
+    except (ValueError, TypeError, OverflowError) as error:
         raise InvalidInput("malformed cursor: pass next_cursor from a previous page") from error

@@ -79,7 +79,7 @@ async def test_openapi_fuzz_finds_no_server_errors(
             "--max-examples", str(SCALE.fuzz_examples),
             "--phases", SCALE.fuzz_phases,
             "--workers", "2",
-            "--seed", "20261129",
+            "--seed", os.environ.get("PARLEY_FUZZ_SEED", "20261129"),
             "--request-timeout", "120",
             "--generation-database", "none",
             "--suppress-health-check", "all",

@@ -53,7 +53,10 @@ async def get_agent(
     agent_id: str,
     account: AccountId,
     services: ServicesDep,
-    version: Annotated[int | None, Query(ge=1, description="An older version")] = None,
+    # Bounded like the database's version column, so a huge number is a 422, not a 500.
+    version: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="An older version")
+    ] = None,
 ) -> AgentResponse:
     return agent_response(await services.agents.get(account, agent_id, version))
 
