@@ -294,7 +294,7 @@ async def ask(
     payload: dict[str, Any],
     idempotency_key: str | None,
     *,
-    attempts: int = 120,
+    attempts: int = 600,
     patience: float = 300,
     pause: float = 0.25,
     on_error: Callable[[str], None] | None = None,
