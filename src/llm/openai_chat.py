@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from src.domain import ModelConfig
 from src.llm.types import (
@@ -50,7 +51,12 @@ class OpenAIChatProvider:
         if model.max_tokens is not None:
             request["max_tokens"] = model.max_tokens
         try:
-            completion = await self._client.chat.completions.create(**request)
+            # `chat.completions.create` would first walk every message through the SDK's
+            # TypedDict transform, an identity for these plain JSON messages that costs more
+            # CPU than the rest of a turn as the transcript grows; post them as they are.
+            completion = await self._client.post(
+                "/chat/completions", cast_to=ChatCompletion, body=request
+            )
         except openai.RateLimitError as error:
             raise LLMRateLimited(_retry_after_seconds(error.response)) from None
         except openai.APIStatusError as error:
