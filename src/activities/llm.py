@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,6 +78,16 @@ class SessionTurnRequest(BaseModel):
     allow_tools: bool = True
 
 
+# Wire messages of recorded transcripts kept across all sessions (least recently used go).
+_CACHED_TRANSCRIPT_MESSAGES = 20_000
+
+
+@dataclass
+class _RecordedTranscript:
+    count: int  # messages recorded in the database when this was read
+    wire: list[WireMessage]
+
+
 class _SessionContext(BaseModel):
     account_id: str
     snapshot_id: str
@@ -96,9 +107,20 @@ class LLMActivities:
         self._snapshots = snapshots
         # What a session's turns need besides its transcript is frozen at open: cache it.
         self._contexts: OrderedDict[str, _SessionContext] = OrderedDict()
+        # Recorded messages are only ever inserted, never changed: keep each session's recorded
+        # transcript (wire form) between turns and read only the rows recorded since, so a turn
+        # costs the new messages, not the whole conversation again.
+        self._transcripts: OrderedDict[str, _RecordedTranscript] = OrderedDict()
+        self._transcript_messages = 0
 
     @activity.defn(name="llm.complete_session_turn")
     async def complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
+        # Beating from the start: under load the database reads can wait longer than the
+        # heartbeat timeout, and a silent activity would be timed out and run again.
+        async with heartbeating():
+            return await self._complete_session_turn(request)
+
+    async def _complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
         context, recorded = await self._load(request.session_id, request.recorded_count)
         agent = await self._snapshots.load(context.snapshot_id)
         values = template_values(
@@ -108,11 +130,11 @@ class LLMActivities:
         if missing:
             await self._record_missing_variables(request.session_id, context, missing)
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
-        messages += to_wire_messages(recorded + request.unrecorded)
+        messages += recorded
+        messages += to_wire_messages(request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
         started = time.monotonic()
-        async with heartbeating():
-            reply = await self._models.complete(agent.model, messages, tools)
+        reply = await self._models.complete(agent.model, messages, tools)
         record_llm_call(
             reply.model or agent.model.name,
             (time.monotonic() - started) * 1000,
@@ -123,9 +145,16 @@ class LLMActivities:
 
     async def _load(
         self, session_id: str, recorded_count: int
-    ) -> tuple[_SessionContext, list[Message]]:
+    ) -> tuple[_SessionContext, list[WireMessage]]:
+        """The session's context and its first `recorded_count` messages, in wire form."""
+        cached = self._transcripts.get(session_id)
+        known = cached if cached is not None and cached.count <= recorded_count else None
+        start = known.count if known is not None else 0
+        context = self._contexts.get(session_id)
+        if context is not None and known is not None and start == recorded_count:
+            self._transcripts.move_to_end(session_id)
+            return context, known.wire  # nothing recorded since this session's last turn
         async with self._sessions() as db:
-            context = self._contexts.get(session_id)
             if context is None:
                 row = await db.get(ChatSession, session_id)
                 if row is None:
@@ -140,16 +169,23 @@ class LLMActivities:
             rows = (
                 await db.scalars(
                     select(ChatMessage)
-                    .where(ChatMessage.session_id == session_id, ChatMessage.seq < recorded_count)
+                    .where(
+                        ChatMessage.session_id == session_id,
+                        ChatMessage.seq >= start,
+                        ChatMessage.seq < recorded_count,
+                    )
                     .order_by(ChatMessage.seq)
                 )
             ).all()
-        if len(rows) != recorded_count:
+        if start + len(rows) != recorded_count:
             raise ApplicationError(
                 f"session {session_id}: expected {recorded_count} recorded messages, "
-                f"found {len(rows)}"
+                f"found {start + len(rows)}"
             )
-        return context, [message_of_row(row) for row in rows]
+        earlier = known.wire if known is not None else []
+        wire = earlier + to_wire_messages([message_of_row(row) for row in rows])
+        self._keep_transcript(session_id, _RecordedTranscript(count=recorded_count, wire=wire))
+        return context, wire
 
     async def _record_missing_variables(
         self, session_id: str, context: _SessionContext, missing: list[str]
@@ -173,6 +209,16 @@ class LLMActivities:
         self._contexts[session_id] = context
         while len(self._contexts) > 4096:
             self._contexts.popitem(last=False)
+
+    def _keep_transcript(self, session_id: str, transcript: _RecordedTranscript) -> None:
+        replaced = self._transcripts.pop(session_id, None)
+        self._transcript_messages += len(transcript.wire) - (len(replaced.wire) if replaced else 0)
+        self._transcripts[session_id] = transcript
+        while (
+            self._transcript_messages > _CACHED_TRANSCRIPT_MESSAGES and len(self._transcripts) > 1
+        ):
+            _, dropped = self._transcripts.popitem(last=False)
+            self._transcript_messages -= len(dropped.wire)
 
 
 def tool_schemas(agent: AgentSnapshot) -> list[ToolSchema]:
