@@ -27,9 +27,14 @@ class Services:
     text_chat: TextChatService
 
 
-def services(request: Request) -> Services:
+def _services_of(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
+    return _services_of(request)
 
 
 async def current_account(
@@ -39,7 +44,7 @@ async def current_account(
     if authorization:
         scheme, _, value = authorization.partition(" ")
         token = value.strip() if scheme.lower() == "bearer" else None
-    return await services(request).authenticator.account_for(token)
+    return await _services_of(request).authenticator.account_for(token)
 
 
 AccountId = Annotated[str, Depends(current_account)]

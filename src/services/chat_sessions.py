@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -82,6 +83,9 @@ log = logging.getLogger(__name__)
 _HANDOVER_RETRY_SECONDS = 0.02
 _HANDOVER_WAIT_SECONDS = 30.0
 
+# Sessions whose workflow ID the service remembers (an entry is ~200 bytes).
+_REMEMBERED_SESSIONS = 100_000
+
 # A query needs a worker; with none running, answer from the database rather than hang.
 _QUERY_TIMEOUT = timedelta(seconds=5)
 
@@ -123,6 +127,10 @@ class ChatSessionService:
         self._sessions = sessions
         self._agents = agents
         self._snapshots = SnapshotStore(sessions)
+        # The workflow a session lives in never changes: remembered at the first message, so a
+        # turn needs no database read. A session that has become final since is refused by
+        # Temporal itself: its run is closed, or its validator refuses another session's message.
+        self._workflow_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
         """Open a session, or join the active one on the same external endpoint.
@@ -255,10 +263,15 @@ class ChatSessionService:
                 f"the message has {len(content)} characters; the limit is "
                 f"{self._settings.max_message_chars}"
             )
-        row = await self._session_row(account_id, session_id)
-        if row.status == SessionStatus.FINAL.value and idempotency_key is None:
-            raise Conflict("the session is final; open a new one")
-        handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
+        address = (account_id, session_id)
+        workflow_id = self._workflow_ids.get(address)
+        if workflow_id is None:
+            row = await self._session_row(account_id, session_id)
+            if row.status == SessionStatus.FINAL.value and idempotency_key is None:
+                raise Conflict("the session is final; open a new one")
+            workflow_id = row.workflow_id
+            self._remember_workflow(address, workflow_id)
+        handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(workflow_id)
         update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
         message = UserMessage(
             content=content, idempotency_key=idempotency_key, session_id=session_id
@@ -274,7 +287,11 @@ class ChatSessionService:
         try:
             result = await _retrying(send_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
         except NotFound:
+            self._workflow_ids.pop(address, None)
             raise Conflict("the session is final; open a new one") from None
+        except Conflict:
+            self._workflow_ids.pop(address, None)
+            raise
         if result.messages is None:  # a retry answered in an earlier run: read them back
             async with self._sessions() as db:
                 rows = await db.scalars(
@@ -305,6 +322,12 @@ class ChatSessionService:
             except (NotFound, Conflict):
                 pass  # the session closed a moment ago; the database has the final record
         return await self.get(account_id, session_id)
+
+    def _remember_workflow(self, address: tuple[str, str], workflow_id: str) -> None:
+        self._workflow_ids[address] = workflow_id
+        self._workflow_ids.move_to_end(address)
+        while len(self._workflow_ids) > _REMEMBERED_SESSIONS:
+            self._workflow_ids.popitem(last=False)
 
     # ---- reading ---------------------------------------------------------------------------
 
