@@ -89,6 +89,11 @@ _REMEMBERED_SESSIONS = 100_000
 # A query needs a worker; with none running, answer from the database rather than hang.
 _QUERY_TIMEOUT = timedelta(seconds=5)
 
+# The server's rejection of an update that reached a workflow task the worker completed
+# without processing it (seen when dozens of update-with-starts race for one new workflow):
+# the handler never ran, so sending it again is safe whatever the update was.
+_UNPROCESSED_UPDATE = "UnprocessedUpdate"
+
 _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     SESSION_FINAL: Conflict,
     INVALID_MESSAGE: InvalidInput,
@@ -458,13 +463,14 @@ async def _retrying(
         except WorkflowUpdateFailedError as error:
             cause = error.cause if isinstance(error.cause, ApplicationError) else None
             kind = cause.type if cause else None
-            if kind in retry_types and loop.time() < deadline:
+            retryable = kind in retry_types or kind == _UNPROCESSED_UPDATE
+            if retryable and loop.time() < deadline:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
             if kind in _UPDATE_ERRORS:
                 raise _UPDATE_ERRORS[kind](cause.message if cause else str(error)) from None
-            if kind in retry_types or kind == "AcceptedUpdateCompletedWorkflow":
+            if retryable or kind == "AcceptedUpdateCompletedWorkflow":
                 raise Unavailable("the session is busy handing over; retry the request") from None
             raise
         except WorkflowUpdateRPCTimeoutOrCancelledError:
