@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test test-sqlite test-postgres chaos lint install clean
+.PHONY: dev test test-sqlite test-postgres chaos bench lint install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,16 @@ chaos: $(STAMP)
 	PARLEY_CHAOS=full PARLEY_CHAOS_REPORT=build/chaos-report.md \
 		$(BIN)/python -m pytest -q tests/chaos
 
+# Benchmarks (bench/): turn overhead against a bare-Temporal floor, the signal + polling anchor,
+# history growth, scale. Full sizes by default (~25 min); PARLEY_BENCH_SCALE=small for a few
+# minutes. Writes bench/results/<timestamp>.json and prints a markdown summary. Not part of
+# `test`: nothing here asserts a timing. Profilers: pip install -e '.[bench]'.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests worker.py
-	$(BIN)/ruff format --check src tests worker.py
+	$(BIN)/ruff check src tests bench worker.py
+	$(BIN)/ruff format --check src tests bench worker.py
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,239 @@
+"""Scale: many idle sessions, then many sessions talking at once.
+
+On a fresh worker process: open `idle_sessions` sessions through the API with bounded
+concurrency (time to open them, open latency), then with everything idle read the worker's
+resident memory (target ≤ 500 MB with PARLEY_MAX_CACHED_WORKFLOWS as sized here) and the CPU
+each process uses over a few seconds. Then:
+
+- evicted sessions: the oldest `cold_sessions` (no longer in the worker's cache) each send one
+  message at once, so each is replayed first: their latency and the time until all answered;
+- load: the newest `active_sessions` send messages in a closed loop for `load_seconds`:
+  sustained turns/s over the window after warm-up (target ≥ 100 on 2 cores), turn latency
+  p50/p95 within it, CPU per process;
+- floor under load, same run, same concurrency and window: bare workflows whose Update runs
+  one activity calling the same model (bench/bare.py), driven by the Temporal client.
+
+Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.bare import FLOOR_WORKFLOW
+from bench.client import create_agent, open_session, send
+from bench.measure import CpuSample, rss_mib, summary_ms
+from bench.sizes import Sizes
+from bench.stack import BARE_TASK_QUEUE, Stack
+from bench.turns import floor_update
+
+_PROCESSES = ("worker", "api", "temporal", "llm", "bench", "bare")
+# httpx's pool does work per pooled connection on every request: one client per group of
+# sessions keeps the benchmark's own CPU small next to what it measures.
+_SESSIONS_PER_CLIENT = 20
+
+# One turn of one conversation: n → whether it succeeded.
+Turn = Callable[[int], Awaitable[bool]]
+
+
+@dataclass
+class _Done:
+    started: float  # seconds since the load began
+    seconds: float
+    ok: bool
+
+
+async def run_scale_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
+    await stack.restart_worker()
+    worker = stack.pid("worker")
+    fresh = rss_mib(worker)
+    async with stack.http(connections=sizes.open_concurrency + 10) as http:
+        agent = await create_agent(http, "echo")
+        opened, open_seconds, open_latency, open_errors = await _open_many(http, agent, sizes)
+    await asyncio.sleep(5)  # let the last records and visibility updates settle
+    idle_rss = rss_mib(worker)
+    idle = {name: CpuSample.now(stack.pid(name)) for name in _PROCESSES}
+    await asyncio.sleep(sizes.idle_cpu_seconds)
+    idle_cpu = {name: sample.percent_since() for name, sample in idle.items()}
+
+    cold = await _first_messages(stack, opened[: sizes.cold_sessions])
+    active = opened[-sizes.active_sessions :]
+    parley = await _parley_load(stack, active, sizes)
+    floor = await _floor_load(stack, len(active), sizes)
+    return {
+        "idle_sessions_requested": sizes.idle_sessions,
+        "idle_sessions_opened": len(opened),
+        "open_concurrency": sizes.open_concurrency,
+        "open_seconds": round(open_seconds, 1),
+        "opens_per_second": round(len(opened) / open_seconds, 1) if open_seconds else None,
+        "open_latency": summary_ms(open_latency),
+        "open_errors": dict(open_errors),
+        "max_cached_workflows": sizes.max_cached_workflows,
+        "worker_rss_fresh": fresh,
+        "worker_rss_idle": idle_rss,
+        "idle_cpu_percent_of_one_core": idle_cpu,
+        "evicted_first_message": cold,
+        "active_sessions": len(active),
+        "load_seconds": sizes.load_seconds,
+        "load_warmup_seconds": sizes.load_warmup_seconds,
+        "parley": parley,
+        "floor": floor,
+        "parley_over_floor_turns_per_second": round(
+            parley["turns_per_second"] / floor["turns_per_second"], 2
+        )
+        if floor["turns_per_second"]
+        else None,
+        "worker_rss_after_load": rss_mib(worker),
+        "targets": {"worker_rss_mib_at_most": 500, "turns_per_second_at_least": 100},
+    }
+
+
+async def _open_many(
+    http: Any, agent: str, sizes: Sizes
+) -> tuple[list[str], float, list[float], Counter[str]]:
+    opened: list[str] = []
+    latency: list[float] = []
+    errors: Counter[str] = Counter()
+    remaining = iter(range(sizes.idle_sessions))
+    started = time.monotonic()
+    deadline = started + sizes.open_deadline_seconds
+
+    async def opener() -> None:
+        for _ in remaining:
+            if time.monotonic() > deadline:
+                return
+            result = await open_session(http, agent)
+            if result.ok:
+                opened.append(str(result.body["id"]))
+                latency.append(result.seconds)
+            else:
+                errors[f"HTTP {result.status}"] += 1
+
+    await asyncio.gather(*(opener() for _ in range(sizes.open_concurrency)))
+    return opened, time.monotonic() - started, latency, errors
+
+
+async def _first_messages(stack: Stack, sessions: list[str]) -> dict[str, Any]:
+    """One message from each of `sessions` at once (all evicted: each replays first)."""
+    clients = _clients(stack, len(sessions))
+    started = time.monotonic()
+    try:
+        results = await asyncio.gather(
+            *(
+                send(clients[i // _SESSIONS_PER_CLIENT], session_id, "back again")
+                for i, session_id in enumerate(sessions)
+            )
+        )
+    finally:
+        await _close(clients)
+    return {
+        "sessions": len(sessions),
+        "all_answered_seconds": round(time.monotonic() - started, 1),
+        "latency": summary_ms([r.seconds for r in results if r.ok]),
+        "errors": sum(1 for r in results if not r.ok),
+    }
+
+
+async def _parley_load(stack: Stack, sessions: list[str], sizes: Sizes) -> dict[str, Any]:
+    clients = _clients(stack, len(sessions))
+    errors: Counter[str] = Counter()
+
+    def conversation(i: int, session_id: str) -> Turn:
+        async def turn(n: int) -> bool:
+            result = await send(clients[i // _SESSIONS_PER_CLIENT], session_id, f"load {n}")
+            if not result.ok:
+                errors[f"HTTP {result.status}"] += 1
+            return result.ok
+
+        return turn
+
+    try:
+        found = await _closed_loop(
+            stack, [conversation(i, s) for i, s in enumerate(sessions)], sizes
+        )
+    finally:
+        await _close(clients)
+    return {**found, "errors": dict(errors)}
+
+
+async def _floor_load(stack: Stack, count: int, sizes: Sizes) -> dict[str, Any]:
+    handles = []
+    for _ in range(count):
+        handles.append(
+            await stack.client.start_workflow(
+                FLOOR_WORKFLOW, id=f"bench-floor-load-{uuid.uuid4()}", task_queue=BARE_TASK_QUEUE
+            )
+        )
+    errors: Counter[str] = Counter()
+
+    def conversation(handle: Any) -> Turn:
+        async def turn(n: int) -> bool:
+            try:
+                await floor_update(handle, f"load {n}", "echo")
+            except Exception as error:  # counted, reported by type
+                errors[type(error).__name__] += 1
+                return False
+            return True
+
+        return turn
+
+    try:
+        found = await _closed_loop(stack, [conversation(h) for h in handles], sizes)
+    finally:
+        await asyncio.gather(*(h.signal("stop") for h in handles), return_exceptions=True)
+    return {**found, "errors": dict(errors)}
+
+
+async def _closed_loop(stack: Stack, conversations: list[Turn], sizes: Sizes) -> dict[str, Any]:
+    """Each conversation sends its next turn as soon as the last is answered, until
+    `load_seconds` (at most `max_turns_per_session` turns); the rate and latency count turns
+    begun after the warm-up and answered within the window."""
+    done: list[_Done] = []
+    cpu: dict[str, float] = {}
+    began = time.monotonic()
+
+    async def talk(turn: Turn) -> None:
+        for n in range(sizes.max_turns_per_session):
+            at = time.monotonic() - began
+            if at >= sizes.load_seconds:
+                return
+            ok = await turn(n)
+            done.append(_Done(at, time.monotonic() - began - at, ok))
+
+    async def sample_cpu() -> None:
+        await asyncio.sleep(sizes.load_warmup_seconds)
+        samples = {name: CpuSample.now(stack.pid(name)) for name in _PROCESSES}
+        await asyncio.sleep(sizes.load_seconds - sizes.load_warmup_seconds)
+        cpu.update({name: sample.percent_since() for name, sample in samples.items()})
+
+    await asyncio.gather(sample_cpu(), *(talk(turn) for turn in conversations))
+    window = sizes.load_seconds - sizes.load_warmup_seconds
+    steady = [
+        d
+        for d in done
+        if d.ok
+        and d.started >= sizes.load_warmup_seconds
+        and d.started + d.seconds <= sizes.load_seconds
+    ]
+    return {
+        "turns_completed": sum(1 for d in done if d.ok),
+        "turns_per_second": round(len(steady) / window, 1) if window > 0 else 0.0,
+        "turn_latency": summary_ms([d.seconds for d in steady]),
+        "cpu_percent_of_one_core": cpu,
+    }
+
+
+def _clients(stack: Stack, sessions: int) -> list[Any]:
+    groups = max(1, -(-sessions // _SESSIONS_PER_CLIENT))
+    return [stack.http(connections=_SESSIONS_PER_CLIENT, timeout=120) for _ in range(groups)]
+
+
+async def _close(clients: list[Any]) -> None:
+    for http in clients:
+        await http.aclose()
