@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,15 @@ _QUERY_TIMEOUT = timedelta(seconds=5)
 # without processing it (seen when dozens of update-with-starts race for one new workflow):
 # the handler never ran, so sending it again is safe whatever the update was.
 _UNPROCESSED_UPDATE = "UnprocessedUpdate"
+
+
+def _not_admitted(error: RPCError) -> bool:
+    """Whether the server turned an update away before it reached the workflow: over the
+    per-workflow limit of in-flight updates, or aborted because the workflow's update registry
+    was reset. Neither ran the handler, so sending again is safe."""
+    return error.status == RPCStatusCode.RESOURCE_EXHAUSTED or (
+        error.status == RPCStatusCode.UNAVAILABLE and "update was aborted" in error.message
+    )
 
 _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     SESSION_FINAL: Conflict,
@@ -478,6 +488,13 @@ async def _retrying(
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound("the session's workflow is not running") from None
+            if _not_admitted(error) and loop.time() < deadline:
+                # Past the SDK's own ~10 s of retries, a crowd of updates on one workflow
+                # (many opens racing for one endpoint) is still being turned away; spread the
+                # retries out so they stop arriving together.
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
             if error.status in (
                 RPCStatusCode.UNAVAILABLE,
                 RPCStatusCode.DEADLINE_EXCEEDED,
