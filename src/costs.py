@@ -41,12 +41,14 @@ def _lines(
     kind: Literal["llm", "analysis"], usages: list[Usage], prices: dict[str, ModelPrice]
 ) -> list[CostItem]:
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    served: dict[str, str | None] = {}
     for usage in usages:
         totals[usage.model][0] += usage.prompt_tokens
         totals[usage.model][1] += usage.completion_tokens
+        served.setdefault(usage.model, usage.served_model)
     items = []
     for model, (prompt, completion) in sorted(totals.items()):
-        price = prices.get(model)
+        price = model_price(model, served[model], prices)
         cost = (prompt * price.prompt + completion * price.completion) / 1_000_000 if price else 0.0
         items.append(
             CostItem(
@@ -59,3 +61,21 @@ def _lines(
             )
         )
     return items
+
+
+def model_price(
+    model: str, served_model: str | None, prices: dict[str, ModelPrice]
+) -> ModelPrice | None:
+    """The price of a call to the configured `model` that the endpoint answered as
+    `served_model`: the configured name first, then the served one, each exactly and then by
+    the longest price-table entry it extends with a `-suffix` (OpenAI answers `gpt-4o-mini`
+    as `gpt-4o-mini-2024-07-18`)."""
+    names = [model] if not served_model or served_model == model else [model, served_model]
+    for name in names:
+        if name in prices:
+            return prices[name]
+    for name in names:
+        prefixes = [known for known in prices if name.startswith(f"{known}-")]
+        if prefixes:
+            return prices[max(prefixes, key=len)]
+    return None

@@ -399,7 +399,10 @@ class ToolCall(BaseModel):
 class Usage(BaseModel):
     """Tokens one LLM call used."""
 
-    model: str
+    model: str = Field(description="The model the agent is configured with.")
+    served_model: str | None = Field(
+        default=None, description="The model name the endpoint answered with, when it said one."
+    )
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

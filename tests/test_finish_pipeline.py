@@ -296,9 +296,43 @@ async def test_costs_come_from_token_usage_and_the_price_table(
 
     # the fake reports 10 prompt + 5 completion tokens per call: $10 + $10 = $20 a call
     assert turn["messages"][0]["usage"] == {
-        "model": "echo", "prompt_tokens": 10, "completion_tokens": 5
+        "model": "echo", "served_model": "echo", "prompt_tokens": 10, "completion_tokens": 5
     }  # fmt: skip
     llm, analysis = final["costs"]
     assert (llm["type"], llm["model"], llm["cost"], llm["priced"]) == ("llm", "echo", 20.0, True)
     assert (analysis["type"], analysis["prompt_tokens"], analysis["cost"]) == ("analysis", 20, 40.0)
     assert final["cost"] == 60.0
+
+
+async def test_a_model_answered_under_a_dated_name_is_priced_by_its_configured_name(
+    http: httpx.AsyncClient, make_agent: AgentFactory, receiver: tuple[WebhookReceiver, str]
+) -> None:
+    _, url = receiver
+    agent_id = await finishing_agent(make_agent, url, model="gpt-4o-mini")
+    session = await open_chat(http, agent_id)
+    turn = await say(http, session["id"], "price me")
+    await http.post(f"/chats/{session['id']}/end")
+    final = await final_with_artifact(http, session["id"])
+
+    assert turn["messages"][0]["usage"]["served_model"] == "gpt-4o-mini-2024-07-18"
+    llm, analysis = final["costs"]
+    # gpt-4o-mini: $0.15 / $0.60 per million tokens; 10 + 5 tokens a call
+    assert (llm["model"], llm["priced"]) == ("gpt-4o-mini", True)
+    assert llm["cost"] == pytest.approx(4.5e-06)
+    assert (analysis["priced"], analysis["cost"]) == (True, pytest.approx(9e-06))
+    assert final["cost"] == pytest.approx(1.35e-05)
+
+
+async def test_an_unpriced_model_name_falls_back_to_the_longest_price_prefix_of_the_served_name(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent(model="served-gpt-4.1-nano-2025-04-14")
+    session = await open_chat(http, agent_id)
+    await say(http, session["id"], "price me")
+
+    [llm] = (await http.get(f"/chats/{session['id']}")).json()["costs"]
+
+    # gpt-4.1-nano ($0.10 / $0.40), not the shorter gpt-4.1 ($2 / $8)
+    assert (llm["model"], llm["priced"], llm["cost"]) == (
+        "served-gpt-4.1-nano-2025-04-14", True, pytest.approx(3e-06)
+    )  # fmt: skip

@@ -159,6 +159,7 @@ class AnalysisActivities:
         result.usage.append(
             Usage(
                 model=reply.model or agent.model.name,
+                served_model=reply.served_model,
                 prompt_tokens=reply.prompt_tokens,
                 completion_tokens=reply.completion_tokens,
             )

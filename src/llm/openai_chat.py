@@ -80,7 +80,8 @@ class OpenAIChatProvider:
                 for call in message.tool_calls or []
                 if call.type == "function"
             ],
-            model=completion.model or model.name,
+            model=model.name,
+            served_model=completion.model or None,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )

@@ -25,7 +25,8 @@ class LLMToolCall(BaseModel):
 class LLMReply(BaseModel):
     content: str | None = None
     tool_calls: list[LLMToolCall] = Field(default_factory=list)
-    model: str = ""
+    model: str = ""  # the configured model name
+    served_model: str | None = None  # what the endpoint called it (often a dated name)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

@@ -78,6 +78,7 @@ async def _respond(agent: SessionAgent, call: LLMToolCall, run_tool: RunTool) ->
 def _assistant(reply: LLMReply, calls: list[ToolCall]) -> Message:
     usage = Usage(
         model=reply.model,
+        served_model=reply.served_model,
         prompt_tokens=reply.prompt_tokens,
         completion_tokens=reply.completion_tokens,
     )

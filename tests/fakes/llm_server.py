@@ -18,6 +18,8 @@ share mutable state:
                   per conversation state: a answers 429 (Retry-After: 1), then b answers 500,
                   then c answers that take <ms> ms (past the client's timeout), then like echo;
                   a last user message containing "[400]" is answered 400 every time
+  gpt-<...>       like echo, answered under a dated name (<model>-2024-07-18), as OpenAI does
+  served-<name>   like echo, answered under the model name <name>
 
 Post-conversation analysis requests (the transcript as the user message) get, from any model:
 a summary "summary of <n> lines"; in JSON mode, a value generated from the JSON schema in the
@@ -192,6 +194,12 @@ def _json_object(message: dict[str, Any]) -> str:
     return json.dumps(parsed) if isinstance(parsed, dict) else "{}"
 
 
+def _served_name(model: str) -> str:
+    if model.startswith("gpt-"):
+        return f"{model}-2024-07-18"
+    return model.removeprefix("served-")
+
+
 def _completion(
     model: str, content: str | None, calls: list[tuple[str, str, int]] | None = None
 ) -> JSONResponse:
@@ -211,7 +219,7 @@ def _completion(
             "id": f"chatcmpl-{time.time_ns()}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
+            "model": _served_name(model),
             "choices": [
                 {
                     "index": 0,
