@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from temporalio import activity
 from temporalio.client import Interceptor
@@ -25,7 +25,14 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from src.config import Settings
 
 _TRACING_READY = False
-T = TypeVar("T")
+
+
+class _ToolOutcome(Protocol):
+    @property
+    def error(self) -> str | None: ...
+
+
+T = TypeVar("T", bound=_ToolOutcome)
 
 
 def worker_runtime(settings: Settings) -> Runtime | None:
@@ -82,7 +89,8 @@ async def measured_tool_call(tool: str, kind: str, call: Awaitable[T]) -> T:
     except Exception:
         _record_tool_call(tool, kind, (time.monotonic() - started) * 1000, failed=True)
         raise
-    _record_tool_call(tool, kind, (time.monotonic() - started) * 1000, failed=False)
+    failed = result.error is not None
+    _record_tool_call(tool, kind, (time.monotonic() - started) * 1000, failed=failed)
     return result
 
 

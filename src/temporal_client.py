@@ -6,7 +6,7 @@ import dataclasses
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
@@ -16,12 +16,17 @@ from src.payload_codec import EncryptionCodec
 
 
 def data_converter(settings: Settings) -> DataConverter:
-    """Pydantic payloads, encrypted when PARLEY_PAYLOAD_KEYS is set. Client, worker and
-    replay all use this one, so they read each other's payloads."""
+    """Pydantic payloads, encrypted when PARLEY_PAYLOAD_KEYS is set, failure messages and
+    stack traces too (moved into an encoded attribute). Client, worker and replay all use this
+    one, so they read each other's payloads."""
     keys = settings.payload_keys()
     if not keys:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:

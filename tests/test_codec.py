@@ -15,6 +15,7 @@ from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
+from tests.fakes.tool_server import FakeToolServer
 from tests.sessions import open_chat, say, stored_session
 
 KEYS = new_key_setting("t1")
@@ -67,6 +68,81 @@ async def test_history_holds_ciphertext_and_sessions_still_work(
     assert payload.metadata["encoding"] == b"binary/encrypted"
     assert payload.metadata["encryption-key-id"] == b"t1"
     assert len(decoded.events) == len(raw.events)
+
+
+async def test_failed_tool_calls_leave_no_arguments_or_answers_in_history(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    tools: tuple[FakeToolServer, str],
+) -> None:
+    _, base = tools
+    queue = f"codec-{uuid.uuid4().hex[:8]}"
+    # The API accepts 127.0.0.2; the worker refuses it when called: a failed activity.
+    api_settings = make_settings(
+        TEMPORAL_TASK_QUEUE=queue,
+        PARLEY_PAYLOAD_KEYS=KEYS,
+        PARLEY_TOOL_URL_ALLOWLIST="127.0.0.1,127.0.0.2",
+    )
+    worker_settings = make_settings(TEMPORAL_TASK_QUEUE=queue, PARLEY_PAYLOAD_KEYS=KEYS)
+    local = base.replace("127.0.0.1", "127.0.0.2")
+    mismatch, rejected, refused = (f"secret-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    encrypted_client = await connect_temporal(worker_settings)
+    async with (
+        running_worker(worker_settings, encrypted_client),
+        serve_api(api_settings) as url,
+        api_client(url, api_key) as http,
+    ):
+        rejecting = await http.post("/agents", json=tool_agent(f"{base}/reject"))
+        private = await http.post("/agents", json=tool_agent(f"{local}/echo"))
+        first = await open_chat(http, rejecting.json()["id"])
+        broken = await say(http, first["id"], f'{{"id": ["{mismatch}"]}}')
+        answered = await say(http, first["id"], f'{{"id": "{rejected}"}}')
+        second = await open_chat(http, private.json()["id"])
+        await say(http, second["id"], f'{{"id": "{refused}"}}')
+    histories = [
+        await temporal_client.get_workflow_handle(
+            (await stored_session(db, session["id"])).workflow_id
+        ).fetch_history()
+        for session in (first, second)
+    ]
+    raw_bytes = b"".join(e.SerializeToString() for h in histories for e in h.events)
+    [failed] = [
+        e.activity_task_failed_event_attributes.failure
+        for e in histories[1].events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
+    ]
+    failure = await encrypted_client.data_converter.decode_failure(failed)
+
+    # the model still reads the details, through the (encrypted) activity result
+    [broken_call] = broken["messages"][0]["tool_calls"]
+    assert f"['{mismatch}'] is not of type 'string'" in broken_call["response"]
+    [answered_call] = answered["messages"][0]["tool_calls"]
+    assert answered_call["response"] == "error: the tool answered HTTP 404: no such order"
+    for plaintext in (mismatch, rejected, refused, "no such order", "is not of type"):
+        assert plaintext.encode() not in raw_bytes, plaintext
+    # failure messages are encrypted too
+    assert failed.message == "Encoded failure"
+    assert b"not a public address" not in raw_bytes
+    assert "not a public address" in str(failure)
+
+
+def tool_agent(url: str) -> dict[str, Any]:
+    return {
+        "name": "calls a tool",
+        "model": {"provider": "openai", "name": "tool-lookup_order"},
+        "tools": [
+            {
+                "type": "webhook",
+                "name": "lookup_order",
+                "description": "Look an order up by id",
+                "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+                "url": url,
+            }
+        ],
+    }
 
 
 async def test_the_codec_endpoint_round_trips_and_needs_a_key(

@@ -14,10 +14,12 @@ from temporalio.exceptions import ApplicationError
 from src.activities.webhook_tools import (
     TOOL_ACTIVITY_OPTIONS,
     ToolInvocation,
+    ToolRejected,
     ToolResult,
     heartbeating,
     parse_arguments,
     refuse,
+    rejections_as_results,
     truncate,
 )
 from src.config import Settings
@@ -106,7 +108,9 @@ class McpToolActivities:
 
     @activity.defn(name="mcp_tools.call")
     async def call(self, invocation: ToolInvocation) -> ToolResult:
-        return await measured_tool_call(invocation.name, "mcp", self._call(invocation))
+        return await measured_tool_call(
+            invocation.name, "mcp", rejections_as_results(self._call(invocation))
+        )
 
     async def _call(self, invocation: ToolInvocation) -> ToolResult:
         snapshot = await self._snapshots.load(invocation.snapshot_id)
@@ -120,7 +124,7 @@ class McpToolActivities:
             try:
                 text = await call_tool(server.server, self._policy, tool.name, arguments)
             except McpToolFailed as error:
-                raise refuse(f"the tool reported an error: {error}") from None
+                raise ToolRejected("the tool reported an error", str(error)) from None
             except (McpCommandRefused, UrlRefused) as error:
                 raise refuse(f"the MCP server was refused: {error}") from None
             except McpError as error:

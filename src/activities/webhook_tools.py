@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -51,10 +51,35 @@ class ToolInvocation(BaseModel):
 
 class ToolResult(BaseModel):
     response: str
+    # Set when the call failed in a way the model should hear in full: what failed, with no
+    # content (for the audit log and metrics); `response` then carries the details.
+    error: str | None = None
+
+
+class ToolRejected(Exception):
+    """A failure retrying cannot fix whose details (argument values, the tool's answer) are
+    conversation content: they reach the model through the activity's result, which the
+    payload codec encrypts, never through a failure message."""
+
+    def __init__(self, reason: str, details: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+    def result(self) -> ToolResult:
+        return ToolResult(response=f"error: {self.reason}: {self.details}", error=self.reason)
+
+
+async def rejections_as_results(call: Awaitable[ToolResult]) -> ToolResult:
+    try:
+        return await call
+    except ToolRejected as rejected:
+        return rejected.result()
 
 
 def refuse(message: str) -> ApplicationError:
-    """A failure retrying cannot fix; the model sees the message as the tool's result."""
+    """A failure retrying cannot fix; the model sees the message as the tool's result. The
+    message is a failure's, in Temporal history: it must hold no conversation content."""
     return ApplicationError(message, type=TOOL_REFUSED, non_retryable=True)
 
 
@@ -68,8 +93,9 @@ def parse_arguments(arguments: str, schema: dict[str, Any]) -> dict[str, Any]:
     problems = sorted(Draft202012Validator(schema).iter_errors(parsed), key=str)
     if problems:
         where = "/".join(str(p) for p in problems[0].path) or "(root)"
-        raise refuse(
-            f"the arguments do not match the tool's schema at {where}: {problems[0].message}"
+        # jsonschema's message quotes the offending value: for the model's eyes only.
+        raise ToolRejected(
+            f"the arguments do not match the tool's schema at {where}", problems[0].message
         )
     return parsed
 
@@ -102,7 +128,9 @@ class WebhookToolActivities:
 
     @activity.defn(name="webhook_tools.call")
     async def call(self, invocation: ToolInvocation) -> ToolResult:
-        return await measured_tool_call(invocation.name, "webhook", self._call(invocation))
+        return await measured_tool_call(
+            invocation.name, "webhook", rejections_as_results(self._call(invocation))
+        )
 
     async def _call(self, invocation: ToolInvocation) -> ToolResult:
         snapshot = await self._snapshots.load(invocation.snapshot_id)
@@ -147,7 +175,7 @@ class WebhookToolActivities:
         if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
             raise ApplicationError(f"the tool answered HTTP {response.status_code}")
         if response.status_code >= 400:
-            raise refuse(f"the tool answered HTTP {response.status_code}: {text[:500]}")
+            raise ToolRejected(f"the tool answered HTTP {response.status_code}", text[:500])
         return ToolResult(response=text)
 
     async def close(self) -> None:

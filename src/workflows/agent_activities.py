@@ -74,7 +74,9 @@ async def call_tool(
     except ActivityError as error:
         audit.append(_tool_audit(invocation, started, failure_reason(error)))
         return f"error: {failure_reason(error)}"
-    audit.append(_tool_audit(invocation, started, None))
+    # A rejection the model reads in full (the tool's answer) comes back as a result, so its
+    # content stays in the (encrypted) payload and out of the failure message.
+    audit.append(_tool_audit(invocation, started, result.error))
     return str(result.response)
 
 
