@@ -5,8 +5,10 @@
 - API: request counts and latencies, turn latency and active sessions at GET /metrics.
 - Tracing (PARLEY_TRACING=console|otlp, off by default): OpenTelemetry spans from the API
   request through the workflow into its activities (temporalio.contrib.opentelemetry).
-- Logs (PARLEY_LOG_FORMAT=json): one JSON object per line with the session and workflow ids
-  Temporal attaches; message content is never logged at info level.
+- Logs (PARLEY_LOG_FORMAT=json): one JSON object per line; a record logged inside a workflow
+  or an activity carries its session id and workflow id, whichever logger it comes through.
+  Message content is never logged at info level (httpx's request lines, which hold a GET
+  tool's arguments in the query string, are kept to warnings).
 """
 
 from __future__ import annotations
@@ -15,16 +17,24 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import Interceptor
+from temporalio.common import SearchAttributeKey
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
+from temporalio.worker import Interceptor as WorkerInterceptor
 
 from src.config import Settings
 
 _TRACING_READY = False
+# Set by both workflows when they start (src/workflows/chat_session.py, stateless_turn.py).
+_SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
+# The session the running activity works for (each activity runs in a task of its own).
+_activity_session: ContextVar[str | None] = ContextVar("parley_activity_session", default=None)
 
 
 class _ToolOutcome(Protocol):
@@ -104,8 +114,61 @@ def _record_tool_call(tool: str, kind: str, milliseconds: float, failed: bool) -
         meter.create_counter("parley_tool_errors", "Failed tool calls").add(1, attributes)
 
 
+class LogContextInterceptor(Interceptor, WorkerInterceptor):
+    """Remembers which session each activity works for (its input's `session_id`), so its
+    log records can say. A client interceptor too: workers take it from the client."""
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _ActivitySession(next)
+
+
+class _ActivitySession(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        session_id = getattr(input.args[0], "session_id", None) if input.args else None
+        # Not reset afterwards: the SDK logs a failed attempt after this returns, in the same
+        # task, and the task ends with the activity.
+        _activity_session.set(session_id if isinstance(session_id, str) else None)
+        return await self.next.execute_activity(input)
+
+
+_CONTEXT_FIELDS = ("session_id", "workflow_id", "run_id", "workflow_type", "activity_type")
+
+
+class TemporalContextFilter(logging.Filter):
+    """Puts the session id, workflow id and run id of the workflow or activity a record is
+    logged from on the record, as attributes named in _CONTEXT_FIELDS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _temporal_context().items():
+            if value and getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
+
+
+def _temporal_context() -> dict[str, str | None]:
+    if activity.in_activity():
+        info = activity.info()
+        return {
+            "session_id": _activity_session.get(),
+            "workflow_id": info.workflow_id,
+            "run_id": info.workflow_run_id,
+            "workflow_type": info.workflow_type,
+            "activity_type": info.activity_type,
+        }
+    if workflow.in_workflow():
+        run = workflow.info()
+        return {
+            "session_id": run.typed_search_attributes.get(_SESSION_ID),
+            "workflow_id": run.workflow_id,
+            "run_id": run.run_id,
+            "workflow_type": run.workflow_type,
+        }
+    return {}
+
+
 class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line; Temporal's workflow/activity context becomes fields."""
+    """One JSON object per line; the Temporal context TemporalContextFilter (or the SDK's
+    loggers) put on a record becomes fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -124,20 +187,30 @@ class JsonLogFormatter(logging.Formatter):
                         if name in context
                     }
                 )
-        session_id = getattr(record, "session_id", None)
-        if session_id:
-            entry["session_id"] = session_id
+        for name in _CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value:
+                entry[name] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return json.dumps(entry, default=str)
 
 
-def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
+def log_handler(settings: Settings, stream: Any = None) -> logging.Handler:
+    """The handler every log record of the process goes through (stderr by default)."""
+    handler = logging.StreamHandler(stream)
     if settings.log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(TemporalContextFilter())
+    return handler
+
+
+def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(settings)]
     root.setLevel(logging.INFO)
+    # httpx logs every request's URL at info: a GET or DELETE tool's arguments included.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from src.config import Settings
-from src.observability import tracing_interceptors
+from src.observability import LogContextInterceptor, tracing_interceptors
 from src.payload_codec import EncryptionCodec
 
 
@@ -42,6 +42,6 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
         data_converter=data_converter(settings),
         tls=tls,
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
-        interceptors=tracing_interceptors(settings),
+        interceptors=[*tracing_interceptors(settings), LogContextInterceptor()],
         runtime=runtime,
     )

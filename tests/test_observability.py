@@ -6,20 +6,23 @@ import json
 import logging
 import socket
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.observability import JsonLogFormatter, worker_runtime
+from src.observability import configure_logging, worker_runtime
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.tool_server import FakeToolServer
-from tests.sessions import open_chat, say
+from tests.sessions import open_chat, say, stored_session
 
 
 def has_series(text: str, name: str, **labels: str) -> bool:
@@ -127,12 +130,70 @@ async def test_traces_run_from_the_api_request_through_workflow_and_activities(
     assert any(name.startswith("StartWorkflowUpdate:send_message") for name in message)
 
 
-def test_json_logs_carry_workflow_ids_and_no_content() -> None:
-    record = logging.LogRecord("parley", logging.WARNING, __file__, 1, "turn failed", None, None)
-    record.temporal_workflow = {"workflow_id": "chat-1", "run_id": "r1", "workflow_type": "X"}
-    record.session_id = "s-1"
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, saved in quiet.items():
+        logging.getLogger(name).setLevel(saved)
 
-    entry = json.loads(JsonLogFormatter().format(record))
 
-    assert entry["workflow_id"] == "chat-1" and entry["run_id"] == "r1"
-    assert entry["session_id"] == "s-1" and entry["message"] == "turn failed"
+def agent_calling(url: str, model: str = "tool-lookup_order") -> dict[str, Any]:
+    tool = {
+        "type": "webhook",
+        "name": "lookup_order",
+        "description": "Look an order up by id",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        "url": url,
+        "method": "GET",
+    }
+    return {"name": "logs", "model": {"provider": "openai", "name": model}, "tools": [tool]}
+
+
+async def test_json_logs_of_workflows_and_activities_carry_session_and_workflow_ids_not_content(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    tools: tuple[FakeToolServer, str],
+    db: async_sessionmaker[AsyncSession],
+    capsys: pytest.CaptureFixture[str],
+    restored_logging: None,
+) -> None:
+    _, base = tools
+    settings = make_settings(
+        TEMPORAL_TASK_QUEUE=f"logs-{uuid.uuid4().hex[:8]}", PARLEY_LOG_FORMAT="json"
+    )
+    secret = f"secret-{uuid.uuid4().hex[:8]}"
+    client = await connect_temporal(settings)
+    configure_logging(settings)
+    async with (
+        running_worker(settings, client),
+        serve_api(settings) as url,
+        api_client(url, api_key) as http,
+    ):
+        # a GET tool (arguments in the query string) that fails its first attempt
+        flaky = await http.post("/agents", json=agent_calling(f"{base}/flaky/1/{secret[7:]}"))
+        tooled = await open_chat(http, flaky.json()["id"])
+        await say(http, tooled["id"], f'{{"id": "{secret}"}}')
+        # a model that refuses: the LLM activity fails, then the workflow logs the failed turn
+        rejecting = await http.post("/agents", json=agent_calling(f"{base}/x", model="reject"))
+        refused = await open_chat(http, rejecting.json()["id"])
+        await http.post(f"/chats/{refused['id']}/messages", json={"content": secret})
+    output = capsys.readouterr().err
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    tooled_wf = (await stored_session(db, tooled["id"])).workflow_id
+    refused_wf = (await stored_session(db, refused["id"])).workflow_id
+
+    def ids(entry: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+        return entry.get("session_id"), entry.get("workflow_id"), entry.get("activity_type")
+
+    assert (tooled["id"], tooled_wf, "webhook_tools.call") in [ids(e) for e in entries]
+    assert (refused["id"], refused_wf, "llm.complete_session_turn") in [ids(e) for e in entries]
+    [turn_failed] = [e for e in entries if e["message"].startswith("turn failed for session")]
+    assert (turn_failed["session_id"], turn_failed["workflow_id"]) == (refused["id"], refused_wf)
+    assert secret not in output
