@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     default_ttl_seconds: int = Field(default=3600, alias="PARLEY_DEFAULT_TTL_SECONDS")
     max_message_chars: int = Field(default=16000, ge=1, alias="PARLEY_MAX_MESSAGE_CHARS")
     max_tool_steps: int = Field(default=8, ge=1, alias="PARLEY_MAX_TOOL_STEPS")
+    # How long a stateless turn request waits for its workflow (no worker: it would wait forever).
+    text_chat_turn_timeout_seconds: float = Field(
+        default=120.0, gt=0, alias="PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS"
+    )
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
