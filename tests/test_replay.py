@@ -26,7 +26,11 @@ from src.replay import WORKFLOWS, exit_status, replay_histories
 from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
-from src.workflows.chat_session import FINISH_WRITES_REMAINDER, ChatSessionWorkflow
+from src.workflows.chat_session import (
+    FINISH_WRITES_REMAINDER,
+    RECORD_LOCALLY,
+    ChatSessionWorkflow,
+)
 from src.workflows.chat_session_models import SessionStart, SessionState
 from tests.conftest import AgentFactory, api_client
 from tests.sessions import open_chat, say
@@ -335,8 +339,9 @@ async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert [p["id"] for p in patches] == [FINISH_WRITES_REMAINDER]
+    assert [p["id"] for p in patches] == [RECORD_LOCALLY, FINISH_WRITES_REMAINDER]
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
     assert requested["data"] == {"note": "done"}

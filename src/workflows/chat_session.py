@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         McpToolActivities,
     )
     from src.activities.session_store import (
+        LOCAL_STORE_ACTIVITY_OPTIONS,
         STORE_ACTIVITY_OPTIONS,
         AuditEntry,
         MessagesProduced,
@@ -65,6 +66,7 @@ FINAL_REASON = SearchAttributeKey.for_keyword("ParleyFinalReason")
 
 # Patch ids (workflow.patched): persisted in history, never rename or reuse one.
 FINISH_WRITES_REMAINDER = "finish-writes-unrecorded-in-persist-final"
+RECORD_LOCALLY = "record-messages-in-local-activities"
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
@@ -413,12 +415,21 @@ class ChatSessionWorkflow:
     async def _record_until_caught_up(self) -> None:
         while self._recorded < self._first_seq + len(self._messages) or self._pending_events:
             batch = self._unrecorded()
-            await workflow.execute_activity_method(
-                SessionStoreActivities.record_messages,
-                batch,
-                summary=f"record {len(batch.messages)} message(s)",
-                **STORE_ACTIVITY_OPTIONS,
-            )
+            summary = _record_summary(batch)
+            if workflow.patched(RECORD_LOCALLY):
+                await workflow.execute_local_activity_method(
+                    SessionStoreActivities.record_messages,
+                    batch,
+                    summary=summary,
+                    **LOCAL_STORE_ACTIVITY_OPTIONS,
+                )
+            else:  # histories from before the change
+                await workflow.execute_activity_method(
+                    SessionStoreActivities.record_messages,
+                    batch,
+                    summary=summary,
+                    **STORE_ACTIVITY_OPTIONS,
+                )
             self._recorded = batch.first_seq + len(batch.messages)
 
     async def _recorded_all(self) -> None:
@@ -510,6 +521,22 @@ class ChatSessionWorkflow:
 def _clip(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _record_summary(batch: MessagesProduced) -> str:
+    """What a write holds, in words, for the Temporal UI: "record user, assistant (2 tool
+    calls), assistant"."""
+    parts = []
+    for message in batch.messages:
+        calls = len(message.tool_calls)
+        parts.append(
+            f"{message.role} ({calls} tool call{'s' if calls > 1 else ''})"
+            if calls
+            else message.role
+        )
+    if batch.events:
+        parts.append(f"{len(batch.events)} audit event{'s' if len(batch.events) > 1 else ''}")
+    return "record " + (", ".join(parts) or "nothing new")
 
 
 def _final_outcome() -> TurnOutcome:
