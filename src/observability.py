@@ -211,6 +211,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [log_handler(settings)]
     root.setLevel(logging.INFO)
-    # httpx logs every request's URL at info: a GET or DELETE tool's arguments included.
-    for name in ("httpx", "httpcore"):
+    # httpx logs every request's URL at info: a GET or DELETE tool's arguments included. The
+    # openai and mcp clients use its fork, httpx2, which logs the same way.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, pre_ping: bool = True) -> AsyncEngine:
+    """`pre_ping` tests each pooled connection before use (one round trip per transaction) so a
+    request after a database restart does not fail; activities can go without it, Temporal
+    retries the one write or read that meets a dead connection."""
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -27,7 +30,12 @@ def create_engine(database_url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        database_url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+        database_url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=pre_ping,
+        pool_recycle=1800,
+        hide_parameters=True,
     )
 
 
