@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
 
+from src.config import SEARCH_ATTRIBUTES
+from src.dev_stack import temporal_cli
 from src.state_envelope import new_key_setting
+from src.worker import running_worker
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
@@ -168,6 +177,140 @@ async def test_replaying_an_older_state(
     assert len(fake_llm[0].requests_for(marker)) == llm_calls  # answered from the first run
     assert different.status_code == 409
     assert len(stored["messages"]) == 4
+
+
+async def forget_turn(client: Client, workflow_id: str) -> None:
+    """What Temporal's retention does to a closed turn: its workflow is gone."""
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+        )
+    )
+    for _ in range(600):  # deletion is asynchronous on the server (~30 s on the dev server)
+        try:
+            await client.get_workflow_handle(workflow_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{workflow_id} was never deleted")
+
+
+async def test_older_states_stay_refused_once_retention_has_dropped_their_turns(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    fake_llm: tuple[FakeLLM, str],
+) -> None:
+    agent_id = await make_agent()
+    marker = f"retained-{uuid.uuid4().hex[:8]}"
+    # one conversation moved on to a second turn, another ended at its second turn
+    going = (await turn(http, {"id": agent_id}, [user(marker)])).json()
+    going_history = [user(marker), *going["messages"]]
+    await turn(http, {"id": agent_id}, [*going_history, user(f"{marker} 2")], going["state"])
+    ended = (await turn(http, {"id": agent_id}, [user("hello")])).json()
+    ended_history = [user("hello"), *ended["messages"]]
+    await turn(
+        http, {"id": agent_id}, [*ended_history, user("bye")], ended["state"], end_conversation=True
+    )
+    await asyncio.gather(
+        forget_turn(temporal_client, f"text-chat-{going['call_id']}-2"),
+        forget_turn(temporal_client, f"text-chat-{ended['call_id']}-2"),
+    )
+    llm_calls = len(fake_llm[0].requests_for(marker))
+
+    agent = {"id": agent_id}
+    same = await turn(http, agent, [*going_history, user(f"{marker} 2")], going["state"])
+    other = await turn(http, agent, [*going_history, user(f"{marker} x")], going["state"])
+    reopened = await turn(http, agent, [*ended_history, user("back")], ended["state"])
+    going_stored = (await http.get(f"/chats/{going['call_id']}")).json()
+    ended_stored = (await http.get(f"/chats/{ended['call_id']}")).json()
+
+    assert same.status_code == other.status_code == 409, other.text
+    assert "continue from the latest state" in other.json()["error"]["message"]
+    assert len(fake_llm[0].requests_for(marker)) == llm_calls
+    assert [m["content"] for m in going_stored["messages"]][2:] == [
+        f"{marker} 2", f"echo: {marker} 2"
+    ]  # fmt: skip
+    assert reopened.status_code == 409, reopened.text
+    assert "finished" in reopened.json()["error"]["message"]
+    assert (ended_stored["status"], len(ended_stored["messages"])) == ("final", 4)
+
+
+async def test_with_temporal_unreachable_a_turn_is_a_retryable_503(
+    make_settings: Any, serve_api: Any, api_key: str, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent()
+    elsewhere = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )
+    target = elsewhere.client.service_client.config.target_host
+    async with (
+        serve_api(make_settings(TEMPORAL_ADDRESS=target)) as url,
+        api_client(url, api_key) as http,
+    ):
+        await elsewhere.shutdown()
+        response = await turn(http, {"id": agent_id}, [user("anyone there?")])
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "unavailable"
+
+
+async def test_with_no_worker_a_turn_is_503_after_the_timeout_and_a_retry_gets_the_answer(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+) -> None:
+    agent_id = await make_agent()
+    settings = make_settings(
+        TEMPORAL_TASK_QUEUE=f"idle-{uuid.uuid4().hex[:8]}", PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS=1
+    )
+    async with serve_api(settings) as url, api_client(url, api_key) as http:
+        async with running_worker(settings, temporal_client):
+            first = (await turn(http, {"id": agent_id}, [user("one")])).json()
+        history = [user("one"), *first["messages"]]
+        waited = await turn(http, {"id": agent_id}, [*history, user("two")], first["state"])
+        async with running_worker(settings, temporal_client):
+            retried = await turn(http, {"id": agent_id}, [*history, user("two")], first["state"])
+
+    assert waited.status_code == 503, waited.text
+    assert "PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS" in waited.json()["error"]["message"]
+    assert retried.status_code == 200 and retried.json()["messages"][-1]["content"] == "echo: two"
+
+
+async def test_a_turn_whose_workflow_is_terminated_is_a_retryable_503(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+) -> None:
+    agent_id = await make_agent()
+    queue = f"idle-{uuid.uuid4().hex[:8]}"
+    async with (
+        serve_api(make_settings(TEMPORAL_TASK_QUEUE=queue)) as url,
+        api_client(url, api_key) as http,
+    ):
+        pending = asyncio.create_task(turn(http, {"id": agent_id}, [user("hello?")]))
+        workflow_id = await started_on(temporal_client, queue)
+        await temporal_client.get_workflow_handle(workflow_id).terminate("operator")
+        response = await pending
+
+    assert response.status_code == 503, response.text
+    assert "terminated" in response.json()["error"]["message"]
+
+
+async def started_on(client: Client, queue: str) -> str:
+    for _ in range(200):
+        async for execution in client.list_workflows(f"TaskQueue = '{queue}'"):
+            return execution.id
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing started on {queue}")
 
 
 async def test_end_conversation_answers_then_runs_the_finish_pipeline(

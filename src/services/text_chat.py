@@ -3,26 +3,41 @@
 Transcript rule: the messages a client sends must begin with exactly the transcript the server
 last returned (checked against a digest in the state: roles, contents and tool calls); what
 follows must be user messages. A changed or forged earlier message is refused with 400.
+
+An older state (the conversation has moved on, or finished, since it was issued) may only
+rejoin the turn it already ran, while Temporal still keeps that turn's workflow: the database
+record, not the workflow's existence, says whether a state is the latest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
 from typing import Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import TimeoutError as TimedOutError
+from temporalio.service import RPCError, RPCStatusCode
 
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
-from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message
-from src.errors import AgentFailed, BadState, Conflict, InvalidInput
+from src.db.tables import ChatMessage, ChatSession
+from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message, SessionStatus
+from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailable
 from src.services.agents import AgentService
+from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.state_envelope import StateRejected, StateSealer
 from src.workflows.stateless_turn import (
     TURN_FAILED,
@@ -33,6 +48,10 @@ from src.workflows.stateless_turn import (
 from src.workflows.webhook_events import WebhookRetry
 
 _STATE_VERSION = 1
+_FINISHED = "the conversation is finished; start a new one without a state"
+_SUPERSEDED = (
+    "this state is older than the conversation's latest turn; continue from the latest state"
+)
 
 
 class TextChatTurn(BaseModel):
@@ -87,6 +106,7 @@ class TextChatService:
     ) -> None:
         self._settings = settings
         self._client = client
+        self._sessions = sessions
         self._agents = agents
         self._snapshots = SnapshotStore(sessions)
         self._sealer = StateSealer(settings.state_keys())
@@ -114,6 +134,7 @@ class TextChatService:
                 raise InvalidInput(
                     f"a message is longer than {self._settings.max_message_chars} characters"
                 )
+        superseded = await self._superseded(state) if state is not None else None
         snapshot = await self._agent(account_id, request, state)
         agent = snapshot.summary()
         call_id = state.call_id if state else str(uuid.uuid4())
@@ -141,6 +162,7 @@ class TextChatService:
                 ),
             ),
             f"text-chat-{call_id}-{turn}",
+            superseded,
         )
         next_state = ConversationState(
             account_id=account_id,
@@ -171,8 +193,26 @@ class TextChatService:
         if state.account_id != account_id:
             raise BadState("invalid state: it belongs to another account")
         if state.finished:
-            raise Conflict("the conversation is finished; start a new one without a state")
+            raise Conflict(_FINISHED)
         return state
+
+    async def _superseded(self, state: ConversationState) -> str | None:
+        """Why `state` may no longer start a turn, if the database shows the conversation
+        moved on (a newer turn recorded) or finished since it was issued."""
+        async with self._sessions() as db:
+            status = await db.scalar(
+                select(ChatSession.status).where(ChatSession.id == state.call_id)
+            )
+            recorded = await db.scalar(
+                select(func.count())
+                .select_from(ChatMessage)
+                .where(ChatMessage.session_id == state.call_id)
+            )
+        if status == SessionStatus.FINAL.value:
+            return _FINISHED
+        if (recorded or 0) > state.seen:
+            return _SUPERSEDED
+        return None
 
     async def _agent(
         self, account_id: str, request: TextChatTurn, state: ConversationState | None
@@ -189,11 +229,49 @@ class TextChatService:
         await self._snapshots.save(account_id, snapshot)
         return snapshot
 
-    async def _run_turn(self, turn: StatelessTurnInput, workflow_id: str) -> StatelessTurnOutput:
+    async def _run_turn(
+        self, turn: StatelessTurnInput, workflow_id: str, superseded: str | None
+    ) -> StatelessTurnOutput:
         """Start the turn's workflow, or join it: a replayed state finds the turn it already
-        ran and gets the same answer, provided the request is the same."""
+        ran and gets the same answer, provided the request is the same. A superseded state
+        may only join (409 once Temporal's retention has dropped that turn)."""
+        timeout = self._settings.text_chat_turn_timeout_seconds
         try:
-            handle = await self._client.start_workflow(
+            if superseded is None:
+                handle = await self._start_turn(turn, workflow_id)
+            else:
+                handle = self._client.get_workflow_handle_for(
+                    StatelessTurnWorkflow.run, workflow_id
+                )
+            output = await asyncio.wait_for(handle.result(), timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"the turn did not finish within {timeout:g} s "
+                "(PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS; is a worker running?); retry the "
+                "request with the same state to get its answer"
+            ) from None
+        except WorkflowFailureError as error:
+            if superseded is not None:  # running it again would rewrite recorded history
+                raise Conflict(superseded) from None
+            raise _turn_failure(error) from None
+        except RPCError as error:
+            if superseded is not None and error.status == RPCStatusCode.NOT_FOUND:
+                raise Conflict(superseded) from None
+            if temporal_unavailable(error):
+                raise unavailable() from None
+            raise
+        if output.input_digest != turn.input_digest:
+            raise Conflict(
+                "this state was already used for a different message; continue from the "
+                "latest state"
+            )
+        return output
+
+    async def _start_turn(
+        self, turn: StatelessTurnInput, workflow_id: str
+    ) -> WorkflowHandle[Any, StatelessTurnOutput]:
+        try:
+            return await self._client.start_workflow(
                 StatelessTurnWorkflow.run,
                 turn,
                 id=workflow_id,
@@ -203,17 +281,18 @@ class TextChatService:
                 static_summary=f"text-chat turn {workflow_id.rsplit('-', 1)[-1]}",
             )
         except WorkflowAlreadyStartedError:
-            handle = self._client.get_workflow_handle_for(StatelessTurnWorkflow.run, workflow_id)
-        try:
-            output = await handle.result()
-        except WorkflowFailureError as error:
-            cause = error.cause
-            if isinstance(cause, ApplicationError) and cause.type == TURN_FAILED:
-                raise AgentFailed(cause.message) from None
-            raise
-        if output.input_digest != turn.input_digest:
-            raise Conflict(
-                "this state was already used for a different message; continue from the "
-                "latest state"
-            )
-        return output
+            return self._client.get_workflow_handle_for(StatelessTurnWorkflow.run, workflow_id)
+
+
+def _turn_failure(error: WorkflowFailureError) -> Exception:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == TURN_FAILED:
+        return AgentFailed(cause.message)
+    if isinstance(cause, TerminatedError | CancelledError | TimedOutError):
+        # Running the turn again with the same state is safe: if it had got as far as
+        # recording its messages, the retry is told the conversation moved on (409).
+        return Unavailable(
+            "the turn's workflow was stopped (terminated, cancelled or timed out) before it "
+            "answered; retry the request with the same state"
+        )
+    return AgentFailed("the turn failed before the agent answered; retry the request")
