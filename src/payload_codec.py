@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
@@ -21,6 +22,7 @@ from src.state_envelope import StateKey
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
 
 
 class PayloadDecryptionError(Exception):
@@ -54,15 +56,26 @@ class EncryptionCodec(PayloadCodec):
             if payload.metadata.get("encoding", b"") != ENCODING:
                 decoded.append(payload)  # written before encryption was switched on
                 continue
-            key_id = payload.metadata.get(KEY_ID, b"").decode()
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise PayloadDecryptionError(f"no payload key {key_id!r} on this server")
-            try:
-                plain = cipher.decrypt(
-                    payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:], key_id.encode()
-                )
-            except InvalidTag:
-                raise PayloadDecryptionError("a payload failed authentication") from None
-            decoded.append(Payload.FromString(plain))
+            decoded.append(self._open(payload))
         return decoded
+
+    def _open(self, payload: Payload) -> Payload:
+        try:
+            key_id = payload.metadata.get(KEY_ID, b"").decode()
+        except UnicodeDecodeError:
+            raise PayloadDecryptionError("a payload's key id is not UTF-8 text") from None
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise PayloadDecryptionError(f"no payload key {key_id!r} on this server")
+        if len(payload.data) < _NONCE_BYTES + _TAG_BYTES:
+            raise PayloadDecryptionError("a payload is too short to be AES-GCM ciphertext")
+        try:
+            plain = cipher.decrypt(
+                payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:], key_id.encode()
+            )
+        except InvalidTag:
+            raise PayloadDecryptionError("a payload failed authentication") from None
+        try:
+            return Payload.FromString(plain)
+        except DecodeError:
+            raise PayloadDecryptionError("a decrypted payload is not a Temporal payload") from None

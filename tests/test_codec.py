@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -165,6 +167,44 @@ async def test_the_codec_endpoint_round_trips_and_needs_a_key(
     assert b"hello codec" not in base64.b64decode(sealed["data"])
     assert decoded == {"payloads": [payload]}
     assert garbage.status_code == 422
+
+
+def sealed(data: bytes, key_id: bytes = b"t1") -> dict[str, Any]:
+    metadata = {"encoding": b64(b"binary/encrypted"), "encryption-key-id": b64(key_id)}
+    return {"payloads": [{"metadata": metadata, "data": b64(data)}]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        5,
+        "payloads",
+        [],
+        {"payloads": [5]},
+        sealed(b"short"),  # under AES-GCM's minimum nonce
+        sealed(b"x" * 20),  # a nonce but no room for the tag
+        sealed(b"x" * 40, key_id=b"\xff\xfe"),  # a key id that is not text
+        sealed(b"x" * 40, key_id=b"unknown"),
+        sealed(b"x" * 40),  # fails authentication
+    ],
+)
+async def test_bad_codec_requests_are_422_in_the_error_shape(
+    make_settings: Any, serve_api: Any, api_key: str, body: Any
+) -> None:
+    async with (
+        serve_api(make_settings(PARLEY_PAYLOAD_KEYS=KEYS)) as url,
+        api_client(url, api_key) as http,
+    ):
+        # api_client's base URL is the API's /api/v1; the codec lives at the root
+        response = await http.post(
+            f"{url}/codec/decode",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+
+    assert response.status_code == 422, response.text
+    assert set(response.json()["error"]) == {"code", "message", "details"}
 
 
 async def test_the_temporal_ui_may_call_the_codec_endpoint_cross_origin(

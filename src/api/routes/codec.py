@@ -25,12 +25,17 @@ async def codec_caller(request: Request, services: ServicesDep) -> None:
 
 
 async def _payloads(request: Request) -> Payloads:
+    expected = "expected {'payloads': [...]} in Temporal's JSON form"
     try:
         body = await request.json()
+    except ValueError:
+        raise InvalidInput(f"{expected}: the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{expected}, not a JSON {type(body).__name__}")
+    try:
         return json_format.ParseDict(body, Payloads(), ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as error:
-        message = f"expected {{'payloads': [...]}} in Temporal's JSON form: {error}"
-        raise InvalidInput(message) from None
+    except (ValueError, TypeError, json_format.ParseError) as error:
+        raise InvalidInput(f"{expected}: {error}") from None
 
 
 def _codec(services: Any) -> EncryptionCodec | None:
