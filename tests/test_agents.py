@@ -125,6 +125,9 @@ async def test_secrets_are_never_shown(http: httpx.AsyncClient) -> None:
         ({"type": "mcp", "server": {}}, "server"),
         ({"type": "mcp", "server": {"command": ["rm", "-rf", "/"]}}, "tools[0].server.command"),
         ({"type": "webhook", "name": "x"}, "url"),
+        ({**WEBHOOK_TOOL, "url": "http://example.com:99999/x"}, "tools[0].url"),
+        ({**WEBHOOK_TOOL, "url": "http://example.com:0/x"}, "tools[0].url"),
+        ({"type": "mcp", "server": {"url": "http://example.com:70000/mcp"}}, "tools[0].server.url"),
     ],
 )
 async def test_invalid_tool_configs_are_422_naming_the_field(
@@ -237,3 +240,16 @@ async def test_bad_agent_choice_at_open_is_422(
     response = await http.post("/chats", json=body)
 
     assert response.status_code == 422, response.text
+
+
+async def test_a_tool_url_with_an_impossible_port_is_422_on_update_too(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent()
+    hook = {"url": "https://example.com:65536/done", "secret": "s" * 16}
+
+    response = await http.patch(f"/agents/{agent_id}", json={"webhook": hook})
+
+    assert response.status_code == 422, response.text
+    assert "webhook.url" in response.json()["error"]["message"]
+    assert "port" in response.json()["error"]["message"]

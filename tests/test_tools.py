@@ -7,10 +7,27 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from src.activities.mcp_tools import McpToolActivities
+from src.activities.webhook_tools import ToolInvocation, WebhookToolActivities
+from src.db.snapshots import SnapshotStore
+from src.domain import (
+    AgentSnapshot,
+    AgentSpec,
+    McpServer,
+    McpToolDefinition,
+    McpTools,
+    ModelConfig,
+    ToolConfig,
+    WebhookTool,
+)
+from src.services.accounts import new_api_key, register_api_key
 from src.tools.signing import verify
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
@@ -284,3 +301,61 @@ async def test_an_unreachable_mcp_server_fails_the_open_clearly(
 
     assert response.status_code == 502, response.text
     assert "tools are unavailable" in response.json()["error"]["message"]
+
+
+# A tool URL stored before ports were checked at configuration time.
+IMPOSSIBLE_PORT_URL = "http://127.0.0.1:99999/x"
+
+
+async def stored_snapshot(
+    db: async_sessionmaker[AsyncSession], tool: ToolConfig, mcp_tools: list[McpToolDefinition]
+) -> str:
+    spec = AgentSpec(name="from before port checks", tools=[tool])
+    model = ModelConfig(provider="scripted")
+    snapshot = AgentSnapshot(id="agent-old", version=1, spec=spec, model=model, mcp_tools=mcp_tools)
+    account = f"old-{uuid.uuid4().hex[:8]}"
+    await register_api_key(db, new_api_key(), account_id=account)
+    return await SnapshotStore(db).save(account, snapshot)
+
+
+def invocation(snapshot_id: str, name: str) -> ToolInvocation:
+    return ToolInvocation(
+        snapshot_id=snapshot_id,
+        session_id="session-old",
+        call_id="call-1",
+        idempotency_key=f"session-old:{uuid.uuid4()}",
+        name=name,
+        arguments="{}",
+    )
+
+
+async def test_a_webhook_tool_url_with_an_impossible_port_is_refused_without_retries(
+    settings: Any, db: async_sessionmaker[AsyncSession]
+) -> None:
+    snapshot_id = await stored_snapshot(
+        db, WebhookTool(name="lookup_order", url=IMPOSSIBLE_PORT_URL), []
+    )
+    activities = WebhookToolActivities(settings, SnapshotStore(db))
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.call, invocation(snapshot_id, "lookup_order"))
+
+    assert refused.value.non_retryable
+    assert "port must be a number from 1 to 65535" in refused.value.message
+
+
+async def test_an_mcp_server_url_with_an_impossible_port_is_refused_without_retries(
+    settings: Any, db: async_sessionmaker[AsyncSession]
+) -> None:
+    snapshot_id = await stored_snapshot(
+        db,
+        McpTools(server=McpServer(url=IMPOSSIBLE_PORT_URL)),
+        [McpToolDefinition(name="add", server_index=0)],
+    )
+    activities = McpToolActivities(settings, SnapshotStore(db))
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.call, invocation(snapshot_id, "add"))
+
+    assert refused.value.non_retryable
+    assert "port must be a number from 1 to 65535" in refused.value.message

@@ -50,8 +50,18 @@ def is_public(address: IPAddress) -> bool:
 
 
 def check_url_syntax(url: str) -> str:
-    """The URL's host, if it is an absolute http(s) URL with no credentials in it."""
-    parts = urlsplit(url)
+    """The URL's host, if it is an absolute http(s) URL with no credentials in it and, if it
+    names a port, one from 1 to 65535."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:
+        raise UrlRefused(f"the URL is malformed: {error}") from None
+    try:
+        port = parts.port  # parsed on access: out of range or not a number raises here
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UrlRefused("the URL's port must be a number from 1 to 65535")
     if parts.scheme not in ("http", "https"):
         raise UrlRefused(f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
     if not parts.hostname:
