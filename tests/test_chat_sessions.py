@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
@@ -125,26 +127,51 @@ async def test_inactivity_ttl_finishes_the_session(
     assert final["ttl_seconds"] == 1
 
 
-async def test_messages_sent_mid_turn_are_answered_in_order(
-    http: httpx.AsyncClient, make_agent: AgentFactory
+async def wait_accepted(client: Client, workflow_id: str, count: int) -> None:
+    """Until the session's workflow has accepted `count` send_message updates (bounded)."""
+    for _ in range(1500):
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        accepted = [
+            event.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            for event in history.events
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ]
+        if accepted.count("send_message") >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{count} messages were not accepted by {workflow_id}")
+
+
+async def test_messages_sent_while_a_turn_runs_are_answered_in_the_order_sent(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    fake_llm: tuple[FakeLLM, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
 ) -> None:
-    session = await open_chat(http, await make_agent(model="slow-150"))
-    texts = [f"double text {n}" for n in range(4)]
+    fake, tag = fake_llm[0], f"order-{uuid.uuid4().hex[:8]}"
+    session = await open_chat(http, await make_agent(model=f"hold-{tag}"))
+    workflow_id = (await stored_session(db, session["id"])).workflow_id
+    texts = [f"double text {n} {tag}" for n in range(4)]
 
-    async def send_after(delay: float, content: str) -> dict[str, object]:
-        await asyncio.sleep(delay)
-        return await say(http, session["id"], content)
-
-    turns = await asyncio.gather(*(send_after(0.03 * n, t) for n, t in enumerate(texts)))
+    # The first turn is held at the model; each next message goes once the last is accepted.
+    sends = [asyncio.create_task(say(http, session["id"], texts[0]))]
+    await fake.wait_held(tag, 1)
+    for sent, text in enumerate(texts[1:], start=1):
+        sends.append(asyncio.create_task(say(http, session["id"], text)))
+        await wait_accepted(temporal_client, workflow_id, sent + 1)
+    for _ in texts:  # every turn's model call is held once: let them through one by one
+        await fake.wait_held(tag, 1)
+        fake.release_held(tag)
+    turns = await asyncio.gather(*sends)
     transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
 
     assert [t["messages"][-1]["content"] for t in turns] == [f"echo: {t}" for t in texts]
-    assert [m["role"] for m in transcript] == ["user", "assistant"] * 4
-    user_order = [m["content"] for m in transcript if m["role"] == "user"]
-    assert all(
-        transcript[i + 1]["content"] == f"echo: {transcript[i]['content']}" for i in range(0, 8, 2)
-    )
-    assert sorted(user_order) == texts
+    assert [m["content"] for m in transcript] == [
+        line for text in texts for line in (text, f"echo: {text}")
+    ]
+    asked = [r["messages"][-1]["content"] for r in fake.requests_for(tag)]
+    assert list(dict.fromkeys(asked)) == texts
 
 
 async def test_retry_with_the_same_idempotency_key_returns_the_first_result(

@@ -17,6 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from src.activities.mcp_tools import McpToolActivities
 from src.activities.webhook_tools import ToolInvocation, WebhookToolActivities
 from src.db.snapshots import SnapshotStore
+from src.dev_stack import DEMO_AGENT
 from src.domain import (
     AgentSnapshot,
     AgentSpec,
@@ -250,6 +251,32 @@ async def test_mcp_tools_over_stdio_with_mcp_server_time(
     result = json.loads(tool_turn["tool_calls"][0]["response"])
     assert result["timezone"] == "UTC" and result["datetime"].endswith("+00:00")
     assert reply["content"].startswith("tool said: ")
+
+
+async def test_the_demo_agent_asks_mcp_server_time_when_asked_the_time(
+    http: httpx.AsyncClient,
+) -> None:
+    demo = DEMO_AGENT.model_dump(mode="json", exclude_none=True)
+    created = await http.post(
+        "/agents", json={**demo, "model": {"provider": "scripted", "name": "scripted"}}
+    )
+    session = await open_chat(http, created.json()["id"])
+
+    turn = await say(http, session["id"], "What time is it in Europe/Paris?")
+    transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+
+    [tool_turn, reply] = turn["messages"]
+    [call] = tool_turn["tool_calls"]
+    assert call["name"] == "get_current_time"
+    assert json.loads(call["arguments"]) == {"timezone": "Europe/Paris"}
+    result = json.loads(call["response"])
+    assert result["timezone"] == "Europe/Paris"
+    assert result["datetime"].endswith(("+01:00", "+02:00"))
+    assert reply["content"] == (
+        f"The get_current_time tool says: it is {result['datetime']} in Europe/Paris"
+    )
+    assert [m["role"] for m in transcript[:2]] == ["assistant", "user"]  # greeting, question
+    assert transcript[2:] == turn["messages"]
 
 
 async def test_mcp_allowed_tools_limit_what_the_model_sees(
