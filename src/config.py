@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.costs import DEFAULT_PRICES, ModelPrice
 from src.state_envelope import StateKey, dev_keys, parse_keys
+from src.templates import DEFAULT_MAX_RENDERED_CHARS
 from src.tools.url_guard import UrlAllowlist
 
 _PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     mcp_commands_setting: str = Field(default="", alias="PARLEY_MCP_COMMANDS")
     tool_response_max_chars: int = Field(
         default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
+    )
+    max_rendered_template_chars: int = Field(
+        default=DEFAULT_MAX_RENDERED_CHARS, ge=1000, alias="PARLEY_MAX_RENDERED_TEMPLATE_CHARS"
     )
     model_prices_setting: str = Field(default="", alias="PARLEY_MODEL_PRICES")
     webhook_retry_window_seconds: float = Field(

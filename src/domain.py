@@ -374,19 +374,46 @@ def template_variables(template: str) -> list[str]:
     return [match.group(1) for match in _TEMPLATE_VARIABLE.finditer(template)]
 
 
-def render_template(template: str, variables: dict[str, Any]) -> tuple[str, list[str]]:
+class TemplateTooLarge(ValueError):
+    """A template whose variables would render it past the size limit."""
+
+
+def render_template(
+    template: str, variables: dict[str, Any], max_chars: int | None = None
+) -> tuple[str, list[str]]:
     """Fill `{{name}}` variables. A missing variable renders as empty text and is reported
-    in the second element, so the caller can record it."""
+    in the second element, so the caller can record it. Past `max_chars` characters, raises
+    TemplateTooLarge as soon as that is known: a short template repeating a long variable
+    would otherwise render to any size."""
     missing: list[str] = []
-
-    def value(match: re.Match[str]) -> str:
+    texts: dict[str, str | None] = {}
+    pieces: list[str] = []
+    size, position = 0, 0
+    for match in _TEMPLATE_VARIABLE.finditer(template):
         name = match.group(1)
-        if variables.get(name) is None:
+        if name not in texts:
+            value = variables.get(name)
+            texts[name] = None if value is None else str(value)
+        text = texts[name]
+        if text is None:
             missing.append(name)
-            return ""
-        return str(variables[name])
+        pieces += (template[position : match.start()], text or "")
+        size += match.start() - position + len(text or "")
+        position = match.end()
+        if max_chars is not None and size > max_chars:
+            raise _too_large(max_chars)
+    pieces.append(template[position:])
+    size += len(template) - position
+    if max_chars is not None and size > max_chars:
+        raise _too_large(max_chars)
+    return "".join(pieces), missing
 
-    return _TEMPLATE_VARIABLE.sub(value, template), missing
+
+def _too_large(max_chars: int) -> TemplateTooLarge:
+    return TemplateTooLarge(
+        f"renders to more than {max_chars:,} characters with these variables "
+        "(the limit is PARLEY_MAX_RENDERED_TEMPLATE_CHARS)"
+    )
 
 
 class ToolCall(BaseModel):

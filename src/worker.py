@@ -51,7 +51,9 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     snapshots = SnapshotStore(sessions)
     store = SessionStoreActivities(sessions)
     models = ModelProviders(settings)
-    llm = LLMActivities(models, sessions, snapshots)
+    llm = LLMActivities(
+        models, sessions, snapshots, max_rendered_chars=settings.max_rendered_template_chars
+    )
     webhook_tools = WebhookToolActivities(settings, snapshots)
     mcp_tools = McpToolActivities(settings, snapshots)
     analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
-from src.db.tables import AuditEvent
+from src.db.tables import AuditEvent, ChatSession
+from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat, say
@@ -195,7 +199,21 @@ async def test_a_missing_variable_renders_empty_and_is_audited(
 
     assert turn["messages"][-1]["content"] == "echo: marker-missing-1"
     assert system_prompt_of(fake_llm[0], "marker-missing-1") == "Hi !"
-    assert [e.data for e in events] == [{"variable": "nobody"}]
+    assert [e.data for e in events] == [{"variable": "nobody", "template": "system_prompt"}]
+
+
+async def test_a_variable_missing_from_the_first_message_is_audited(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent(system_prompt="plain", first_message="Hello {{first_name}}!")
+
+    session = await open_chat(http, agent_id)
+    events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+
+    assert session["messages"][0]["content"] == "Hello !"
+    assert [e["data"] for e in events if e["kind"] == "template.missing_variable"] == [
+        {"variable": "first_name", "template": "first_message"}
+    ]
 
 
 async def test_inline_agents_and_overrides(
@@ -253,3 +271,140 @@ async def test_a_tool_url_with_an_impossible_port_is_422_on_update_too(
     assert response.status_code == 422, response.text
     assert "webhook.url" in response.json()["error"]["message"]
     assert "port" in response.json()["error"]["message"]
+
+
+NOT_ZONES = ["America", "Europe/" + "x" * 300, "Mars/Base", "../etc/passwd", "", 5]
+
+
+@pytest.mark.parametrize("timezone", NOT_ZONES)
+async def test_a_timezone_that_names_no_zone_is_422_at_open(
+    http: httpx.AsyncClient, make_agent: AgentFactory, timezone: Any
+) -> None:
+    agent_id = await make_agent(first_message="It is {{time}} for you.")
+
+    response = await http.post(
+        "/chats",
+        json={"agent_id": agent_id, "channel": "web", "additional_data": {"timezone": timezone}},
+    )
+
+    assert response.status_code == 422, response.text
+    assert "additional_data.timezone" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("timezone", NOT_ZONES)
+async def test_a_timezone_that_names_no_zone_is_422_on_text_chat(
+    http: httpx.AsyncClient, timezone: Any
+) -> None:
+    agent = {"name": "t", "model": {"provider": "openai", "name": "echo"}}
+    body = {
+        "agent": agent,
+        "messages": [{"role": "user", "content": "hi"}],
+        "additional_data": {"timezone": timezone},
+    }
+
+    response = await http.post("/text-chat/completion", json=body)
+
+    assert response.status_code == 422, response.text
+    assert "additional_data.timezone" in response.json()["error"]["message"]
+
+
+async def test_a_session_stored_with_an_unknown_timezone_still_answers_in_utc(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    fake_llm: tuple[FakeLLM, str],
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    session = await open_chat(http, await make_agent(system_prompt="It is {{now}}."))
+    async with db.begin() as s:  # as a session opened before timezones were checked
+        await s.execute(
+            update(ChatSession)
+            .where(ChatSession.id == session["id"])
+            .values(additional_data={"timezone": "America"})
+        )
+
+    turn = await say(http, session["id"], "marker-bad-zone-1")
+
+    assert turn["messages"][-1]["content"] == "echo: marker-bad-zone-1"
+    prompt = system_prompt_of(fake_llm[0], "marker-bad-zone-1")
+    assert re.fullmatch(r"It is \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\.", prompt)
+
+
+@pytest.mark.parametrize("field", ["first_message", "system_prompt"])
+async def test_a_template_that_renders_past_the_limit_is_422_at_open(
+    http: httpx.AsyncClient, make_agent: AgentFactory, field: str
+) -> None:
+    agent_id = await make_agent(**{field: "{{a}}" * 3000})
+    body = {"agent_id": agent_id, "channel": "web", "additional_data": {"a": "x" * 30_000}}
+
+    response = await http.post("/chats", json=body)
+
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert field in message and "PARLEY_MAX_RENDERED_TEMPLATE_CHARS" in message
+
+
+async def test_a_prompt_past_the_workers_limit_fails_the_turn_clearly(
+    make_settings: Any, serve_api: Any, api_key: str, temporal_client: Client
+) -> None:
+    queue = f"render-{uuid.uuid4().hex[:8]}"
+    # A session opened under a higher limit than the worker's (a limit lowered since).
+    api_settings = make_settings(TEMPORAL_TASK_QUEUE=queue)
+    worker_settings = make_settings(
+        TEMPORAL_TASK_QUEUE=queue, PARLEY_MAX_RENDERED_TEMPLATE_CHARS=1000
+    )
+    agent = {
+        "name": "long prompt",
+        "system_prompt": "{{a}}" * 100,
+        "model": {"provider": "openai", "name": "echo"},
+    }
+    async with (
+        running_worker(worker_settings, temporal_client),
+        serve_api(api_settings) as api,
+        api_client(api, api_key) as client,
+    ):
+        session = await open_chat(client, None, agent=agent, additional_data={"a": "x" * 100})
+        response = await client.post(f"/chats/{session['id']}/messages", json={"content": "hello"})
+
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "agent_error"
+    assert "system_prompt" in error["message"] and "1,000 characters" in error["message"]
+
+
+async def test_sip_endpoint_is_set_from_the_external_id(
+    http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    agent_id = await make_agent(
+        system_prompt="Caller at {{sip_endpoint}}.", first_message="Hi [{{sip_endpoint}}]"
+    )
+    endpoint = f"sip:{uuid.uuid4().hex[:8]}@example.com"
+
+    by_sip = await open_chat(http, agent_id, channel="voice", external_id={"sip": endpoint})
+    without = await open_chat(http, agent_id)
+    await say(http, by_sip["id"], "marker-sip-1")
+    events = (await http.get(f"/chats/{without['id']}/events")).json()["items"]
+
+    assert by_sip["messages"][0]["content"] == f"Hi [{endpoint}]"
+    assert system_prompt_of(fake_llm[0], "marker-sip-1") == f"Caller at {endpoint}."
+    assert without["messages"][0]["content"] == "Hi []"
+    assert "template.missing_variable" not in [e["kind"] for e in events]
+
+
+@pytest.mark.parametrize("key", ["channel", "sip_endpoint"])
+async def test_clients_cannot_set_reserved_template_keys(
+    http: httpx.AsyncClient, make_agent: AgentFactory, key: str
+) -> None:
+    agent_id = await make_agent()
+    body = {"agent_id": agent_id, "channel": "web", "additional_data": {key: "sip:me@evil"}}
+    text_chat = {
+        "agent": {"id": agent_id},
+        "messages": [{"role": "user", "content": "hi"}],
+        "additional_data": {key: "sip:me@evil"},
+    }
+
+    opened = await http.post("/chats", json=body)
+    stateless = await http.post("/text-chat/completion", json=text_chat)
+
+    for response in (opened, stateless):
+        assert response.status_code == 422, response.text
+        assert key in response.json()["error"]["message"]

@@ -20,14 +20,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.webhook_tools import heartbeating
+from src.db.audit import record_missing_variables
 from src.db.snapshots import SnapshotStore
-from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
-from src.db.upsert import insert_missing
+from src.db.tables import ChatMessage, ChatSession, message_of_row
 from src.domain import (
     FINISH_THE_CONVERSATION,
     AgentSnapshot,
     BuiltinTool,
     Message,
+    TemplateTooLarge,
     WebhookTool,
     render_template,
 )
@@ -40,7 +41,7 @@ from src.llm.types import (
     ToolSchema,
 )
 from src.observability import record_llm_call
-from src.templates import template_values
+from src.templates import DEFAULT_MAX_RENDERED_CHARS, template_values
 
 # The call heartbeats, so a worker that dies mid-call is noticed within seconds and the turn
 # is retried elsewhere, not after the whole start-to-close timeout.
@@ -55,6 +56,8 @@ LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
         non_retryable_error_types=[LLM_REJECTED],
     ),
 }
+
+PROMPT_TOO_LARGE = "PromptTooLarge"
 
 _BUILTIN_TOOL_SCHEMAS: dict[str, ToolSchema] = {
     FINISH_THE_CONVERSATION: {
@@ -93,6 +96,7 @@ class _SessionContext(BaseModel):
     snapshot_id: str
     channel: str
     additional_data: dict[str, Any]
+    external_id: dict[str, Any] | None = None
 
 
 class LLMActivities:
@@ -101,10 +105,13 @@ class LLMActivities:
         models: ModelProviders,
         sessions: async_sessionmaker[AsyncSession],
         snapshots: SnapshotStore,
+        *,
+        max_rendered_chars: int = DEFAULT_MAX_RENDERED_CHARS,
     ) -> None:
         self._models = models
         self._sessions = sessions
         self._snapshots = snapshots
+        self._max_rendered_chars = max_rendered_chars
         # What a session's turns need besides its transcript is frozen at open: cache it.
         self._contexts: OrderedDict[str, _SessionContext] = OrderedDict()
         # Recorded messages are only ever inserted, never changed: keep each session's recorded
@@ -124,11 +131,24 @@ class LLMActivities:
         context, recorded = await self._load(request.session_id, request.recorded_count)
         agent = await self._snapshots.load(context.snapshot_id)
         values = template_values(
-            agent.spec.variables, context.additional_data, context.channel, datetime.now(UTC)
+            agent.spec.variables,
+            context.additional_data,
+            context.channel,
+            datetime.now(UTC),
+            context.external_id,
         )
-        system_prompt, missing = render_template(agent.spec.system_prompt, values)
-        if missing:
-            await self._record_missing_variables(request.session_id, context, missing)
+        try:
+            system_prompt, missing = render_template(
+                agent.spec.system_prompt, values, self._max_rendered_chars
+            )
+        except TemplateTooLarge as error:
+            # Checked at open; a session opened under a higher limit fails its turns clearly.
+            raise ApplicationError(
+                f"the agent's system_prompt {error}", type=PROMPT_TOO_LARGE, non_retryable=True
+            ) from None
+        await record_missing_variables(
+            self._sessions, context.account_id, request.session_id, "system_prompt", missing
+        )
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += recorded
         messages += to_wire_messages(request.unrecorded)
@@ -164,6 +184,7 @@ class LLMActivities:
                     snapshot_id=row.snapshot_id,
                     channel=row.channel,
                     additional_data=row.additional_data,
+                    external_id=row.external_id,
                 )
                 self._remember(session_id, context)
             rows = (
@@ -186,24 +207,6 @@ class LLMActivities:
         wire = earlier + to_wire_messages([message_of_row(row) for row in rows])
         self._keep_transcript(session_id, _RecordedTranscript(count=recorded_count, wire=wire))
         return context, wire
-
-    async def _record_missing_variables(
-        self, session_id: str, context: _SessionContext, missing: list[str]
-    ) -> None:
-        now = datetime.now(UTC)
-        events = [
-            {
-                "event_key": f"{session_id}:template.missing_variable:{name}",
-                "account_id": context.account_id,
-                "session_id": session_id,
-                "kind": "template.missing_variable",
-                "data": {"variable": name},
-                "time": now,
-            }
-            for name in sorted(set(missing))
-        ]
-        async with self._sessions.begin() as db:
-            await insert_missing(db, AuditEvent, events, ["event_key"])
 
     def _remember(self, session_id: str, context: _SessionContext) -> None:
         self._contexts[session_id] = context

@@ -19,6 +19,7 @@ from src.domain import (
     ToolCall,
     check_text,
 )
+from src.templates import check_timezone
 
 ExternalIdValue = str | int | bool
 
@@ -78,6 +79,7 @@ class OpenChatRequest(Strict):
             raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
         if len(json.dumps(value)) > 32_000:
             raise ValueError("additional_data is limited to 32,000 characters of JSON")
+        check_timezone(value)
         return value
 
 

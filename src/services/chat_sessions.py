@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from src.config import Settings
 from src.costs import session_costs
+from src.db.audit import TemplateName, record_missing_variables
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.domain import (
@@ -42,6 +43,7 @@ from src.domain import (
     Message,
     SessionStatus,
     SessionView,
+    TemplateTooLarge,
     Usage,
     render_template,
 )
@@ -103,6 +105,7 @@ def _not_admitted(error: RPCError) -> bool:
     return error.status == RPCStatusCode.RESOURCE_EXHAUSTED or (
         error.status == RPCStatusCode.UNAVAILABLE and "update was aborted" in error.message
     )
+
 
 _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     SESSION_FINAL: Conflict,
@@ -169,12 +172,21 @@ class ChatSessionService:
             if request.external_id is not None
             else None
         )
-        first_message = None
+        values = template_values(
+            snapshot.spec.variables,
+            request.additional_data,
+            request.channel,
+            _now(),
+            request.external_id,
+        )
+        # The system prompt is rendered at each turn; here only checked against the size limit.
+        self._render("system_prompt", snapshot.spec.system_prompt, values)
+        first_message: str | None = None
+        first_missing: list[str] = []
         if snapshot.spec.first_message:
-            values = template_values(
-                snapshot.spec.variables, request.additional_data, request.channel, _now()
+            first_message, first_missing = self._render(
+                "first_message", snapshot.spec.first_message, values
             )
-            first_message, _ = render_template(snapshot.spec.first_message, values)
         start = SessionStart(
             session_id=str(uuid.uuid4()),
             account_id=account_id,
@@ -217,6 +229,9 @@ class ChatSessionService:
                 "the previous session on this endpoint is still closing; retry the request"
             ) from None
         if result.created:
+            await record_missing_variables(
+                self._sessions, account_id, start.session_id, "first_message", first_missing
+            )
             if self._settings.temporal_ui_url:
                 log.info(
                     "session %s opened: %s/namespaces/%s/workflows/%s",
@@ -343,6 +358,14 @@ class ChatSessionService:
         self._workflow_ids.move_to_end(address)
         while len(self._workflow_ids) > _REMEMBERED_SESSIONS:
             self._workflow_ids.popitem(last=False)
+
+    def _render(
+        self, field: TemplateName, template: str, values: dict[str, Any]
+    ) -> tuple[str, list[str]]:
+        try:
+            return render_template(template, values, self._settings.max_rendered_template_chars)
+        except TemplateTooLarge as error:
+            raise InvalidInput(f"the agent's {field} {error}") from None
 
     # ---- reading ---------------------------------------------------------------------------
 
