@@ -343,6 +343,29 @@ async def test_a_template_that_renders_past_the_limit_is_422_at_open(
     assert field in message and "PARLEY_MAX_RENDERED_TEMPLATE_CHARS" in message
 
 
+async def test_a_text_chat_prompt_past_the_limit_fails_the_turn_clearly(
+    http: httpx.AsyncClient,
+) -> None:
+    agent = {
+        "name": "t",
+        "system_prompt": "{{a}}" * 3000,
+        "model": {"provider": "openai", "name": "echo"},
+    }
+    body = {
+        "agent": agent,
+        "messages": [{"role": "user", "content": "hi"}],
+        "additional_data": {"a": "x" * 30_000},
+    }
+
+    response = await http.post("/text-chat/completion", json=body)
+
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "agent_error"
+    assert "system_prompt" in error["message"]
+    assert "PARLEY_MAX_RENDERED_TEMPLATE_CHARS" in error["message"]
+
+
 async def test_a_prompt_past_the_workers_limit_fails_the_turn_clearly(
     make_settings: Any, serve_api: Any, api_key: str, temporal_client: Client
 ) -> None:
