@@ -108,10 +108,13 @@ def truncate(text: str, limit: int) -> str:
 
 @asynccontextmanager
 async def heartbeating(interval: float = 1.0) -> AsyncIterator[None]:
+    """Heartbeat every `interval` seconds while the block runs. The first beat waits one
+    interval: each beat is a write on the Temporal server, and most calls are done sooner."""
+
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
