@@ -7,6 +7,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from src.domain import TemplateTooLarge, render_template
+from src.errors import InvalidInput
+
 TIMEZONE_KEY = "timezone"
 # The external_id keys a session's SIP endpoint is read from, first one found wins.
 SIP_ENDPOINT_KEYS = ("sip_endpoint", "sip")
@@ -73,3 +76,14 @@ def template_values(
     }
     reserved = {"channel": channel, "sip_endpoint": sip_endpoint_of(external_id)}
     return {**builtins, **agent_variables, **additional_data, **reserved}
+
+
+def render_for_caller(
+    field: str, template: str, values: dict[str, Any], max_chars: int
+) -> tuple[str, list[str]]:
+    """Render one of an agent's templates where a caller is waiting: a rendering past
+    `max_chars` is the caller's mistake (422 naming the field), found before any turn runs."""
+    try:
+        return render_template(template, values, max_chars)
+    except TemplateTooLarge as error:
+        raise InvalidInput(f"the agent's {field} {error}") from None

@@ -343,7 +343,7 @@ async def test_a_template_that_renders_past_the_limit_is_422_at_open(
     assert field in message and "PARLEY_MAX_RENDERED_TEMPLATE_CHARS" in message
 
 
-async def test_a_text_chat_prompt_past_the_limit_fails_the_turn_clearly(
+async def test_a_text_chat_prompt_past_the_limit_is_422_before_the_turn(
     http: httpx.AsyncClient,
 ) -> None:
     agent = {
@@ -359,9 +359,8 @@ async def test_a_text_chat_prompt_past_the_limit_fails_the_turn_clearly(
 
     response = await http.post("/text-chat/completion", json=body)
 
-    assert response.status_code == 502, response.text
+    assert response.status_code == 422, response.text
     error = response.json()["error"]
-    assert error["code"] == "agent_error"
     assert "system_prompt" in error["message"]
     assert "PARLEY_MAX_RENDERED_TEMPLATE_CHARS" in error["message"]
 

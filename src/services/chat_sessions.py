@@ -43,9 +43,7 @@ from src.domain import (
     Message,
     SessionStatus,
     SessionView,
-    TemplateTooLarge,
     Usage,
-    render_template,
 )
 from src.errors import (
     AgentFailed,
@@ -58,8 +56,9 @@ from src.errors import (
 )
 from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 from src.services.agents import AgentService
+from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
-from src.templates import template_values
+from src.templates import render_for_caller, template_values
 from src.workflows.chat_session import (
     DRAINING,
     INVALID_MESSAGE,
@@ -362,10 +361,9 @@ class ChatSessionService:
     def _render(
         self, field: TemplateName, template: str, values: dict[str, Any]
     ) -> tuple[str, list[str]]:
-        try:
-            return render_template(template, values, self._settings.max_rendered_template_chars)
-        except TemplateTooLarge as error:
-            raise InvalidInput(f"the agent's {field} {error}") from None
+        return render_for_caller(
+            field, template, values, self._settings.max_rendered_template_chars
+        )
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -518,10 +516,6 @@ async def _retrying(
                 await asyncio.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
                 continue
-            if error.status in (
-                RPCStatusCode.UNAVAILABLE,
-                RPCStatusCode.DEADLINE_EXCEEDED,
-                RPCStatusCode.RESOURCE_EXHAUSTED,
-            ):
-                raise Unavailable("Temporal is busy or unavailable; retry the request") from None
+            if temporal_unavailable(error):
+                raise unavailable() from None
             raise

@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -39,6 +40,7 @@ from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailabl
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.state_envelope import StateRejected, StateSealer
+from src.templates import render_for_caller, template_values
 from src.workflows.stateless_turn import (
     TURN_FAILED,
     StatelessTurnInput,
@@ -136,6 +138,16 @@ class TextChatService:
                 )
         superseded = await self._superseded(state) if state is not None else None
         snapshot = await self._agent(account_id, request, state)
+        # Rendered at each turn by the LLM activity; here only checked against the size limit.
+        values = template_values(
+            snapshot.spec.variables, request.additional_data, request.channel, datetime.now(UTC)
+        )
+        render_for_caller(
+            "system_prompt",
+            snapshot.spec.system_prompt,
+            values,
+            self._settings.max_rendered_template_chars,
+        )
         agent = snapshot.summary()
         call_id = state.call_id if state else str(uuid.uuid4())
         correlation_id = state.correlation_id if state else str(uuid.uuid4())
