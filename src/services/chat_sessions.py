@@ -212,6 +212,11 @@ class ChatSessionService:
                 task_queue=self._settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=f"chat with {snapshot.spec.name} on {request.channel}",
+                static_details=(
+                    f"session `{start.session_id}` · agent `{snapshot.id}` "
+                    f"v{snapshot.version} · model {start.agent.model_name}"
+                ),
             )
             return await self._client.execute_update_with_start_workflow(
                 ChatSessionWorkflow.open,
