@@ -87,3 +87,17 @@ def render_for_caller(
         return render_template(template, values, max_chars)
     except TemplateTooLarge as error:
         raise InvalidInput(f"the agent's {field} {error}") from None
+
+
+def context_opened(
+    additional_data: Mapping[str, Any], channel: str, external_id: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What the `context.set` audit event records of a session's context at open: the
+    `additional_data` variable names and the server's reserved values. Never the client's
+    values, which may be personal data; the SIP endpoint is the caller's address, so only
+    whether one was set."""
+    return {
+        "variables": sorted(additional_data),
+        "channel": channel,
+        "sip_endpoint": bool(sip_endpoint_of(external_id)),
+    }

@@ -58,9 +58,35 @@ async def test_open_message_reply_end(
         "echo: where is my order?",
     ]
     assert sorted(kinds) == [
-        "message", "message", "message",
+        "context.set", "message", "message", "message",
         "session.end_requested", "session.finished", "session.opened",
     ]  # fmt: skip
+
+
+async def test_the_open_records_the_context_by_names_never_values(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent()
+    endpoint = f"sip:caller-{uuid.uuid4().hex[:8]}@example.net"
+    session = await open_chat(
+        http,
+        agent_id,
+        channel="voice",
+        external_id={"sip": endpoint},
+        additional_data={"company": "Initech-5521", "customer": {"name": "Ada-5521"}},
+    )
+
+    events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+
+    assert [e["kind"] for e in events][:2] == ["session.opened", "context.set"]
+    [context] = [e["data"] for e in events if e["kind"] == "context.set"]
+    assert context == {
+        "variables": ["company", "customer"],
+        "channel": "voice",
+        "sip_endpoint": True,
+    }
+    for value in ("Initech-5521", "Ada-5521", endpoint):
+        assert value not in str(events)
 
 
 async def test_system_prompt_is_rendered_with_additional_data_and_channel(

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
+from src.templates import context_opened
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.
@@ -123,12 +124,16 @@ class SessionStoreActivities:
             "agent_version": opened.agent.version,
             "channel": opened.channel,
         }
+        context = _audit(opened.session_id, opened.account_id, "context.set", opened.time)
+        context["data"] = context_opened(opened.additional_data, opened.channel, opened.external_id)
         try:
             async with self._sessions.begin() as db:
                 if opened.endpoint_hash is not None:
                     await _close_stale_sessions(db, opened)
                 await insert_missing(db, ChatSession, [row], ["id"])
+                # One statement each, so the log lists the open before its context.
                 await insert_missing(db, AuditEvent, [audit], ["event_key"])
+                await insert_missing(db, AuditEvent, [context], ["event_key"])
         except IntegrityError as error:
             raise ApplicationError(
                 "another active session already holds this external endpoint",
