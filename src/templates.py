@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -101,3 +102,25 @@ def context_opened(
         "channel": channel,
         "sip_endpoint": bool(sip_endpoint_of(external_id)),
     }
+
+
+def context_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, list[str]] | None:
+    """The variable names `after` adds to, removes from or changes in `before` (names only,
+    sorted), or None if the two are the same. Values compare as canonical JSON, so `1` and
+    `true` differ and key order inside a value does not matter."""
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    changes = {
+        "added": sorted(after.keys() - before.keys()),
+        "removed": sorted(before.keys() - after.keys()),
+        "changed": sorted(
+            key
+            for key in before.keys() & after.keys()
+            if canonical(before[key]) != canonical(after[key])
+        ),
+    }
+    return changes if any(changes.values()) else None

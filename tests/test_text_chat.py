@@ -419,3 +419,67 @@ async def test_a_stateless_conversation_is_not_a_session(
 
     assert response.status_code == 409
     assert "text-chat/completion" in response.json()["error"]["message"]
+
+
+async def conversation(
+    http: httpx.AsyncClient, agent_id: str, contexts: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One turn per `additional_data` in `contexts`; the conversation's audit log."""
+    history: list[dict[str, Any]] = []
+    state = None
+    for number, context in enumerate(contexts):
+        history.append(user(f"turn {number}"))
+        response = await turn(http, {"id": agent_id}, history, state, additional_data=context)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        history += body["messages"]
+        state = body["state"]
+    events: list[dict[str, Any]] = (await http.get(f"/chats/{body['call_id']}/events")).json()[
+        "items"
+    ]
+    return events
+
+
+def context_changes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e["data"] for e in events if e["kind"] == "context.changed"]
+
+
+async def test_a_turn_that_changes_additional_data_records_the_keys_that_changed(
+    http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    agent_id = await make_agent()
+    marker = uuid.uuid4().hex[:8]
+    before = {"company": f"Acme-{marker}", "plan": f"gold-{marker}"}
+    after = {"company": f"Globex-{marker}", "plan": f"gold-{marker}", "city": f"Oslo-{marker}"}
+
+    events = await conversation(http, agent_id, [before, after])
+
+    [opened] = [e["data"] for e in events if e["kind"] == "context.set"]
+    assert opened == {"variables": ["company", "plan"], "channel": "text", "sip_endpoint": False}
+    assert context_changes(events) == [{"added": ["city"], "removed": [], "changed": ["company"]}]
+    [second] = fake_llm[0].requests_for(f"Globex-{marker}")
+    assert second["messages"][0]["content"] == f"You help customers of Globex-{marker} on text."
+    for value in [*before.values(), *after.values()]:
+        assert value not in str(events)
+
+
+async def test_a_turn_with_the_same_additional_data_records_no_context_change(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    context = {"company": "Acme", "profile": {"tier": 1, "tags": ["a"]}}
+    reordered = {"profile": {"tags": ["a"], "tier": 1}, "company": "Acme"}
+
+    events = await conversation(http, await make_agent(), [context, reordered, context])
+
+    assert [e["kind"] for e in events].count("context.set") == 1
+    assert context_changes(events) == []
+
+
+async def test_a_turn_that_drops_a_key_records_it_removed(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    contexts = [{"company": "Acme", "plan": "gold"}, {"company": "Acme"}, {"company": "Acme"}]
+
+    events = await conversation(http, await make_agent(), contexts)
+
+    assert context_changes(events) == [{"added": [], "removed": ["plan"], "changed": []}]

@@ -79,6 +79,9 @@ class SessionTurnRequest(BaseModel):
     recorded_count: int = Field(ge=0)
     unrecorded: list[Message]
     allow_tools: bool = True
+    # A stateless turn's own `additional_data` (the client sends it every turn, and the stored
+    # one is replaced only once the turn is recorded); None: the session's, fixed at open.
+    additional_data: dict[str, Any] | None = None
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -132,7 +135,7 @@ class LLMActivities:
         agent = await self._snapshots.load(context.snapshot_id)
         values = template_values(
             agent.spec.variables,
-            context.additional_data,
+            context.additional_data if request.additional_data is None else request.additional_data,
             context.channel,
             datetime.now(UTC),
             context.external_id,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
-from src.templates import context_opened
+from src.templates import context_changes, context_opened
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.
@@ -76,6 +76,10 @@ class MessagesProduced(BaseModel):
     messages: list[Message]
     last_activity: datetime
     events: list[AuditEntry] = Field(default_factory=list)
+    # A stateless turn's `additional_data` (the client sends it every turn): it becomes the
+    # conversation's stored context, and a difference from the last turn's is audited as
+    # `context.changed`. None for sessions, whose context is fixed at open.
+    additional_data: dict[str, Any] | None = None
 
 
 class ArtifactReady(BaseModel):
@@ -247,6 +251,8 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         }
         for entry in produced.events
     ]
+    if produced.additional_data is not None:
+        audits[:0] = await _replace_context(db, produced, produced.additional_data)
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await insert_missing(db, AuditEvent, audits, ["event_key"])
     await db.execute(
@@ -257,6 +263,33 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         )
         .values(last_activity=produced.last_activity)
     )
+
+
+async def _replace_context(
+    db: AsyncSession, produced: MessagesProduced, additional_data: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Store a stateless turn's `additional_data` as the conversation's context; if it differs
+    from the last recorded turn's, the `context.changed` event (names only) to write with the
+    turn. A retry after this committed finds nothing changed, and the event key (the turn's
+    first message number) is the turn's own, so the event is written once."""
+    stored = await db.scalar(
+        select(ChatSession.additional_data)
+        .where(ChatSession.id == produced.session_id)
+        .with_for_update()
+    )
+    changes = context_changes(stored or {}, additional_data)
+    if changes is None:
+        return []
+    await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == produced.session_id)
+        .values(additional_data=additional_data)
+    )
+    time = produced.messages[0].time if produced.messages else produced.last_activity
+    event = _audit(produced.session_id, produced.account_id, "context.changed", time)
+    event["event_key"] += f":{produced.first_seq}"
+    event["data"] = changes
+    return [event]
 
 
 def _audit(session_id: str, account_id: str, kind: str, time: datetime) -> dict[str, Any]:

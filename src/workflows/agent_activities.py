@@ -4,6 +4,7 @@ LLM call (transcript by reference) and tool calls (webhook or MCP), with their a
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -27,8 +28,10 @@ async def ask_model(
     recorded_count: int,
     unrecorded: list[Message],
     allow_tools: bool,
+    additional_data: dict[str, Any] | None = None,
 ) -> LLMReply:
-    """The model's next step; messages before `recorded_count` are read from the database."""
+    """The model's next step; messages before `recorded_count` are read from the database,
+    and so is the context, unless a stateless turn gives its own `additional_data`."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -36,6 +39,7 @@ async def ask_model(
             recorded_count=recorded_count,
             unrecorded=unrecorded,
             allow_tools=allow_tools,
+            additional_data=additional_data,
         ),
         summary=f"LLM {agent.model_name}",
         **LLM_ACTIVITY_OPTIONS,

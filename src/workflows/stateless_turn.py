@@ -2,7 +2,8 @@
 
 The client carries the transcript and an encrypted state; the server keeps its own copy of the
 transcript in the database (under the call id), so the LLM activity still reads it by
-reference. The agent loop, tools, templates and finish pipeline are the sessions' own.
+reference. The agent loop, tools, templates and finish pipeline are the sessions' own; the
+agent is frozen at the first turn, but each turn renders with its own `additional_data`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,14 @@ class StatelessTurnWorkflow:
                 ended = await run_agent_turn(
                     agent,
                     turn.max_tool_steps,
-                    lambda allow: ask_model(turn.call_id, agent, turn.seen_count, messages, allow),
+                    lambda allow: ask_model(
+                        turn.call_id,
+                        agent,
+                        turn.seen_count,
+                        messages,
+                        allow,
+                        turn.additional_data,
+                    ),
                     lambda call: call_tool(turn.call_id, agent, call, audit),
                     messages.append,
                 )
@@ -108,6 +116,7 @@ class StatelessTurnWorkflow:
                 messages=messages,
                 last_activity=last_activity,
                 events=audit,
+                additional_data=turn.additional_data,
             ),
             summary=f"record {len(messages)} message(s)",
             **STORE_ACTIVITY_OPTIONS,
