@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -31,6 +32,8 @@ from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
 WEBHOOK_REJECTED = "WebhookRejected"
 EVENT_HEADER = "X-Parley-Event"
 _RETRYABLE_STATUSES = {408, 425, 429}
+# The longest wait between two attempts, the retry policy's and a Retry-After's alike.
+MAXIMUM_RETRY_INTERVAL = timedelta(minutes=30)
 
 
 class WebhookDelivery(BaseModel):
@@ -86,11 +89,13 @@ class WebhookActivities:
             **signature_headers(target.signing_secrets, body, int(time.time())),
         }
         started = time.monotonic()
+        retry_after: float | None = None
         try:
             await check_url_resolves_publicly(target.url, self._settings.tool_url_allowlist)
             response = await self._http.post(target.url, content=body, headers=headers, timeout=30)
             status: int | None = response.status_code
             problem = None if response.status_code < 400 else f"HTTP {response.status_code}"
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
         except UrlRefused as error:
             status, problem = None, f"refused: {error}"
         except httpx.HTTPError as error:
@@ -105,6 +110,7 @@ class WebhookActivities:
                 "attempt": attempt,
                 "status_code": status,
                 "error": problem,
+                "retry_after_seconds": retry_after if problem else None,
                 "duration_ms": round((time.monotonic() - started) * 1000),
             },
         )
@@ -119,7 +125,10 @@ class WebhookActivities:
                                    type=WEBHOOK_REJECTED, non_retryable=True)  # fmt: skip
         if status is None and problem.startswith("refused"):
             raise ApplicationError(problem, type=WEBHOOK_REJECTED, non_retryable=True)
-        raise ApplicationError(f"delivery failed: {problem}")
+        raise ApplicationError(
+            f"delivery failed: {problem}",
+            next_retry_delay=_next_retry_delay(delivery, attempt, retry_after),
+        )
 
     @activity.defn(name="webhooks.record_failure")
     async def record_failure(self, delivery: WebhookDelivery) -> None:
@@ -175,3 +184,32 @@ class WebhookActivities:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (delta-seconds or an HTTP-date) in seconds from now."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _next_retry_delay(
+    delivery: WebhookDelivery, attempt: int, retry_after: float | None
+) -> timedelta | None:
+    """The receiver's Retry-After when it asks for longer than the backoff would wait (a
+    receiver that is shedding load is not hit again after one second), capped like the
+    backoff; None leaves the interval to the retry policy."""
+    if retry_after is None:
+        return None
+    backoff = delivery.retry_initial_seconds * 2.0 ** min(attempt - 1, 64)
+    longest = MAXIMUM_RETRY_INTERVAL.total_seconds()
+    return timedelta(seconds=min(max(retry_after, backoff), longest))

@@ -12,7 +12,12 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.session_store import STORE_ACTIVITY_OPTIONS
-    from src.activities.webhooks import WEBHOOK_REJECTED, WebhookActivities, WebhookDelivery
+    from src.activities.webhooks import (
+        MAXIMUM_RETRY_INTERVAL,
+        WEBHOOK_REJECTED,
+        WebhookActivities,
+        WebhookDelivery,
+    )
 
 
 @workflow.defn(name="WebhookDeliveryWorkflow")
@@ -31,7 +36,7 @@ class WebhookDeliveryWorkflow:
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=delivery.retry_initial_seconds),
                     backoff_coefficient=2.0,
-                    maximum_interval=timedelta(minutes=30),
+                    maximum_interval=MAXIMUM_RETRY_INTERVAL,
                     non_retryable_error_types=[WEBHOOK_REJECTED],
                 ),
             )
