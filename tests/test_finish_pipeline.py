@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.conftest import AgentFactory, api_client
-from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.fakes.webhook_receiver import Answer, WebhookReceiver
 from tests.sessions import open_chat, say
 
 ANALYSIS = {
@@ -44,12 +44,7 @@ async def accepted_deliveries(
     hooks: WebhookReceiver, session_id: str, event: str, count: int = 1
 ) -> list[Any]:
     """Wait (bounded) for `count` accepted deliveries of an event."""
-    for _ in range(300):
-        found = hooks.accepted(session_id, event)
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {event} delivery for {session_id}: {hooks.deliveries[-3:]}")
+    return await hooks.wait_accepted(session_id, event, count, within=30)
 
 
 async def final_with_artifact(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
@@ -75,7 +70,8 @@ async def test_completion_webhook_is_signed_and_carries_the_finished_session(
     [delivery] = await accepted_deliveries(hooks, session["id"], "session.finished")
 
     assert ended.json()["is_final"] is True
-    assert delivery.signed and delivery.idempotency_key == f"{session['id']}:session.finished"
+    assert delivery.signed and delivery.problems == []
+    assert delivery.idempotency_key == f"{session['id']}:session.finished"
     data = delivery.body["data"]
     assert data["id"] == session["id"] and data["agent_id"] == agent_id
     assert data["agent_version"] == 1 and data["channel"] == "web"
@@ -125,7 +121,7 @@ async def test_a_receiver_that_is_down_for_a_while_gets_exactly_one_accepted_del
 ) -> None:
     hooks, url = receiver
     session = await open_chat(http, await finishing_agent(make_agent, url))
-    hooks.fail_first[session["id"]] = 3
+    hooks.answers[session["id"]] = [Answer(503)] * 3
 
     await http.post(f"/chats/{session['id']}/end")
     await accepted_deliveries(hooks, session["id"], "session.finished")
