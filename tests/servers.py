@@ -11,11 +11,18 @@ from typing import Any
 import uvicorn
 
 
-@asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
+def bound_socket() -> socket.socket:
+    """A loopback socket bound to a free port and not listening yet: connections to it are
+    refused until it is served."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def served(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    sock = sock or bound_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))

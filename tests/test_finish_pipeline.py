@@ -8,11 +8,16 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
 
+from tests.chaos.harness import CuttableProxy
 from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.conftest import AgentFactory, api_client
+from tests.fakes.llm_server import FakeLLM
 from tests.fakes.webhook_receiver import Answer, WebhookReceiver
-from tests.sessions import open_chat, say
+from tests.servers import bound_socket, served
+from tests.sessions import open_chat, say, stored_session
 
 ANALYSIS = {
     "summary_prompt": "Summarise the conversation in one sentence.",
@@ -45,6 +50,50 @@ async def accepted_deliveries(
 ) -> list[Any]:
     """Wait (bounded) for `count` accepted deliveries of an event."""
     return await hooks.wait_accepted(session_id, event, count, within=30)
+
+
+async def delivery_outcome(
+    client: Client, db: async_sessionmaker[AsyncSession], session_id: str, within: float = 120
+) -> bool:
+    """What the completion webhook's delivery workflow came to (True: accepted). Once it has
+    returned, no further attempt can follow, so counting attempts after it is exact."""
+
+    async def outcome() -> bool:
+        # The session's run ends once its pipeline has started the delivery workflow.
+        session = await stored_session(db, session_id)
+        await client.get_workflow_handle(session.workflow_id).result()
+        delivery = client.get_workflow_handle(f"webhook-{session_id}:session.finished")
+        return bool(await delivery.result())
+
+    return await asyncio.wait_for(outcome(), within)
+
+
+async def audit_log(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
+    response = await http.get(f"/chats/{session_id}/events", params={"limit": 500})
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def recorded_attempts(events: list[dict[str, Any]]) -> list[tuple[int, int | None, str | None]]:
+    """(attempt, status code, error) of every recorded completion-webhook attempt."""
+    return [
+        (e["data"]["attempt"], e["data"]["status_code"], e["data"]["error"])
+        for e in events
+        if e["kind"] == "webhook.attempt" and e["data"]["event"] == "session.finished"
+    ]
+
+
+async def wait_recorded_attempts(
+    http: httpx.AsyncClient, session_id: str, count: int
+) -> list[tuple[int, int | None, str | None]]:
+    """Poll the audit log (bounded) until `count` delivery attempts are recorded; a receiver
+    that is not listening sees nothing, so the log is the only witness."""
+    for _ in range(600):
+        attempts = recorded_attempts(await audit_log(http, session_id))
+        if len(attempts) >= count:
+            return attempts
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} delivery attempts recorded for {session_id}")
 
 
 async def final_with_artifact(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
@@ -114,47 +163,180 @@ async def test_every_finish_reason_runs_the_pipeline(
     assert final["artifact"]["summary"].startswith("summary of")
 
 
+async def test_a_session_reads_final_at_once_and_gets_its_artifact_when_analysis_completes(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    fake_llm: tuple[FakeLLM, str],
+) -> None:
+    hooks, url = receiver
+    llm, _ = fake_llm
+    tag = uuid.uuid4().hex[:12]
+    agent_id = await make_agent(
+        model=f"hold-{tag}",  # the model holds the analysis call until released
+        analysis={"summary_prompt": f"Summarise conversation {tag}."},
+        webhook={"url": url, "secret": SECRET},
+    )
+    session = await open_chat(http, agent_id)
+
+    ended = (await http.post(f"/chats/{session['id']}/end")).json()
+    await llm.wait_held(tag, 1, within=60)
+    while_analysing = (await http.get(f"/chats/{session['id']}")).json()
+    delivered_while_analysing = list(hooks.attempts(session["id"], "session.finished"))
+    llm.release_held(tag)
+    analysed = await final_with_artifact(http, session["id"])
+    [delivery] = await accepted_deliveries(hooks, session["id"], "session.finished")
+
+    assert (ended["is_final"], ended["artifact"]) == (True, None)
+    assert (while_analysing["is_final"], while_analysing["status"]) == (True, "final")
+    assert while_analysing["final_reason"] == "user_end"
+    assert while_analysing["artifact"] is None
+    assert delivered_while_analysing == []  # the completion webhook carries the artifact
+    assert analysed["artifact"]["summary"] == "summary of 0 lines"
+    assert delivery.body["data"]["artifact"] == analysed["artifact"]
+
+
 async def test_a_receiver_that_is_down_for_a_while_gets_exactly_one_accepted_delivery(
     http: httpx.AsyncClient,
     make_agent: AgentFactory,
     receiver: tuple[WebhookReceiver, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
 ) -> None:
     hooks, url = receiver
     session = await open_chat(http, await finishing_agent(make_agent, url))
     hooks.answers[session["id"]] = [Answer(503)] * 3
 
     await http.post(f"/chats/{session['id']}/end")
-    await accepted_deliveries(hooks, session["id"], "session.finished")
-    await asyncio.sleep(0.5)  # room for a (wrong) second delivery to show up
-    events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+    delivered = await delivery_outcome(temporal_client, db, session["id"])
+    events = await audit_log(http, session["id"])
 
     attempts = hooks.attempts(session["id"], "session.finished")
+    assert delivered is True
     assert [d.status for d in attempts] == [503, 503, 503, 200]
     assert len({d.idempotency_key for d in attempts}) == 1
-    recorded = [e["data"] for e in events if e["kind"] == "webhook.attempt"]
-    assert [(r["attempt"], r["status_code"]) for r in recorded] == [
-        (1, 503), (2, 503), (3, 503), (4, 200)
+    assert recorded_attempts(events) == [
+        (1, 503, "HTTP 503"), (2, 503, "HTTP 503"), (3, 503, "HTTP 503"), (4, 200, None)
     ]  # fmt: skip
     assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [4]
 
 
-async def test_a_receiver_refusing_with_4xx_is_not_retried(
-    http: httpx.AsyncClient, make_agent: AgentFactory, receiver: tuple[WebhookReceiver, str]
+@pytest.mark.parametrize("retry_after", [None, "3"], ids=["no-retry-after", "retry-after-3"])
+async def test_a_receiver_answering_429_gets_the_event_again_and_accepts_it_once(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    retry_after: str | None,
 ) -> None:
     hooks, url = receiver
-    agent_id = await finishing_agent(
-        make_agent, url, webhook={"secret": "whsec-wrong-secret-000000"}
-    )
-    session = await open_chat(http, agent_id)
+    session = await open_chat(http, await finishing_agent(make_agent, url))
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    hooks.answers[session["id"]] = [Answer(429, headers)]
 
     await http.post(f"/chats/{session['id']}/end")
-    for _ in range(300):
-        events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
-        if any(e["kind"] == "webhook.failed" for e in events):
-            break
-        await asyncio.sleep(0.1)
+    delivered = await delivery_outcome(temporal_client, db, session["id"])
+    events = await audit_log(http, session["id"])
 
-    assert [d.status for d in hooks.attempts(session["id"], "session.finished")] == [401]
+    first, second = hooks.attempts(session["id"], "session.finished")
+    assert delivered is True
+    assert (first.status, second.status) == (429, 200)
+    assert first.idempotency_key == second.idempotency_key
+    assert recorded_attempts(events) == [(1, 429, "HTTP 429"), (2, 200, None)]
+    [limited] = [e["data"] for e in events if e["kind"] == "webhook.attempt"][:1]
+    assert limited["retry_after_seconds"] == (float(retry_after) if retry_after else None)
+    if retry_after:
+        # Asked to wait 3 s (the backoff alone would be 1 s): the next attempt came no sooner.
+        assert second.received - first.received >= float(retry_after)
+    assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [2]
+
+
+async def test_an_endpoint_refusing_connections_for_a_while_gets_exactly_one_accepted_delivery(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    hooks, _ = receiver
+    not_listening = bound_socket()  # connections to its port are refused until it is served
+    port = not_listening.getsockname()[1]
+    session = await open_chat(
+        http, await finishing_agent(make_agent, f"http://127.0.0.1:{port}/hooks")
+    )
+
+    await http.post(f"/chats/{session['id']}/end")
+    await wait_recorded_attempts(http, session["id"], 2)
+    async with served(hooks.app, not_listening):
+        delivered = await delivery_outcome(temporal_client, db, session["id"])
+    events = await audit_log(http, session["id"])
+
+    *refused, accepted = recorded_attempts(events)
+    assert delivered is True
+    assert len(refused) >= 2 and {(status, error) for _, status, error in refused} == {
+        (None, "ConnectError")
+    }
+    assert accepted == (len(refused) + 1, 200, None)
+    assert [d.status for d in hooks.attempts(session["id"], "session.finished")] == [200]
+    assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [
+        len(refused) + 1
+    ]
+
+
+async def test_an_endpoint_resetting_connections_for_a_while_gets_exactly_one_accepted_delivery(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    hooks, url = receiver
+    proxy = CuttableProxy(upstream_port=int(url.rsplit(":", 1)[1].split("/", 1)[0]))
+    await proxy.start()
+    proxy.cut()  # every connection is reset as soon as it is accepted
+    try:
+        session = await open_chat(
+            http, await finishing_agent(make_agent, f"http://127.0.0.1:{proxy.port}/hooks")
+        )
+        await http.post(f"/chats/{session['id']}/end")
+        await proxy.wait_refused(2, within=60)
+        proxy.restore()
+        delivered = await delivery_outcome(temporal_client, db, session["id"])
+    finally:
+        await proxy.close()
+    events = await audit_log(http, session["id"])
+
+    *reset, accepted = recorded_attempts(events)
+    assert delivered is True
+    assert len(reset) >= 2
+    assert all(status is None and error for _, status, error in reset), reset
+    assert accepted == (len(reset) + 1, 200, None)
+    assert [d.status for d in hooks.attempts(session["id"], "session.finished")] == [200]
+
+
+@pytest.mark.parametrize("status", [401, 400, 404, 410, 422])
+async def test_a_receiver_refusing_with_4xx_is_not_retried(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    status: int,
+) -> None:
+    hooks, url = receiver
+    # 401: the receiver cannot verify the signature (another secret); others: scripted answers
+    webhook = {"secret": "whsec-wrong-secret-000000"} if status == 401 else {}
+    session = await open_chat(http, await finishing_agent(make_agent, url, webhook=webhook))
+    hooks.answers[session["id"]] = [Answer(status)]
+
+    await http.post(f"/chats/{session['id']}/end")
+    delivered = await delivery_outcome(temporal_client, db, session["id"])
+    events = await audit_log(http, session["id"])
+
+    assert delivered is False
+    assert [d.status for d in hooks.attempts(session["id"], "session.finished")] == [status]
+    assert recorded_attempts(events) == [(1, status, f"HTTP {status}")]
     assert [e["kind"] for e in events if e["kind"].startswith("webhook.")] == [
         "webhook.attempt", "webhook.failed"
     ]  # fmt: skip
