@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from src.activities.webhook_tools import heartbeating
 from src.config import Settings
 from src.costs import session_costs
 from src.db.snapshots import SnapshotStore
@@ -63,6 +64,12 @@ class WebhookActivities:
 
     @activity.defn(name="webhooks.deliver")
     async def deliver(self, delivery: WebhookDelivery) -> None:
+        # Heartbeats let another worker take over within seconds when this one dies
+        # mid-delivery, instead of after the whole start-to-close timeout.
+        async with heartbeating():
+            await self._deliver(delivery)
+
+    async def _deliver(self, delivery: WebhookDelivery) -> None:
         attempt = activity.info().attempt
         snapshot = await self._snapshots.load(delivery.snapshot_id)
         target = snapshot.spec.webhook

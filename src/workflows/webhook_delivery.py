@@ -32,6 +32,7 @@ class WebhookDeliveryWorkflow:
                 delivery,
                 summary=f"deliver {delivery.event_type}",
                 start_to_close_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=10),
                 schedule_to_close_timeout=timedelta(seconds=delivery.retry_window_seconds),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=delivery.retry_initial_seconds),
