@@ -1,29 +1,36 @@
-"""A worker process killed mid-turn loses nothing, and side effects are not repeated blindly:
-the tool sees the retry under the same idempotency key."""
+"""A worker process killed mid-turn or mid-pipeline loses nothing, and side effects are not
+repeated blindly: the tool sees the retry under the same idempotency key; the finish pipeline
+resumes at the step it was killed in (analysis is not asked again, the completion webhook is
+accepted once)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowHandle
 
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
-from src.db.tables import ChatSession
+from src.db.tables import AuditEvent, ChatSession
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.sessions import open_chat, say
+from tests.sessions import open_chat, say, stored_session
 
 
 @asynccontextmanager
@@ -164,3 +171,215 @@ async def test_worker_killed_mid_pipeline_resumes_without_repeating_steps(
     assert scheduled.count("analysis.analyze_session") == 1  # one activity, retried inside
     assert final["artifact"]["summary"].startswith("summary of")
     assert len(hooks.accepted(session["id"], "session.finished")) == 1
+
+
+# ---- the finish pipeline, killed at each of its steps --------------------------------------
+
+FINISH_STEPS = (
+    "session_store.persist_final",
+    "analysis.analyze_session",
+    "session_store.persist_artifact",
+)
+
+
+@asynccontextmanager
+async def database_writes_held(database_url: str, session_id: str) -> AsyncIterator[None]:
+    """Hold a lock the worker's next write to the session's row must wait for: the row itself
+    on PostgreSQL (SELECT ... FOR UPDATE); the database's write lock on SQLite (BEGIN
+    IMMEDIATE: SQLite locks no finer). Reads go on meanwhile; released on exit."""
+    if database_url.startswith("sqlite"):
+        connection = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection, connection.begin():
+            await connection.execute(
+                select(ChatSession.id).where(ChatSession.id == session_id).with_for_update()
+            )
+            yield
+    finally:
+        await engine.dispose()
+
+
+async def wait_activity_started(handle: WorkflowHandle[Any, Any], activity: str) -> None:
+    """Poll (bounded) until a worker has started `activity` for the workflow and not finished
+    it; Temporal pushes no notice of that, so the description is polled."""
+    for _ in range(600):
+        description = await handle.describe()
+        for pending in description.raw_description.pending_activities:
+            started = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            if pending.activity_type.name == activity and started:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{activity} never started in {handle.id}")
+
+
+async def activity_runs(client: Client, workflow_id: str) -> dict[str, tuple[int, int]]:
+    """Per activity type: (times scheduled, the attempt that completed it)."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    names: dict[int, str] = {}
+    scheduled: Counter[str] = Counter()
+    attempts: dict[str, int] = {}
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            names[event.event_id] = name
+            scheduled[name] += 1
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            attempts[names[started.scheduled_event_id]] = started.attempt
+    return {name: (count, attempts.get(name, 0)) for name, count in scheduled.items()}
+
+
+def analysis_calls(llm: FakeLLM, summary_prompt: str) -> int:
+    return sum(1 for r in llm.requests if r["messages"][0]["content"] == summary_prompt)
+
+
+async def kill(worker: asyncio.subprocess.Process) -> None:
+    worker.send_signal(signal.SIGKILL)
+    await worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("step", ["session_store.persist_final", "session_store.persist_artifact"])
+async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    fake_llm: tuple[FakeLLM, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+    step: str,
+) -> None:
+    hooks, url = receiver
+    llm, _ = fake_llm
+    settings = make_settings(TEMPORAL_TASK_QUEUE=f"persist-{uuid.uuid4().hex[:8]}")
+    tag = uuid.uuid4().hex[:12]
+    summary_prompt = f"Summarise conversation {tag}."
+    agent_id = await make_agent(
+        model=f"hold-{tag}",  # holds the analysis call until released
+        first_message="Hello, how can I help?",
+        analysis={"summary_prompt": summary_prompt},
+        webhook={"url": url, "secret": WEBHOOK_SECRET},
+    )
+    log = tmp_path / "workers.log"
+    first = await start_worker_process(settings, log)
+    async with serve_api(settings) as api, api_client(api, api_key) as http:
+        session = await open_chat(http, agent_id)
+        workflow = temporal_client.get_workflow_handle(
+            (await stored_session(db, session["id"])).workflow_id
+        )
+        if step == "session_store.persist_final":
+            async with database_writes_held(settings.database_url, session["id"]):
+                ended = await http.post(f"/chats/{session['id']}/end")
+                await wait_activity_started(workflow, step)
+                await kill(first)
+        else:
+            ended = await http.post(f"/chats/{session['id']}/end")
+            await llm.wait_held(tag, 1)
+            async with database_writes_held(settings.database_url, session["id"]):
+                llm.release_held(tag)  # the analysis completes; its write waits for the lock
+                await wait_activity_started(workflow, step)
+                await kill(first)
+        second = await start_worker_process(settings, log)
+        try:
+            if step == "session_store.persist_final":
+                await llm.wait_held(tag, 1)  # analysis runs only once the record is written
+                llm.release_held(tag)
+            [delivery] = await hooks.wait_accepted(session["id"], "session.finished", within=120)
+            await asyncio.wait_for(workflow.result(), 60)
+            final = (await http.get(f"/chats/{session['id']}")).json()
+        finally:
+            second.send_signal(signal.SIGINT)
+            await second.wait()
+    runs = await activity_runs(temporal_client, workflow.id)
+    async with db() as s:
+        finish_events = Counter(
+            (
+                await s.scalars(
+                    select(AuditEvent.kind).where(
+                        AuditEvent.session_id == session["id"],
+                        AuditEvent.kind.in_(["session.finished", "finish.analysis"]),
+                    )
+                )
+            ).all()
+        )
+
+    assert ended.json()["is_final"] is True
+    assert {name: runs[name][0] for name in FINISH_STEPS} == dict.fromkeys(FINISH_STEPS, 1)
+    assert runs[step][1] >= 2  # the killed attempt, then the one that wrote
+    assert analysis_calls(llm, summary_prompt) == 1
+    assert finish_events == Counter({"session.finished": 1, "finish.analysis": 1})
+    assert (final["status"], final["artifact"]["summary"]) == ("final", "summary of 1 lines")
+    assert delivery.body["data"]["artifact"] == final["artifact"]
+    assert len(hooks.accepted(session["id"])) == 1
+
+
+async def test_worker_killed_during_webhook_delivery_delivers_once(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    fake_llm: tuple[FakeLLM, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    hooks, url = receiver
+    llm, _ = fake_llm
+    settings = make_settings(TEMPORAL_TASK_QUEUE=f"deliver-{uuid.uuid4().hex[:8]}")
+    summary_prompt = f"Summarise conversation {uuid.uuid4()}."
+    agent_id = await make_agent(
+        model="echo",
+        first_message="Hello, how can I help?",
+        analysis={"summary_prompt": summary_prompt},
+        webhook={"url": url, "secret": WEBHOOK_SECRET},
+    )
+    log = tmp_path / "workers.log"
+    first = await start_worker_process(settings, log)
+    async with serve_api(settings) as api, api_client(api, api_key) as http:
+        session = await open_chat(http, agent_id)
+        hooks.hold.add(session["id"])  # the receiver holds the first delivery
+        await http.post(f"/chats/{session['id']}/end")
+        await hooks.wait_held(session["id"])
+        await kill(first)
+        # The held request ends with the killed worker's connection, unanswered.
+        await hooks.wait_for(lambda: bool(hooks.attempts(session["id"], "session.finished")), 30)
+        second = await start_worker_process(settings, log)
+        try:
+            delivery = temporal_client.get_workflow_handle(
+                f"webhook-{session['id']}:session.finished"
+            )
+            delivered = await asyncio.wait_for(delivery.result(), 120)
+            events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
+        finally:
+            second.send_signal(signal.SIGINT)
+            await second.wait()
+    session_runs = await activity_runs(
+        temporal_client, (await stored_session(db, session["id"])).workflow_id
+    )
+    delivery_runs = await activity_runs(temporal_client, delivery.id)
+
+    attempts = hooks.attempts(session["id"], "session.finished")
+    assert delivered is True
+    assert [d.status for d in attempts] == [499, 200]  # 499: the client went away
+    assert len({d.idempotency_key for d in attempts}) == 1
+    assert len(hooks.accepted(session["id"])) == 1
+    assert {name: session_runs[name][0] for name in FINISH_STEPS} == dict.fromkeys(FINISH_STEPS, 1)
+    assert analysis_calls(llm, summary_prompt) == 1
+    assert delivery_runs["webhooks.deliver"] == (1, 2)  # scheduled once, done by attempt 2
+    # The killed attempt never got to record itself; the one that delivered did.
+    recorded = [(e["data"]["attempt"], e["data"]["status_code"]) for e in events
+                if e["kind"] == "webhook.attempt"]  # fmt: skip
+    assert recorded == [(2, 200)]
+    assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [2]
