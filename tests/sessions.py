@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowHistory
 
 from src.db.tables import ChatSession
 
@@ -47,3 +48,14 @@ async def stored_session(db: async_sessionmaker[AsyncSession], session_id: str) 
         row = await s.get(ChatSession, session_id)
     assert row is not None, f"session {session_id} is not in the database"
     return row
+
+
+def event_summaries(client: Client, history: WorkflowHistory, event_type: int) -> list[str]:
+    """The user-metadata summaries (what the Temporal UI shows) of a history's events of one
+    type."""
+    converter = client.data_converter.payload_converter
+    return [
+        converter.from_payload(event.user_metadata.summary, str)
+        for event in history.events
+        if event.event_type == event_type and event.HasField("user_metadata")
+    ]

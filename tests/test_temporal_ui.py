@@ -11,7 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tests.conftest import AgentFactory
-from tests.sessions import open_chat, say, stored_session
+from tests.sessions import event_summaries, open_chat, say, stored_session
 
 
 async def test_a_session_workflow_is_summarised_with_its_agent_and_channel(
@@ -62,13 +62,7 @@ async def test_message_writes_say_what_they_hold(
     row = await stored_session(db, session["id"])
 
     history = await temporal_client.get_workflow_handle(row.workflow_id).fetch_history()
-    converter = temporal_client.data_converter.payload_converter
-    summaries = [
-        converter.from_payload(event.user_metadata.summary, str)
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and event.HasField("user_metadata")
-    ]
+    summaries = event_summaries(temporal_client, history, EventType.EVENT_TYPE_MARKER_RECORDED)
 
     assert "record user, assistant" in summaries
 

@@ -36,7 +36,7 @@ from tests.fakes.llm_server import FakeLLM
 from tests.fakes.mcp_http_server import mcp_http_app
 from tests.fakes.tool_server import FakeToolServer
 from tests.servers import served
-from tests.sessions import open_chat, say, stored_session
+from tests.sessions import event_summaries, open_chat, say, stored_session
 
 SECRET = "whsec-test-0123456789abcdef"
 ORDER_SCHEMA = {
@@ -221,12 +221,9 @@ async def test_tool_activities_are_summarised_in_history(
     row = await stored_session(db, session["id"])
 
     history = await temporal_client.get_workflow_handle(row.workflow_id).fetch_history()
-    converter = temporal_client.data_converter.payload_converter
-    summaries = [
-        converter.from_payload(event.user_metadata.summary, str)
-        for event in history.events
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    summaries = event_summaries(
+        temporal_client, history, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
 
     assert "tool lookup_order" in summaries
     assert "LLM tool-lookup_order" in summaries
