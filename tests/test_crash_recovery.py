@@ -290,6 +290,7 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
                 llm.release_held(tag)  # the analysis completes; its write waits for the lock
                 await wait_activity_started(workflow, step)
                 await kill(first)
+        no_worker_up = (await http.get(f"/chats/{session['id']}")).json()
         second = await start_worker_process(settings, log)
         try:
             if step == "session_store.persist_final":
@@ -315,6 +316,9 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
         )
 
     assert ended.json()["is_final"] is True
+    # final as soon as it is, even with no worker up and the final record not yet written
+    assert (no_worker_up["is_final"], no_worker_up["status"]) == (True, "final")
+    assert (no_worker_up["final_reason"], no_worker_up["artifact"]) == ("user_end", None)
     assert {name: runs[name][0] for name in FINISH_STEPS} == dict.fromkeys(FINISH_STEPS, 1)
     assert runs[step][1] >= 2  # the killed attempt, then the one that wrote
     assert analysis_calls(llm, summary_prompt) == 1

@@ -61,10 +61,13 @@ from src.session_ids import endpoint_hash, message_update_id, session_workflow_i
 from src.templates import render_for_caller, template_values
 from src.workflows.chat_session import (
     DRAINING,
+    FINAL_REASON,
     INVALID_MESSAGE,
     MESSAGE_TOO_LARGE,
     OPEN_FAILED,
     SESSION_FINAL,
+    SESSION_ID,
+    STATUS,
     TURN_FAILED,
     ChatSessionWorkflow,
 )
@@ -90,6 +93,7 @@ _REMEMBERED_SESSIONS = 100_000
 
 # A query needs a worker; with none running, answer from the database rather than hang.
 _QUERY_TIMEOUT = timedelta(seconds=5)
+_FINISH_REASONS = {reason.value for reason in FinishReason}
 
 # The server's rejection of an update that reached a workflow task the worker completed
 # without processing it (seen when dozens of update-with-starts race for one new workflow):
@@ -256,7 +260,8 @@ class ChatSessionService:
                 ChatSessionWorkflow.state, rpc_timeout=_QUERY_TIMEOUT
             )
         except (RPCError, WorkflowQueryFailedError):
-            return await self._view_from_db(row)  # the workflow is gone; the database remains
+            # No worker answered, or the workflow is gone: the database remains.
+            return await self._view_without_worker(row)
         if state.id != session_id:
             return await self._view_from_db(row)
         return await self._view(account_id, state)
@@ -416,6 +421,34 @@ class ChatSessionService:
             is_final=state.status == SessionStatus.FINAL,
             status=state.status,
             final_reason=state.final_reason,
+        )
+
+    async def _view_without_worker(self, row: ChatSession) -> SessionView:
+        """The database's view, final as soon as the workflow is: a session that has just
+        finished is final in its search attributes (set as it finished, readable with no
+        worker up) before the pipeline's first step writes the final record."""
+        view = await self._view_from_db(row)
+        if view.is_final:
+            return view
+        try:
+            description = await self._client.get_workflow_handle(row.workflow_id).describe(
+                rpc_timeout=_QUERY_TIMEOUT
+            )
+        except RPCError:
+            return view
+        attributes = description.typed_search_attributes
+        if (
+            attributes.get(SESSION_ID) != row.id
+            or attributes.get(STATUS) != SessionStatus.FINAL.value
+        ):
+            return view
+        reason = attributes.get(FINAL_REASON)
+        return view.model_copy(
+            update={
+                "is_final": True,
+                "status": SessionStatus.FINAL,
+                "final_reason": FinishReason(reason) if reason in _FINISH_REASONS else None,
+            }
         )
 
     async def _view_from_db(self, row: ChatSession) -> SessionView:
