@@ -29,13 +29,16 @@ def signature_headers(secrets: Sequence[str], body: bytes, timestamp: int) -> di
 def verify(
     secret: str, headers: Mapping[str, str], body: bytes, tolerance_seconds: int = 300
 ) -> bool:
-    """What a receiver does: check the timestamp is recent and one `v1=` value matches."""
+    """What a receiver does: check the timestamp is recent and one `v1=` value matches.
+    Header names are matched in any case (ASGI and many frameworks lower-case them)."""
+    named = {name.lower(): value for name, value in headers.items()}
     try:
-        timestamp = int(headers[TIMESTAMP_HEADER])
+        timestamp = int(named[TIMESTAMP_HEADER.lower()])
     except (KeyError, ValueError):
         return False
     if abs(time.time() - timestamp) > tolerance_seconds:
         return False
     expected = signature(secret, timestamp, body)
-    offered = [part.strip()[3:] for part in headers.get(SIGNATURE_HEADER, "").split(",")]
-    return any(hmac.compare_digest(expected, value) for value in offered if value)
+    parts = (part.strip() for part in named.get(SIGNATURE_HEADER.lower(), "").split(","))
+    offered = [part.removeprefix("v1=") for part in parts if part.startswith("v1=")]
+    return any(hmac.compare_digest(expected, value) for value in offered)
