@@ -153,6 +153,37 @@ async def test_inactivity_ttl_finishes_the_session(
     assert final["ttl_seconds"] == 1
 
 
+async def test_a_session_talking_longer_than_its_ttl_keeps_one_inactivity_timer(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    ttl = 3
+    session = await open_chat(http, await make_agent(), ttl_seconds=ttl)
+    loop = asyncio.get_running_loop()
+    talking_since, turns = loop.time(), 0
+    # Turns back to back for more than two TTL periods: the timer fires while the session
+    # talks, is armed again for the rest, and never ends a session that is not idle.
+    while loop.time() - talking_since < 2.5 * ttl:
+        turn = await say(http, session["id"], f"message {turns}")
+        assert turn["is_final"] is False
+        turns += 1
+    talked = loop.time() - talking_since
+
+    final = await wait_until_final(http, session["id"])
+    row = await stored_session(db, session["id"])
+    history = await temporal_client.get_workflow_handle(row.workflow_id).fetch_history()
+    types = [event.event_type for event in history.events]
+
+    assert final["final_reason"] == "ttl"
+    assert len([m for m in final["messages"] if m["role"] == "user"]) == turns
+    started = types.count(EventType.EVENT_TYPE_TIMER_STARTED)
+    assert types.count(EventType.EVENT_TYPE_TIMER_FIRED) == started  # the last one ended it
+    assert types.count(EventType.EVENT_TYPE_TIMER_CANCELED) == 0
+    assert 3 <= started <= talked / ttl + 2 < turns
+
+
 async def wait_accepted(client: Client, workflow_id: str, count: int) -> None:
     """Until the session's workflow has accepted `count` send_message updates (bounded)."""
     for _ in range(1500):

@@ -28,6 +28,7 @@ from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from src.workflows.chat_session import (
     FINISH_WRITES_REMAINDER,
+    KEEP_INACTIVITY_TIMER,
     RECORD_LOCALLY,
     ChatSessionWorkflow,
 )
@@ -341,7 +342,11 @@ async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert [p["id"] for p in patches] == [RECORD_LOCALLY, FINISH_WRITES_REMAINDER]
+    assert [p["id"] for p in patches] == [
+        KEEP_INACTIVITY_TIMER,
+        RECORD_LOCALLY,
+        FINISH_WRITES_REMAINDER,
+    ]
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
     assert requested["data"] == {"note": "done"}

@@ -67,6 +67,7 @@ FINAL_REASON = SearchAttributeKey.for_keyword("ParleyFinalReason")
 # Patch ids (workflow.patched): persisted in history, never rename or reuse one.
 FINISH_WRITES_REMAINDER = "finish-writes-unrecorded-in-persist-final"
 RECORD_LOCALLY = "record-messages-in-local-activities"
+KEEP_INACTIVITY_TIMER = "keep-one-inactivity-timer-across-turns"
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
@@ -107,6 +108,7 @@ class ChatSessionWorkflow:
         self._updates_this_run = 0
         self._flushing: asyncio.Task[None] | None = None
         self._pending_events: list[AuditEntry] = []
+        self._inactivity_timer: asyncio.Task[None] | None = None
 
     # ---- the session's life -------------------------------------------------------------
 
@@ -120,12 +122,7 @@ class ChatSessionWorkflow:
             # Hand over to a new run between turns, never with a backlog or an end pending.
             if not self._inbox and not self._end_requested and self._should_continue_as_new():
                 await self._continue_as_new()
-            try:
-                await workflow.wait_condition(
-                    lambda: bool(self._inbox) or self._end_requested,
-                    timeout=timedelta(seconds=start.ttl_seconds),
-                )
-            except TimeoutError:
+            if not await self._wait_for_work():
                 return await self._finish(FinishReason.TTL)
             if self._inbox:
                 agent_finished = await self._answer(self._inbox.popleft())
@@ -137,6 +134,38 @@ class ChatSessionWorkflow:
                     self._draining = True
             elif self._end_requested:
                 return await self._finish(FinishReason.USER_END)
+
+    async def _wait_for_work(self) -> bool:
+        """Waits for a message or the end request; False once the session has been idle for
+        its TTL. One timer stays armed across turns: when it fires after the session talked
+        meanwhile, it is armed again for the rest of the idle time. (A timer started and
+        cancelled around every turn was two history events and a timer task per turn.)"""
+        ttl = timedelta(seconds=self._start.ttl_seconds)
+        if not workflow.patched(KEEP_INACTIVITY_TIMER):
+            try:  # histories from before the change: a timer per wait
+                await workflow.wait_condition(self._has_work, timeout=ttl)
+            except TimeoutError:
+                return False
+            return True
+        idle_since = workflow.now()
+        while not self._has_work():
+            timer = self._inactivity_timer
+            if timer is None or timer.done():
+                left = idle_since + ttl - workflow.now()
+                if left <= timedelta(0):
+                    return False
+                self._inactivity_timer = asyncio.create_task(
+                    workflow.sleep(left, summary="inactivity timeout")
+                )
+            await workflow.wait_condition(self._has_work_or_timer_fired)
+        return True
+
+    def _has_work(self) -> bool:
+        return bool(self._inbox) or self._end_requested
+
+    def _has_work_or_timer_fired(self) -> bool:
+        timer = self._inactivity_timer
+        return self._has_work() or (timer is not None and timer.done())
 
     async def _open(self) -> None:
         workflow.upsert_search_attributes(
@@ -247,6 +276,8 @@ class ChatSessionWorkflow:
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persistence follows."""
         self._finishing = True
+        if self._inactivity_timer is not None:
+            self._inactivity_timer.cancel()
         self._status = SessionStatus.FINAL
         self._final_reason = reason
         for item in self._inbox:
