@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from src.activities.webhook_tools import heartbeating
+from src.activities.heartbeats import heartbeating
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, message_of_row
 from src.domain import (

@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
-from src.activities.webhook_tools import heartbeating
+from src.activities.heartbeats import heartbeating
 from src.db.audit import record_missing_variables
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, ChatSession, message_of_row

@@ -11,12 +11,12 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from src.activities.heartbeats import heartbeating
 from src.activities.webhook_tools import (
     TOOL_ACTIVITY_OPTIONS,
     ToolInvocation,
     ToolRejected,
     ToolResult,
-    heartbeating,
     parse_arguments,
     refuse,
     rejections_as_results,

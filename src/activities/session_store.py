@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from src.activities.heartbeats import heartbeating
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
@@ -24,14 +25,19 @@ from src.templates import context_changes, context_opened
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.
+_STORE_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["EndpointBusy"],
+)
+
+# The writes heartbeat: a worker killed mid-write (a write waiting on a lock, say) is noticed
+# after 10 s, not after the whole start-to-close timeout.
 STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(milliseconds=200),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        non_retryable_error_types=["EndpointBusy"],
-    ),
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": _STORE_RETRY_POLICY,
 }
 
 # A turn's messages are written by a local activity inside the workflow task that answers the
@@ -39,8 +45,8 @@ STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
 # under load on PostgreSQL; bench/). Past `local_retry_threshold` the retries wait on server timers,
 # so an unreachable database delays the write, never the reply.
 LOCAL_STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
-    **STORE_ACTIVITY_OPTIONS,
     "start_to_close_timeout": timedelta(seconds=10),
+    "retry_policy": _STORE_RETRY_POLICY,
     "local_retry_threshold": timedelta(seconds=2),
 }
 
@@ -131,7 +137,7 @@ class SessionStoreActivities:
         context = _audit(opened.session_id, opened.account_id, "context.set", opened.time)
         context["data"] = context_opened(opened.additional_data, opened.channel, opened.external_id)
         try:
-            async with self._sessions.begin() as db:
+            async with heartbeating(), self._sessions.begin() as db:
                 if opened.endpoint_hash is not None:
                     await _close_stale_sessions(db, opened)
                 await insert_missing(db, ChatSession, [row], ["id"])
@@ -147,7 +153,7 @@ class SessionStoreActivities:
 
     @activity.defn(name="session_store.record_messages")
     async def record_messages(self, produced: MessagesProduced) -> None:
-        async with self._sessions.begin() as db:
+        async with heartbeating(), self._sessions.begin() as db:
             await _write_messages(db, produced)
 
     @activity.defn(name="session_store.persist_artifact")
@@ -161,7 +167,7 @@ class SessionStoreActivities:
             "structured_outputs": sorted(ready.artifact.structured_outputs),
             "failed": failed,
         }
-        async with self._sessions.begin() as db:
+        async with heartbeating(), self._sessions.begin() as db:
             await db.execute(
                 update(ChatSession)
                 .where(ChatSession.id == ready.session_id)
@@ -174,7 +180,7 @@ class SessionStoreActivities:
 
     @activity.defn(name="session_store.persist_final")
     async def persist_final(self, finished: SessionFinished) -> None:
-        async with self._sessions.begin() as db:
+        async with heartbeating(), self._sessions.begin() as db:
             await _write_messages(db, finished.unrecorded)
             await db.execute(
                 update(ChatSession)

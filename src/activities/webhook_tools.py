@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +15,7 @@ from temporalio import activity
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
+from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.observability import measured_tool_call
@@ -104,23 +103,6 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + f"... [truncated: {len(text) - limit} more characters]"
-
-
-@asynccontextmanager
-async def heartbeating(interval: float = 1.0) -> AsyncIterator[None]:
-    """Heartbeat every `interval` seconds while the block runs. The first beat waits one
-    interval: each beat is a write on the Temporal server, and most calls are done sooner."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            activity.heartbeat()
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
 
 
 class WebhookToolActivities:

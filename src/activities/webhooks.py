@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from src.activities.webhook_tools import heartbeating
+from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.costs import session_costs
 from src.db.snapshots import SnapshotStore
@@ -139,10 +139,11 @@ class WebhookActivities:
 
     @activity.defn(name="webhooks.record_failure")
     async def record_failure(self, delivery: WebhookDelivery) -> None:
-        await self._record(
-            delivery, "failed", "webhook.failed",
-            {"event": delivery.event_type, "event_id": delivery.event_id},
-        )  # fmt: skip
+        async with heartbeating():
+            await self._record(
+                delivery, "failed", "webhook.failed",
+                {"event": delivery.event_type, "event_id": delivery.event_id},
+            )  # fmt: skip
 
     async def final_session(self, delivery: WebhookDelivery) -> dict[str, Any]:
         async with self._sessions() as db:
