@@ -120,7 +120,7 @@ class ChatSessionWorkflow:
                 return await self._finish(FinishReason.ERROR)
         while True:
             # Hand over to a new run between turns, never with a backlog or an end pending.
-            if not self._inbox and not self._end_requested and self._should_continue_as_new():
+            if not self._has_work() and self._should_continue_as_new():
                 await self._continue_as_new()
             if not await self._wait_for_work():
                 return await self._finish(FinishReason.TTL)
