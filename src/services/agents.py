@@ -18,6 +18,7 @@ from src.db.tables import AgentVersion
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
+from src.tools.mcp_commands import command_line
 from src.tools.url_guard import UrlRefused, check_literal_host
 
 INLINE_AGENT_PREFIX = "inline-"
@@ -167,11 +168,12 @@ class AgentService:
             elif isinstance(tool, McpTools) and tool.server.url is not None:
                 urls.append((f"tools[{index}].server.url", tool.server.url))
             elif isinstance(tool, McpTools) and tool.server.command:
-                executable = tool.server.command[0]
-                if executable not in self._settings.mcp_commands:
+                command = tool.server.command
+                if not self._settings.mcp_commands.allows(command):
                     raise InvalidInput(
-                        f"tools[{index}].server.command: {executable!r} is not on the "
-                        "server's MCP command allow-list (PARLEY_MCP_COMMANDS)"
+                        f"tools[{index}].server.command: the command line "
+                        f"{command_line(command)!r} is not on the server's MCP command "
+                        "allow-list (PARLEY_MCP_COMMANDS)"
                     )
         for field, url in urls:
             try:
