@@ -18,7 +18,6 @@ from src.db.tables import AgentVersion
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
-from src.tools.mcp_commands import command_line
 from src.tools.url_guard import UrlRefused, check_literal_host
 
 INLINE_AGENT_PREFIX = "inline-"
@@ -172,7 +171,7 @@ class AgentService:
                 if not self._settings.mcp_commands.allows(command):
                     raise InvalidInput(
                         f"tools[{index}].server.command: the command line "
-                        f"{command_line(command)!r} is not on the server's MCP command "
+                        f"{json.dumps(command)} is not on the server's MCP command "
                         "allow-list (PARLEY_MCP_COMMANDS)"
                     )
         for field, url in urls:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -110,8 +109,3 @@ class McpCommandAllowlist:
     def setting(self) -> str:
         """The value of PARLEY_MCP_COMMANDS that parses back to this allow-list."""
         return json.dumps([list(pattern.text) for pattern in self.patterns])
-
-
-def command_line(command: Sequence[str]) -> str:
-    """The command as a shell would show it, for messages."""
-    return shlex.join(command)
