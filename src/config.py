@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from src.costs import DEFAULT_PRICES, ModelPrice
 from src.state_envelope import StateKey, dev_keys, parse_keys
 from src.templates import DEFAULT_MAX_RENDERED_CHARS
+from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.url_guard import UrlAllowlist
 
 _PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
@@ -93,6 +94,7 @@ class Settings(BaseSettings):
     def _tables_parse(self) -> Settings:
         # Fail at startup, not at the first request that needs them.
         self.model_prices  # noqa: B018
+        self.mcp_commands  # noqa: B018
         if self.state_keys_setting is not None:
             parse_keys(self.state_keys_setting.get_secret_value())
         self.payload_keys()
@@ -143,8 +145,11 @@ class Settings(BaseSettings):
         return [o.strip() for o in self.codec_cors_origins_setting.split(",") if o.strip()]
 
     @property
-    def mcp_commands(self) -> frozenset[str]:
-        return frozenset(c.strip() for c in self.mcp_commands_setting.split(",") if c.strip())
+    def mcp_commands(self) -> McpCommandAllowlist:
+        """The stdio command lines MCP servers may run: PARLEY_MCP_COMMANDS, a JSON list of argv
+        patterns with `{name}` holes (see src/tools/mcp_commands.py), or a comma list of bare
+        commands, each allowed with no arguments. Empty: no stdio servers."""
+        return McpCommandAllowlist.parse(self.mcp_commands_setting)
 
     @property
     def temporal_target(self) -> str:

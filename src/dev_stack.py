@@ -94,10 +94,10 @@ class DevStack:
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PARLEY_DATA_DIR": str(data_dir)}
         env.update(self._payload_encryption(data_dir))
-        if DEMO_MCP_COMMAND not in self.settings.mcp_commands:
+        if not self.settings.mcp_commands.allows([DEMO_MCP_COMMAND]):
             # The demo agent's time tool; an explicit PARLEY_MCP_COMMANDS is extended, not lost.
-            commands = sorted(self.settings.mcp_commands | {DEMO_MCP_COMMAND})
-            env["PARLEY_MCP_COMMANDS"] = ",".join(commands)
+            commands = self.settings.mcp_commands.with_pattern([DEMO_MCP_COMMAND])
+            env["PARLEY_MCP_COMMANDS"] = commands.setting()
             self.settings = self.settings.model_copy(
                 update={"mcp_commands_setting": env["PARLEY_MCP_COMMANDS"]}
             )

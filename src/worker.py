@@ -23,6 +23,7 @@ from src.activities.webhook_tools import WebhookToolActivities
 from src.activities.webhooks import WebhookActivities
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
+from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
@@ -56,7 +57,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
         models, sessions, snapshots, max_rendered_chars=settings.max_rendered_template_chars
     )
     webhook_tools = WebhookToolActivities(settings, snapshots)
-    mcp_tools = McpToolActivities(settings, snapshots)
+    mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions))
     analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)
     webhooks = WebhookActivities(settings, sessions, snapshots)
     worker = Worker(

@@ -130,7 +130,7 @@ def make_settings(
             "OPENAI_API_KEY": "sk-test-not-secret",
             "PARLEY_MIN_TTL_SECONDS": 1,
             "PARLEY_TOOL_URL_ALLOWLIST": "127.0.0.1",
-            "PARLEY_MCP_COMMANDS": "mcp-server-time",
+            "PARLEY_MCP_COMMANDS": '[["mcp-server-time"]]',
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,5 +1,5 @@
-"""The MCP client against real servers: the published `mcp-server-time` over stdio, and an
-SDK-built streamable-HTTP server on loopback."""
+"""The MCP client against real servers: the published `mcp-server-time` and an SDK-built
+server over stdio, and SDK-built streamable-HTTP servers on loopback."""
 
 from __future__ import annotations
 
@@ -16,25 +16,36 @@ from mcp.types import CallToolResult, ImageContent, TextContent
 
 from src.domain import McpServer
 from src.tools.mcp_client import (
+    IDEMPOTENCY_KEY_META,
     McpCommandRefused,
     McpError,
+    McpOutcomeUnknown,
     McpPolicy,
     McpToolFailed,
     call_tool,
     list_tools,
     result_text,
 )
+from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.url_guard import UrlAllowlist, UrlRefused
-from tests.fakes.mcp_http_server import TOKEN_HEADER, mcp_http_app
+from tests.fakes.mcp_http_server import TOKEN_HEADER, CountingMcpServer, mcp_http_app
 from tests.servers import served
 
 TIME_SERVER = McpServer(command=["mcp-server-time"], timeout_seconds=20)
-STDIO_POLICY = McpPolicy(
-    allowed_commands=frozenset({"mcp-server-time", sys.executable}),
-    url_allowlist=UrlAllowlist.parse([]),
-)
+STDIO_FAKE = [sys.executable, str(Path(__file__).parent / "fakes" / "mcp_stdio_server.py")]
+
+
+def stdio_policy(*commands: list[str]) -> McpPolicy:
+    """The time server and the given command lines, exactly."""
+    return McpPolicy(
+        allowed_commands=McpCommandAllowlist.of([["mcp-server-time"], *commands]),
+        url_allowlist=UrlAllowlist.parse([]),
+    )
+
+
+STDIO_POLICY = stdio_policy()
 LOOPBACK_POLICY = McpPolicy(
-    allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse(["127.0.0.1"])
+    allowed_commands=McpCommandAllowlist(), url_allowlist=UrlAllowlist.parse(["127.0.0.1"])
 )
 UTC_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 
@@ -67,6 +78,14 @@ def is_running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def same_directory(a: str, b: str) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def directory_exists(path: str) -> bool:
+    return Path(path).exists()
+
+
 def closed_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,15 +114,18 @@ async def test_stdio_tool_error_is_a_tool_failure() -> None:
         await call_tool(TIME_SERVER, STDIO_POLICY, "get_current_time", {"timezone": "Mars/Base"})
 
 
-async def test_unknown_tool_is_an_mcp_error() -> None:
-    with pytest.raises(McpError, match="Unknown tool: no_such_tool"):
+async def test_unknown_tool_is_a_failure_the_server_answered() -> None:
+    with pytest.raises(McpToolFailed, match="refused the call: Unknown tool: no_such_tool"):
         await call_tool(TIME_SERVER, STDIO_POLICY, "no_such_tool", {})
 
 
-async def test_allow_listed_absolute_path_is_launched() -> None:
+async def test_allow_listed_absolute_path_is_launched_with_arguments_its_pattern_allows() -> None:
     path = str(Path(sys.executable).parent / "mcp-server-time")
     server = McpServer(command=[path, "--local-timezone", "Europe/Warsaw"], timeout_seconds=20)
-    policy = McpPolicy(allowed_commands=frozenset({path}), url_allowlist=UrlAllowlist.parse([]))
+    policy = McpPolicy(
+        allowed_commands=McpCommandAllowlist.of([[path, "--local-timezone", "{zone}"]]),
+        url_allowlist=UrlAllowlist.parse([]),
+    )
 
     tools = await list_tools(server, policy)
 
@@ -114,38 +136,48 @@ async def test_command_not_on_the_allow_list_is_refused_without_starting_it(
     tmp_path: Path,
 ) -> None:
     server, record = fake_stdio_server(tmp_path, "exit", timeout=5)
-    only_time = McpPolicy(
-        allowed_commands=frozenset({"mcp-server-time"}), url_allowlist=UrlAllowlist.parse([])
-    )
-    nothing = McpPolicy(allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse([]))
+    assert server.command is not None
+    python_anything = stdio_policy([sys.executable, "{script}", "{record}", "{behaviour}"])
+    nothing = McpPolicy(McpCommandAllowlist(), UrlAllowlist.parse([]))
 
     with pytest.raises(McpCommandRefused):
-        await list_tools(server, only_time)
+        await list_tools(server, STDIO_POLICY)
+    with pytest.raises(McpCommandRefused):  # a hole never matches an absolute path
+        await list_tools(server, python_anything)
+    with pytest.raises(McpCommandRefused):
+        await list_tools(server.model_copy(update={"command": [*server.command, "x"]}),
+                         stdio_policy(server.command))  # fmt: skip
     with pytest.raises(McpCommandRefused):
         await call_tool(TIME_SERVER, nothing, "get_current_time", {"timezone": "UTC"})
     assert not record.exists()
 
 
-async def test_stdio_server_gets_a_minimal_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_stdio_server_runs_in_an_empty_directory_with_a_minimal_environment(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PARLEY_TEST_SECRET", "do-not-leak")
-    server, record = fake_stdio_server(tmp_path, "exit", timeout=5)
+    for name in ("OPENAI_API_KEY", "PARLEY_API_KEY", "DATABASE_URL", "PARLEY_TEST_SECRET"):
+        monkeypatch.setenv(name, "do-not-leak")
+    server = McpServer(command=STDIO_FAKE, timeout_seconds=20)
 
-    with pytest.raises(McpError):
-        await list_tools(server, STDIO_POLICY)
+    report = json.loads(await call_tool(server, stdio_policy(STDIO_FAKE), "where", {}))
 
-    env = json.loads(record.read_text())["env"]
-    assert "PARLEY_TEST_SECRET" not in env
+    cwd, env = report["cwd"], report["env"]
+    assert report["entries"] == []
+    assert not same_directory(cwd, os.getcwd())
+    assert env["HOME"] == cwd
     assert env["PATH"] == os.environ["PATH"]
+    assert "do-not-leak" not in env.values()
+    assert set(env) <= {"PATH", "HOME", "LANG", "USER", "LOGNAME", "SHELL", "TERM"}
+    assert not directory_exists(cwd)  # removed once the server stopped
 
 
 async def test_silent_stdio_server_times_out_and_is_stopped(tmp_path: Path) -> None:
     server, record = fake_stdio_server(tmp_path, "hang", timeout=0.5)
+    assert server.command is not None
     started = time.monotonic()
 
     with pytest.raises(McpError, match=r"did not answer within 0\.5 s"):
-        await list_tools(server, STDIO_POLICY)
+        await list_tools(server, stdio_policy(server.command))
 
     # The SDK's shutdown grace: 2 s for the server to leave after stdin closes, then SIGTERM.
     assert time.monotonic() - started < 5
@@ -205,11 +237,61 @@ async def test_unreachable_http_server_is_an_mcp_error_within_the_timeout() -> N
     assert "ConnectError" in str(raised.value)
 
 
-async def test_slow_http_tool_times_out() -> None:
+async def test_a_call_to_an_unreachable_server_fails_before_it_is_sent() -> None:
+    server = McpServer(url=f"http://127.0.0.1:{closed_loopback_port()}/mcp", timeout_seconds=3)
+
+    with pytest.raises(McpError) as raised:
+        await call_tool(server, LOOPBACK_POLICY, "record", {"marker": "m"}, idempotency_key="k")
+
+    assert not isinstance(raised.value, McpOutcomeUnknown)  # retryable: nothing was sent
+
+
+async def test_a_call_that_times_out_after_it_was_sent_has_an_unknown_outcome() -> None:
+    counting = CountingMcpServer()
+    async with served(counting.app()) as base:
+        server = McpServer(url=f"{base}/mcp", timeout_seconds=1)
+
+        with pytest.raises(McpOutcomeUnknown, match=r"sent, then: .*did not answer within 1 s"):
+            await call_tool(server, LOOPBACK_POLICY, "hang", {"marker": "t"}, idempotency_key="k")
+        counting.release.set()
+
+    assert counting.calls["t"] == 1
+
+
+async def test_the_idempotency_key_reaches_the_server_in_meta() -> None:
+    counting = CountingMcpServer()
+    async with served(counting.app()) as base:
+        server = McpServer(url=f"{base}/mcp")
+
+        text = await call_tool(
+            server, LOOPBACK_POLICY, "record", {"marker": "m"}, idempotency_key="chat-1:key-1"
+        )
+
+    assert text == "recorded m"
+    assert [meta[IDEMPOTENCY_KEY_META] for meta in counting.metas["m"]] == ["chat-1:key-1"]
+
+
+async def test_a_call_whose_send_was_claimed_before_is_not_sent() -> None:
+    counting = CountingMcpServer()
+
+    async def already_claimed() -> bool:
+        return False
+
+    async with served(counting.app()) as base:
+        server = McpServer(url=f"{base}/mcp")
+
+        with pytest.raises(McpOutcomeUnknown, match="an earlier attempt of this call sent it"):
+            await call_tool(server, LOOPBACK_POLICY, "record", {"marker": "c"},
+                            idempotency_key="k", claim_send=already_claimed)  # fmt: skip
+
+    assert counting.calls["c"] == 0
+
+
+async def test_slow_http_tool_times_out_with_an_unknown_outcome() -> None:
     async with served(mcp_http_app()) as base:
         server = McpServer(url=f"{base}/mcp", timeout_seconds=0.5)
 
-        with pytest.raises(McpError, match=r"did not answer within 0\.5 s"):
+        with pytest.raises(McpOutcomeUnknown, match=r"did not answer within 0\.5 s"):
             await call_tool(server, LOOPBACK_POLICY, "sleep", {"seconds": 5})
 
 

@@ -16,6 +16,7 @@ from temporalio.testing import ActivityEnvironment
 
 from src.activities.mcp_tools import McpToolActivities
 from src.activities.webhook_tools import ToolInvocation, WebhookToolActivities
+from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.dev_stack import DEMO_AGENT
 from src.domain import (
@@ -376,7 +377,7 @@ async def test_an_mcp_server_url_with_an_impossible_port_is_refused_without_retr
         McpTools(server=McpServer(url=IMPOSSIBLE_PORT_URL)),
         [McpToolDefinition(name="add", server_index=0)],
     )
-    activities = McpToolActivities(settings, SnapshotStore(db))
+    activities = McpToolActivities(settings, SnapshotStore(db), SentMcpCalls(db))
 
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(activities.call, invocation(snapshot_id, "add"))

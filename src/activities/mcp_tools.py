@@ -1,5 +1,10 @@
 """MCP tools: discovered from the agent's MCP servers when a session opens (and frozen into
-its snapshot), then called through the official `mcp` SDK."""
+its snapshot), then called through the official `mcp` SDK.
+
+A call is sent at most once: failures before the request goes out (spawn, connect, session
+set-up) are retried; once it may have reached the server (recorded in the database before
+sending), a timeout, a lost connection or a killed worker ends the call with a result telling
+the model its outcome is unknown, never with a second request."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
 from src.activities.webhook_tools import (
-    TOOL_ACTIVITY_OPTIONS,
+    TOOL_REFUSED,
     ToolInvocation,
     ToolRejected,
     ToolResult,
@@ -23,12 +28,14 @@ from src.activities.webhook_tools import (
     truncate,
 )
 from src.config import Settings
+from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.domain import McpToolDefinition, McpTools, SessionAgent
 from src.observability import measured_tool_call
 from src.tools.mcp_client import (
     McpCommandRefused,
     McpError,
+    McpOutcomeUnknown,
     McpPolicy,
     McpToolFailed,
     call_tool,
@@ -47,7 +54,20 @@ DISCOVERY_ACTIVITY_OPTIONS: dict[str, Any] = {
         non_retryable_error_types=[DISCOVERY_FAILED],
     ),
 }
-MCP_CALL_ACTIVITY_OPTIONS = TOOL_ACTIVITY_OPTIONS
+# Retries are for failures before the call is sent; after, the activity returns a result.
+# Start-to-close outlasts the longest server timeout (300 s) plus spawn and shutdown.
+MCP_CALL_ACTIVITY_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=330),
+    "heartbeat_timeout": timedelta(seconds=5),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=6,
+        non_retryable_error_types=[TOOL_REFUSED],
+    ),
+}
+OUTCOME_UNKNOWN = "the tool call may or may not have run"
 
 
 class DiscoveryRequest(BaseModel):
@@ -56,9 +76,10 @@ class DiscoveryRequest(BaseModel):
 
 
 class McpToolActivities:
-    def __init__(self, settings: Settings, snapshots: SnapshotStore) -> None:
+    def __init__(self, settings: Settings, snapshots: SnapshotStore, sent: SentMcpCalls) -> None:
         self._snapshots = snapshots
         self._settings = settings
+        self._sent = sent
         self._policy = McpPolicy(
             allowed_commands=settings.mcp_commands, url_allowlist=settings.tool_url_allowlist
         )
@@ -120,13 +141,35 @@ class McpToolActivities:
         server = snapshot.spec.tools[tool.server_index]
         assert isinstance(server, McpTools)
         arguments = parse_arguments(invocation.arguments, tool.input_schema or {"type": "object"})
+        key = invocation.idempotency_key
+        if await self._sent.was_sent(key):
+            return outcome_unknown("an earlier attempt sent the call and did not finish")
+
+        async def claim_send() -> bool:
+            return await self._sent.claim(key, invocation.session_id)
+
         async with heartbeating():
             try:
-                text = await call_tool(server.server, self._policy, tool.name, arguments)
+                text = await call_tool(
+                    server.server, self._policy, tool.name, arguments,
+                    idempotency_key=key, claim_send=claim_send,
+                )  # fmt: skip
             except McpToolFailed as error:
-                raise ToolRejected("the tool reported an error", str(error)) from None
+                raise ToolRejected("the MCP server answered with an error", str(error)) from None
+            except McpOutcomeUnknown as error:
+                return outcome_unknown(str(error))
             except (McpCommandRefused, UrlRefused) as error:
                 raise refuse(f"the MCP server was refused: {error}") from None
-            except McpError as error:
+            except McpError as error:  # nothing was sent: retried
                 raise ApplicationError(f"MCP server error: {error}") from None
         return ToolResult(response=truncate(text, self._settings.tool_response_max_chars))
+
+
+def outcome_unknown(detail: str) -> ToolResult:
+    """What the model hears when the call may have run: the truth, and that it was not
+    repeated, so it can tell the user or check before asking again."""
+    return ToolResult(
+        response=f"error: {OUTCOME_UNKNOWN} ({detail}); its outcome is unknown, and it was "
+        "not repeated, so that it does not run twice",
+        error=OUTCOME_UNKNOWN,
+    )

@@ -160,6 +160,17 @@ class AuditEvent(Base):
     time: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class McpCallSent(Base):
+    """An MCP tool call about to be sent, written before the request goes out: an attempt that
+    finds its idempotency key here knows an earlier attempt may have run the tool."""
+
+    __tablename__ = "mcp_calls_sent"
+
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    sent_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def message_of_row(row: ChatMessage) -> Message:
     return Message(
         role=row.role,

@@ -167,11 +167,12 @@ class AgentService:
             elif isinstance(tool, McpTools) and tool.server.url is not None:
                 urls.append((f"tools[{index}].server.url", tool.server.url))
             elif isinstance(tool, McpTools) and tool.server.command:
-                executable = tool.server.command[0]
-                if executable not in self._settings.mcp_commands:
+                command = tool.server.command
+                if not self._settings.mcp_commands.allows(command):
                     raise InvalidInput(
-                        f"tools[{index}].server.command: {executable!r} is not on the "
-                        "server's MCP command allow-list (PARLEY_MCP_COMMANDS)"
+                        f"tools[{index}].server.command: the command line "
+                        f"{json.dumps(command)} is not on the server's MCP command "
+                        "allow-list (PARLEY_MCP_COMMANDS)"
                     )
         for field, url in urls:
             try:

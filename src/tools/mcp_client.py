@@ -1,10 +1,13 @@
 """List and call the tools of an MCP server, over streamable HTTP or an allow-listed stdio command.
 
 Each operation opens its own session and closes it (no pooling), bounded by the server's
-`timeout_seconds`. Errors come out as three kinds, so callers can choose what to retry:
-`McpError` (unreachable, protocol error, timeout: retryable), `McpCommandRefused` and
-`url_guard.UrlRefused` (the configuration is refused: not retryable; `UrlRefused` is raised
-unwrapped, as for webhook tools), and `McpToolFailed` (the tool ran and reported an error).
+`timeout_seconds`. Errors come out in kinds, so callers can choose what to retry:
+`McpError` (unreachable, protocol error, timeout, all before a tool call was sent: retryable),
+`McpCommandRefused` and `url_guard.UrlRefused` (the configuration is refused: not retryable;
+`UrlRefused` is raised unwrapped, as for webhook tools), `McpToolFailed` (the server answered
+the call with an error: the tool reported one, or refused the call), and `McpOutcomeUnknown`
+(the call was sent and no answer came: the tool may or may not have run; retrying could run
+it twice).
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -27,12 +31,15 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client import Transport
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
     AudioContent,
     CallToolResult,
     ContentBlock,
     EmbeddedResource,
     ImageContent,
     Implementation,
+    RequestParamsMeta,
     ResourceLink,
     TextContent,
     TextResourceContents,
@@ -40,6 +47,7 @@ from mcp.types import (
 from pydantic import BaseModel, ValidationError
 
 from src.domain import McpServer
+from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.url_guard import UrlAllowlist, check_url_resolves_publicly
 
 log = logging.getLogger(__name__)
@@ -47,9 +55,17 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 CLIENT_INFO = Implementation(name="parley", version="0.1.0")
-# Variables a stdio server gets besides the SDK's own safe defaults (HOME, PATH, USER, ...):
-# never the worker's full environment, which holds API keys and database URLs.
+# Variables a stdio server gets from the worker besides the SDK's own defaults (PATH and the
+# identity ones: USER, LOGNAME, SHELL, TERM); HOME is replaced by the server's own empty
+# directory. Never the worker's full environment, which holds API keys and database URLs.
 EXTRA_CHILD_ENV_VARS = ("LANG",)
+# The `_meta` key of a tools/call request that carries the call's idempotency key, the same on
+# every attempt, so a server can recognise a call it has seen (reverse-DNS prefix, as the MCP
+# spec asks of custom `_meta` keys).
+IDEMPOTENCY_KEY_META = "io.parley/idempotency_key"
+# JSON-RPC errors by which a server refuses a call without running it (unknown tool, invalid
+# arguments). Any other error after the call was sent may come from a tool that ran partway.
+_REFUSAL_CODES = frozenset({INVALID_PARAMS, METHOD_NOT_FOUND})
 MAX_TOOL_PAGES = 50
 MAX_MESSAGE_CHARS = 300
 
@@ -69,18 +85,26 @@ class McpCommandRefused(McpError):
 
 
 class McpToolFailed(Exception):
-    """The tool ran and reported an error (an `isError` result); the message is its text."""
+    """The server answered the call with an error: the tool reported one (an `isError`
+    result), or the server refused the call (unknown tool, invalid arguments). The message is
+    the server's text: conversation content, for the model's eyes."""
+
+
+class McpOutcomeUnknown(Exception):
+    """The tools/call request was sent (or an earlier attempt of the same call sent it) and no
+    answer came: a timeout, a lost connection, a server that died. The tool may or may not
+    have run; calling again could repeat its side effect, so this is not retryable."""
 
 
 @dataclass(frozen=True)
 class McpPolicy:
     """What MCP servers tools may use, set by the operator.
 
-    `allowed_commands` holds names (`mcp-server-time`) or paths; a stdio command's argv[0] must
-    equal one of them. Empty: no stdio servers. HTTP URLs must pass `url_allowlist`'s checks.
+    A stdio command must match one of `allowed_commands`' argv patterns as a whole. Empty: no
+    stdio servers. HTTP URLs must pass `url_allowlist`'s checks.
     """
 
-    allowed_commands: frozenset[str]
+    allowed_commands: McpCommandAllowlist
     url_allowlist: UrlAllowlist
 
 
@@ -112,20 +136,55 @@ async def list_tools(server: McpServer, policy: McpPolicy) -> list[McpToolDefini
 
 
 async def call_tool(
-    server: McpServer, policy: McpPolicy, name: str, arguments: dict[str, Any]
+    server: McpServer,
+    policy: McpPolicy,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    claim_send: Callable[[], Awaitable[bool]] | None = None,
 ) -> str:
     """The tool's result as text: text items joined by newlines; structured content as compact
     JSON when there is no text; other items described briefly, like "[image/png]".
 
-    Raises McpToolFailed, McpError, McpCommandRefused or url_guard.UrlRefused.
+    `idempotency_key` travels in the request's `_meta` (IDEMPOTENCY_KEY_META). `claim_send`,
+    awaited once the session is up and just before the request goes out, records that it is
+    about to go; when it returns False (an earlier attempt sent it) nothing is sent.
+
+    Raises McpToolFailed, McpOutcomeUnknown, McpError (nothing was sent), McpCommandRefused or
+    url_guard.UrlRefused.
     """
+    sent = False
+    meta = (
+        cast(RequestParamsMeta, {IDEMPOTENCY_KEY_META: idempotency_key})
+        if idempotency_key is not None
+        else None
+    )
 
-    async def operation(client: Client) -> CallToolResult:
-        return await client.call_tool(name, arguments)
+    async def operation(client: Client) -> CallToolResult | MCPError | None:
+        nonlocal sent
+        if claim_send is not None and not await claim_send():
+            return None
+        sent = True
+        try:
+            return await client.call_tool(name, arguments, meta=meta)
+        except MCPError as error:
+            if error.code in _REFUSAL_CODES:
+                return error
+            raise
 
-    result = await _with_session(server, policy, operation)
-    text = result_text(result)
-    if result.is_error:
+    try:
+        outcome = await _with_session(server, policy, operation)
+    except McpError as error:
+        if not sent:
+            raise
+        raise McpOutcomeUnknown(f"the call was sent, then: {error}") from None
+    if outcome is None:
+        raise McpOutcomeUnknown("an earlier attempt of this call sent it")
+    if isinstance(outcome, MCPError):
+        raise McpToolFailed(f"the server refused the call: {outcome.message}")
+    text = result_text(outcome)
+    if outcome.is_error:
         raise McpToolFailed(text or f"the MCP tool {name!r} reported an error")
     return text
 
@@ -188,9 +247,16 @@ async def _with_session(
 async def _transport(
     server: McpServer, policy: McpPolicy
 ) -> AsyncIterator[StdioServerParameters | Transport]:
-    """What `mcp.Client` connects to, after the policy's checks; raises before any connection."""
+    """What `mcp.Client` connects to, after the policy's checks; raises before any connection.
+
+    A stdio server runs in a fresh empty directory, which is also its HOME, removed after."""
     if server.command is not None:
-        yield _stdio_parameters(server.command, policy)
+        parameters = _stdio_parameters(server.command, policy)
+        with tempfile.TemporaryDirectory(
+            prefix="parley-mcp-", ignore_cleanup_errors=True
+        ) as workdir:
+            env = {**(parameters.env or {}), "HOME": workdir}
+            yield parameters.model_copy(update={"cwd": workdir, "env": env})
         return
     assert server.url is not None  # McpServer has exactly one of url and command
     await check_url_resolves_publicly(server.url, policy.url_allowlist)
@@ -203,9 +269,11 @@ async def _transport(
 
 def _stdio_parameters(command: list[str], policy: McpPolicy) -> StdioServerParameters:
     program, *args = command
-    if program not in policy.allowed_commands:
+    if not policy.allowed_commands.allows(command):
+        # The arguments are left out: they may carry tokens, and this message reaches history.
         raise McpCommandRefused(
-            f"the command {program!r} is not on the MCP command allow-list (PARLEY_MCP_COMMANDS)"
+            f"the command line of {program!r} with {len(args)} argument(s) is not on the MCP "
+            "command allow-list (PARLEY_MCP_COMMANDS)"
         )
     executable = _resolve_executable(program)
     if executable is None:
