@@ -4,22 +4,26 @@ to take a call elsewhere or to fill the worker's memory."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from src.domain import McpServer
 from src.tools.mcp_client import McpError, McpPolicy, list_tools
-from src.tools.pinned_http import pinned_client
-from src.tools.url_guard import UrlAllowlist
+from src.tools.pinned_http import pinned_client, pinned_to
+from src.tools.url_guard import CheckedTarget, UrlAllowlist
 from src.worker import running_worker
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.mcp_http_server import mcp_http_app
@@ -153,6 +157,31 @@ async def test_an_mcp_server_host_that_rebinds_is_reached_at_the_checked_address
     assert "add" in {tool.name for tool in tools}
     assert stray.requests == []
     assert resolver.asked[host] == 1
+
+
+async def test_a_pinned_https_call_verifies_the_certificate_of_the_name_not_the_address(
+    tmp_path: Path,
+) -> None:
+    host = "tls.rebind.test"
+    authority = trustme.CA()
+    authority.issue_cert(host).private_key_and_cert_chain_pem.write_to_path(tmp_path / "cert.pem")
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    server = RecordingServer()
+    cert = tmp_path / "cert.pem"
+    async with served(server.app, ssl_certfile=cert) as base, pinned_client(trusting) as http:
+        port = base.rsplit(":", 1)[1]
+        url = f"https://{host}:{port}/secure"
+        with pinned_to(CheckedTarget(host, (ipaddress.ip_address(CHECKED),))):
+            response = await http.get(url)
+        # The same address under a name the certificate does not carry fails the check.
+        other = "other.rebind.test"
+        with pinned_to(CheckedTarget(other, (ipaddress.ip_address(CHECKED),))):
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.get(url.replace(host, other))
+
+    assert response.status_code == 200
+    assert server.requests == [("GET", "/secure", f"{host}:{port}")]
 
 
 async def test_a_request_to_a_host_nobody_checked_is_never_sent() -> None:

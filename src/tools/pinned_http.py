@@ -12,6 +12,7 @@ name itself.
 from __future__ import annotations
 
 import contextvars
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -138,14 +139,15 @@ class PinnedBackend2(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def pinned_client(**options: Any) -> httpx.AsyncClient:
+def pinned_client(ssl_context: ssl.SSLContext | None = None, **options: Any) -> httpx.AsyncClient:
     """An httpx client that never follows redirects and connects only to pinned addresses.
-    `options` go to `httpx.AsyncClient` (not `transport`, `follow_redirects`, `trust_env`)."""
+    `ssl_context` defaults to httpx's (certifi's CAs); `options` go to `httpx.AsyncClient`
+    (not `transport`, `follow_redirects`, `trust_env`)."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx takes no network backend; its transport is a thin adapter over this pool, built
     # here with the same settings and our backend.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
         network_backend=PinnedBackend(),
     )
     return httpx.AsyncClient(
