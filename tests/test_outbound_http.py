@@ -4,6 +4,7 @@ to take a call elsewhere or to fill the worker's memory."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -19,8 +20,12 @@ import pytest
 import trustme
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from src.domain import McpServer
+from src.activities.webhook_tools import WebhookToolActivities
+from src.db.snapshots import SnapshotStore
+from src.domain import McpServer, WebhookTool
 from src.tools.mcp_client import McpError, McpPolicy, list_tools
 from src.tools.pinned_http import pinned_client, pinned_to
 from src.tools.url_guard import CheckedTarget, UrlAllowlist
@@ -33,7 +38,7 @@ from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.servers import served
 from tests.sessions import open_chat, say
 from tests.test_finish_pipeline import audit_log, delivery_outcome, recorded_attempts
-from tests.test_tools import tool_agent, webhook_tool
+from tests.test_tools import invocation, stored_snapshot, tool_agent, webhook_tool
 
 CHECKED, STRAY = "127.0.0.1", "127.0.0.2"
 # Far less than the 1 GiB an endless answer offers: what sits in socket buffers when the
@@ -262,6 +267,28 @@ async def test_an_endless_tool_answer_is_cut_at_the_limit_without_being_read_who
     )
     assert turn["messages"][-1]["content"].startswith("tool said: yyy")
     assert await checked.finished(tag) < FEW_BYTES
+
+
+async def test_a_tool_answer_that_trickles_on_is_cut_off_at_the_tools_timeout(
+    settings: Any,
+    db: async_sessionmaker[AsyncSession],
+    recording: tuple[RecordingServer, RecordingServer, str, str],
+) -> None:
+    checked, _, base, _ = recording
+    tag = uuid.uuid4().hex
+    tool = WebhookTool(name="lookup_order", url=f"{base}/trickle/{tag}", timeout_seconds=1)
+    snapshot_id = await stored_snapshot(db, tool, [])
+    activities = WebhookToolActivities(settings, SnapshotStore(db))
+
+    # One attempt (the activity's retries are Temporal's): each byte comes well within the
+    # timeout, the whole answer never does. (The outer bound only keeps a failure from hanging.)
+    with pytest.raises(ApplicationError, match="did not answer within 1 s"):
+        async with asyncio.timeout(60):
+            await ActivityEnvironment().run(
+                activities.call, invocation(snapshot_id, "lookup_order")
+            )
+
+    assert await checked.finished(tag) > 0
 
 
 async def test_an_endless_completion_webhook_answer_is_not_read(

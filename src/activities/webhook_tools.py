@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable
@@ -170,18 +171,20 @@ class WebhookToolActivities:
         limit = self._settings.tool_response_max_chars
         async with heartbeating():
             try:
+                request = self._http.build_request(
+                    tool.method, tool.url, content=body or None, params=params,
+                    headers=headers, timeout=tool.timeout_seconds,
+                )  # fmt: skip
+                # The timeout bounds the whole exchange, so a trickling answer is cut off too.
                 with pinned_to(target):
-                    request = self._http.build_request(
-                        tool.method, tool.url, content=body or None, params=params,
-                        headers=headers, timeout=tool.timeout_seconds,
-                    )  # fmt: skip
-                    # Streamed and cut at the limit: a huge answer is never read whole.
-                    response = await self._http.send(request, stream=True)
-                    try:
-                        raw, more = await read_capped(response, response_byte_cap(limit))
-                    finally:
-                        await response.aclose()
-            except httpx.TimeoutException:
+                    async with asyncio.timeout(tool.timeout_seconds):
+                        # Streamed and cut at the limit: a huge answer is never read whole.
+                        response = await self._http.send(request, stream=True)
+                        try:
+                            raw, more = await read_capped(response, response_byte_cap(limit))
+                        finally:
+                            await response.aclose()
+            except (httpx.TimeoutException, TimeoutError):
                 raise ApplicationError(
                     f"the tool did not answer within {tool.timeout_seconds:g} s"
                 ) from None

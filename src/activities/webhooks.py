@@ -14,6 +14,7 @@ completion makes the event go out again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,7 @@ from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_re
 WEBHOOK_REJECTED = "WebhookRejected"
 EVENT_HEADER = "X-Parley-Event"
 _RETRYABLE_STATUSES = {408, 425, 429}
+RECEIVER_TIMEOUT_SECONDS = 30
 # The longest wait between two attempts, the retry policy's and a Retry-After's alike.
 MAXIMUM_RETRY_INTERVAL = timedelta(minutes=30)
 
@@ -161,12 +163,14 @@ class WebhookActivities:
             checked = await resolve_checked(
                 target.url, self._settings.tool_url_allowlist, self._resolver
             )
+            # Streamed and closed unread: only the status and headers matter, so a receiver's
+            # endless body costs nothing. The timeout bounds the whole exchange.
             with pinned_to(checked):
-                # Streamed and closed unread: only the status and headers matter, so a
-                # receiver's endless body costs nothing.
-                async with self._http.stream(
-                    "POST", target.url, content=body, headers=headers, timeout=30
-                ) as response:
+                async with (
+                    asyncio.timeout(RECEIVER_TIMEOUT_SECONDS),
+                    self._http.stream("POST", target.url, content=body, headers=headers,
+                                      timeout=RECEIVER_TIMEOUT_SECONDS) as response,
+                ):  # fmt: skip
                     status: int | None = response.status_code
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
             problem = None if 200 <= response.status_code < 300 else f"HTTP {status}"
@@ -176,6 +180,8 @@ class WebhookActivities:
             status, problem = None, f"refused: {error}"
         except httpx.HTTPError as error:
             status, problem = None, f"{type(error).__name__}"
+        except TimeoutError:
+            status, problem = None, "Timeout"
         duration_ms = round((time.monotonic() - started) * 1000)
         if problem is None:
             assert status is not None

@@ -5,6 +5,8 @@ Paths (any method):
                         `sent[tag]` counts the bytes handed to the server before the client
                         went away, `finished(tag)` waits until it stopped sending
   /endless-json/<tag>   the same with `Content-Type: application/json`
+  /trickle/<tag>        200 with a body that never ends, one byte every 0.2 s (until the
+                        client goes away; `finished(tag)` then returns)
   /redirect?to=<url>    302 to the URL
   anything else         200 "ok"
 `requests` holds (method, path, Host header) of every request, in order.
@@ -57,13 +59,19 @@ class RecordingServer:
             kind = "application/json" if path.startswith("/endless-json/") else "text/plain"
             await self._endless(path.rsplit("/", 1)[1], kind, receive, send)
             return
+        if path.startswith("/trickle/"):
+            await self._endless(path.rsplit("/", 1)[1], "text/plain", receive, send, b"y", 0.2)
+            return
         if path == "/redirect":
             target = parse_qs(scope["query_string"].decode())["to"][0]
             await _answer(send, 302, b"moved", [(b"location", target.encode())])
             return
         await _answer(send, 200, b"ok", [])
 
-    async def _endless(self, tag: str, kind: str, receive: Receive, send: Send) -> None:
+    async def _endless(
+        self, tag: str, kind: str, receive: Receive, send: Send,
+        chunk: bytes = CHUNK, pause: float = 0.0,
+    ) -> None:  # fmt: skip
         gone = asyncio.Event()
 
         async def watch() -> None:
@@ -78,8 +86,10 @@ class RecordingServer:
                  "headers": [(b"content-type", kind.encode())]}
             )  # fmt: skip
             while self.sent[tag] < ENDLESS_BYTES and not gone.is_set():
-                await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
-                self.sent[tag] += len(CHUNK)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self.sent[tag] += len(chunk)
+                if pause:
+                    await asyncio.sleep(pause)
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b""})
         except OSError:
