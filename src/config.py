@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     tool_response_max_chars: int = Field(
         default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
     )
+    # MCP answers are JSON-RPC messages, read whole to be parsed: past this, refused.
+    mcp_response_max_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=65_536, alias="PARLEY_MCP_RESPONSE_MAX_BYTES"
+    )
     max_rendered_template_chars: int = Field(
         default=DEFAULT_MAX_RENDERED_CHARS, ge=1000, alias="PARLEY_MAX_RENDERED_TEMPLATE_CHARS"
     )

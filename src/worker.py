@@ -28,6 +28,7 @@ from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
 from src.temporal_client import connect_temporal
+from src.tools.url_guard import Resolver, system_resolver
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.stateless_turn import StatelessTurnWorkflow
 from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
@@ -45,8 +46,11 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Worker]:
-    """A started worker; it shuts down (finishing in-flight activities) when the block exits."""
+async def running_worker(
+    settings: Settings, client: Client, resolver: Resolver = system_resolver
+) -> AsyncIterator[Worker]:
+    """A started worker; it shuts down (finishing in-flight activities) when the block exits.
+    `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers)."""
     # No pre-ping: it was a third of the worker's database time under load (bench/).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
@@ -56,10 +60,10 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     llm = LLMActivities(
         models, sessions, snapshots, max_rendered_chars=settings.max_rendered_template_chars
     )
-    webhook_tools = WebhookToolActivities(settings, snapshots)
-    mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions))
+    webhook_tools = WebhookToolActivities(settings, snapshots, resolver)
+    mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions), resolver)
     analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)
-    webhooks = WebhookActivities(settings, sessions, snapshots)
+    webhooks = WebhookActivities(settings, sessions, snapshots, resolver)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -72,6 +76,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
             analysis.analyze_session,
             webhooks.deliver,
             webhooks.record_failure,
+            webhooks.record_delivery,
             llm.complete_session_turn,
             webhook_tools.call,
             mcp_tools.discover,

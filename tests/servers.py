@@ -21,10 +21,11 @@ def bound_socket() -> socket.socket:
 
 
 @asynccontextmanager
-async def served(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def served(app: Any, sock: socket.socket | None = None, **config: Any) -> AsyncIterator[str]:
+    """`config` goes to uvicorn.Config (e.g. `ssl_certfile`); the URL is http:// regardless."""
     sock = sock or bound_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

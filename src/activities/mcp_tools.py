@@ -41,7 +41,7 @@ from src.tools.mcp_client import (
     call_tool,
     list_tools,
 )
-from src.tools.url_guard import UrlRefused
+from src.tools.url_guard import Resolver, UrlRefused, system_resolver
 
 DISCOVERY_FAILED = "ToolDiscoveryFailed"
 DISCOVERY_ACTIVITY_OPTIONS: dict[str, Any] = {
@@ -76,12 +76,21 @@ class DiscoveryRequest(BaseModel):
 
 
 class McpToolActivities:
-    def __init__(self, settings: Settings, snapshots: SnapshotStore, sent: SentMcpCalls) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        snapshots: SnapshotStore,
+        sent: SentMcpCalls,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         self._snapshots = snapshots
         self._settings = settings
         self._sent = sent
         self._policy = McpPolicy(
-            allowed_commands=settings.mcp_commands, url_allowlist=settings.tool_url_allowlist
+            allowed_commands=settings.mcp_commands,
+            url_allowlist=settings.tool_url_allowlist,
+            resolver=resolver,
+            response_max_bytes=settings.mcp_response_max_bytes,
         )
 
     @activity.defn(name="mcp_tools.discover")

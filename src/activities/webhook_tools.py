@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable
@@ -19,8 +20,9 @@ from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.observability import measured_tool_call
+from src.tools.pinned_http import pinned_client, pinned_to, read_capped
 from src.tools.signing import signature_headers
-from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
+from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
 
 TOOL_REFUSED = "ToolRefused"
 # Heartbeats let Temporal notice a dead worker within seconds, not after the whole timeout.
@@ -105,11 +107,31 @@ def truncate(text: str, limit: int) -> str:
     return text[:limit] + f"... [truncated: {len(text) - limit} more characters]"
 
 
+def response_byte_cap(max_chars: int) -> int:
+    """Bytes to read for `max_chars` characters of any UTF-8 text, and one more, so a cut
+    shows."""
+    return 4 * max_chars + 4
+
+
+def capped_text(body: bytes, more: bool, limit: int) -> str:
+    """The first `limit` characters of a body read up to `response_byte_cap(limit)` bytes."""
+    text = body.decode("utf-8", errors="replace")
+    if not more:
+        return truncate(text, limit)
+    if len(text) > limit:
+        text = text[:limit]
+    return text + f"... [truncated: the response was longer than {limit} characters]"
+
+
 class WebhookToolActivities:
-    def __init__(self, settings: Settings, snapshots: SnapshotStore) -> None:
+    def __init__(
+        self, settings: Settings, snapshots: SnapshotStore, resolver: Resolver = system_resolver
+    ) -> None:
         self._settings = settings
         self._snapshots = snapshots
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        self._resolver = resolver
+        # Connects only to the addresses `resolve_checked` vetted; never follows a redirect.
+        self._http = pinned_client()
 
     @activity.defn(name="webhook_tools.call")
     async def call(self, invocation: ToolInvocation) -> ToolResult:
@@ -124,7 +146,9 @@ class WebhookToolActivities:
             raise refuse(f"no webhook tool named {invocation.name!r}")
         arguments = parse_arguments(invocation.arguments, tool.parameters)
         try:
-            await check_url_resolves_publicly(tool.url, self._settings.tool_url_allowlist)
+            target = await resolve_checked(
+                tool.url, self._settings.tool_url_allowlist, self._resolver
+            )
         except UrlRefused as error:
             raise refuse(f"the tool URL was refused: {error}") from None
 
@@ -144,23 +168,38 @@ class WebhookToolActivities:
                 signature_headers([snapshot.spec.webhook.secret], body, int(time.time()))
             )
         params = None if sends_body else {k: _query_value(v) for k, v in arguments.items()}
+        limit = self._settings.tool_response_max_chars
         async with heartbeating():
             try:
-                response = await self._http.request(
+                request = self._http.build_request(
                     tool.method, tool.url, content=body or None, params=params,
                     headers=headers, timeout=tool.timeout_seconds,
                 )  # fmt: skip
-            except httpx.TimeoutException:
+                # The timeout bounds the whole exchange, so a trickling answer is cut off too.
+                with pinned_to(target):
+                    async with asyncio.timeout(tool.timeout_seconds):
+                        # Streamed and cut at the limit: a huge answer is never read whole.
+                        response = await self._http.send(request, stream=True)
+                        try:
+                            raw, more = await read_capped(response, response_byte_cap(limit))
+                        finally:
+                            await response.aclose()
+            except (httpx.TimeoutException, TimeoutError):
                 raise ApplicationError(
                     f"the tool did not answer within {tool.timeout_seconds:g} s"
                 ) from None
             except httpx.HTTPError as error:
                 raise ApplicationError(f"cannot reach the tool: {type(error).__name__}") from None
-        text = truncate(response.text, self._settings.tool_response_max_chars)
-        if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
-            raise ApplicationError(f"the tool answered HTTP {response.status_code}")
-        if response.status_code >= 400:
-            raise ToolRejected(f"the tool answered HTTP {response.status_code}", text[:500])
+        text = capped_text(raw, more, limit)
+        status = response.status_code
+        if status >= 500 or status in _RETRYABLE_STATUSES:
+            raise ApplicationError(f"the tool answered HTTP {status}")
+        if 300 <= status < 400:
+            # Following it would reach an address nobody checked; the tool's URL is to be
+            # configured as the final one.
+            raise refuse(f"the tool answered HTTP {status}, a redirect, which is not followed")
+        if status >= 400:
+            raise ToolRejected(f"the tool answered HTTP {status}", text[:500])
         return ToolResult(response=text)
 
     async def close(self) -> None:

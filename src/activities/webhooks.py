@@ -3,10 +3,18 @@
 Each delivery is one activity retried by Temporal over the agent's retry window; every attempt
 is recorded in the session's audit log. The payload of `session.finished` is read from the
 database when delivered, so transcripts never pass through workflow history for it.
+
+Delivery is at least once, with an `Idempotency-Key` that is the same on every attempt of an
+event. Only a 2xx is a delivery (a redirect is not followed, nor taken for one). Once a
+receiver has answered 2xx, the activity returns the outcome and the workflow records it in a
+step of its own (`record_delivery`), so an audit write that fails is retried alone and the
+receiver gets the event once; a worker that dies between the answer and the activity's
+completion makes the event go out again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,12 +35,14 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.db.upsert import insert_missing
 from src.domain import Artifact, Usage
+from src.tools.pinned_http import pinned_client, pinned_to
 from src.tools.signing import signature_headers
-from src.tools.url_guard import UrlRefused, check_url_resolves_publicly
+from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
 
 WEBHOOK_REJECTED = "WebhookRejected"
 EVENT_HEADER = "X-Parley-Event"
 _RETRYABLE_STATUSES = {408, 425, 429}
+RECEIVER_TIMEOUT_SECONDS = 30
 # The longest wait between two attempts, the retry policy's and a Retry-After's alike.
 MAXIMUM_RETRY_INTERVAL = timedelta(minutes=30)
 
@@ -48,6 +58,22 @@ class WebhookDelivery(BaseModel):
     data: dict[str, Any] | None = None
     retry_window_seconds: float
     retry_initial_seconds: float
+    # Set by the workflow when it records an accepted delivery itself (`record_delivery`);
+    # unset (deliveries scheduled by older workflow code), the activity records it.
+    records_delivery: bool = False
+
+
+class DeliveryOutcome(BaseModel):
+    """An accepted delivery: the attempt the receiver answered 2xx to."""
+
+    attempt: int
+    status_code: int
+    duration_ms: int
+
+
+class DeliveryRecord(BaseModel):
+    delivery: WebhookDelivery
+    outcome: DeliveryOutcome
 
 
 class WebhookActivities:
@@ -56,20 +82,56 @@ class WebhookActivities:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         snapshots: SnapshotStore,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._snapshots = snapshots
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        self._resolver = resolver
+        # Connects only to the addresses `resolve_checked` vetted; never follows a redirect.
+        self._http = pinned_client()
 
     @activity.defn(name="webhooks.deliver")
-    async def deliver(self, delivery: WebhookDelivery) -> None:
+    async def deliver(self, delivery: WebhookDelivery) -> DeliveryOutcome | None:
+        """The outcome of an accepted delivery when `records_delivery`, else None."""
         # Heartbeats let another worker take over within seconds when this one dies
         # mid-delivery, instead of after the whole start-to-close timeout.
         async with heartbeating():
-            await self._deliver(delivery)
+            outcome = await self._deliver(delivery)
+            if delivery.records_delivery:
+                return outcome
+            await self._record_delivery(delivery, outcome)
+            return None
 
-    async def _deliver(self, delivery: WebhookDelivery) -> None:
+    @activity.defn(name="webhooks.record_delivery")
+    async def record_delivery(self, record: DeliveryRecord) -> None:
+        async with heartbeating():
+            await self._record_delivery(record.delivery, record.outcome)
+
+    async def _record_delivery(self, delivery: WebhookDelivery, outcome: DeliveryOutcome) -> None:
+        await self._record(
+            delivery,
+            f"attempt:{outcome.attempt}",
+            "webhook.attempt",
+            {
+                "event": delivery.event_type,
+                "event_id": delivery.event_id,
+                "attempt": outcome.attempt,
+                "status_code": outcome.status_code,
+                "error": None,
+                "retry_after_seconds": None,
+                "duration_ms": outcome.duration_ms,
+            },
+        )
+        await self._record(
+            delivery, "delivered", "webhook.delivered",
+            {"event": delivery.event_type, "event_id": delivery.event_id,
+             "attempts": outcome.attempt},
+        )  # fmt: skip
+
+    async def _deliver(self, delivery: WebhookDelivery) -> DeliveryOutcome:
+        """Post the event once; an accepted delivery's outcome, or an ApplicationError (the
+        failed attempt recorded in the audit log)."""
         attempt = activity.info().attempt
         snapshot = await self._snapshots.load(delivery.snapshot_id)
         target = snapshot.spec.webhook
@@ -98,15 +160,32 @@ class WebhookActivities:
         started = time.monotonic()
         retry_after: float | None = None
         try:
-            await check_url_resolves_publicly(target.url, self._settings.tool_url_allowlist)
-            response = await self._http.post(target.url, content=body, headers=headers, timeout=30)
-            status: int | None = response.status_code
-            problem = None if response.status_code < 400 else f"HTTP {response.status_code}"
-            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            checked = await resolve_checked(
+                target.url, self._settings.tool_url_allowlist, self._resolver
+            )
+            # Streamed and closed unread: only the status and headers matter, so a receiver's
+            # endless body costs nothing. The timeout bounds the whole exchange.
+            with pinned_to(checked):
+                async with (
+                    asyncio.timeout(RECEIVER_TIMEOUT_SECONDS),
+                    self._http.stream("POST", target.url, content=body, headers=headers,
+                                      timeout=RECEIVER_TIMEOUT_SECONDS) as response,
+                ):  # fmt: skip
+                    status: int | None = response.status_code
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            problem = None if 200 <= response.status_code < 300 else f"HTTP {status}"
+            if 300 <= response.status_code < 400:
+                problem = f"HTTP {status}: redirects are not followed"
         except UrlRefused as error:
             status, problem = None, f"refused: {error}"
         except httpx.HTTPError as error:
             status, problem = None, f"{type(error).__name__}"
+        except TimeoutError:
+            status, problem = None, "Timeout"
+        duration_ms = round((time.monotonic() - started) * 1000)
+        if problem is None:
+            assert status is not None
+            return DeliveryOutcome(attempt=attempt, status_code=status, duration_ms=duration_ms)
         await self._record(
             delivery,
             f"attempt:{attempt}",
@@ -117,16 +196,10 @@ class WebhookActivities:
                 "attempt": attempt,
                 "status_code": status,
                 "error": problem,
-                "retry_after_seconds": retry_after if problem else None,
-                "duration_ms": round((time.monotonic() - started) * 1000),
+                "retry_after_seconds": retry_after,
+                "duration_ms": duration_ms,
             },
         )
-        if problem is None:
-            await self._record(
-                delivery, "delivered", "webhook.delivered",
-                {"event": delivery.event_type, "event_id": delivery.event_id, "attempts": attempt},
-            )  # fmt: skip
-            return
         if status is not None and status < 500 and status not in _RETRYABLE_STATUSES:
             raise ApplicationError(f"the receiver refused the event: {problem}",
                                    type=WEBHOOK_REJECTED, non_retryable=True)  # fmt: skip

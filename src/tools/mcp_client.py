@@ -48,7 +48,8 @@ from pydantic import BaseModel, ValidationError
 
 from src.domain import McpServer
 from src.tools.mcp_commands import McpCommandAllowlist
-from src.tools.url_guard import UrlAllowlist, check_url_resolves_publicly
+from src.tools.pinned_http import pinned_client2, pinned_to
+from src.tools.url_guard import Resolver, UrlAllowlist, resolve_checked, system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,15 @@ class McpPolicy:
     """What MCP servers tools may use, set by the operator.
 
     A stdio command must match one of `allowed_commands`' argv patterns as a whole. Empty: no
-    stdio servers. HTTP URLs must pass `url_allowlist`'s checks.
+    stdio servers. HTTP URLs must pass `url_allowlist`'s checks; the host is resolved with
+    `resolver`, once, and connections go to the addresses checked. An HTTP response body
+    longer than `response_max_bytes` fails the operation.
     """
 
     allowed_commands: McpCommandAllowlist
     url_allowlist: UrlAllowlist
+    resolver: Resolver = system_resolver
+    response_max_bytes: int = 4 * 1024 * 1024
 
 
 async def list_tools(server: McpServer, policy: McpPolicy) -> list[McpToolDefinition]:
@@ -259,12 +264,16 @@ async def _transport(
             yield parameters.model_copy(update={"cwd": workdir, "env": env})
         return
     assert server.url is not None  # McpServer has exactly one of url and command
-    await check_url_resolves_publicly(server.url, policy.url_allowlist)
-    # The SDK follows redirects itself, and only within the URL's origin.
-    async with httpx2.AsyncClient(
-        headers=server.headers, timeout=httpx2.Timeout(server.timeout_seconds)
-    ) as http:
-        yield streamable_http_client(server.url, http_client=http)
+    target = await resolve_checked(server.url, policy.url_allowlist, policy.resolver)
+    # The SDK follows redirects itself, and only within the URL's origin; the pin keeps even
+    # those on the checked addresses. The SDK's tasks start inside this block and inherit it.
+    with pinned_to(target):
+        async with pinned_client2(
+            policy.response_max_bytes,
+            headers=server.headers,
+            timeout=httpx2.Timeout(server.timeout_seconds),
+        ) as http:
+            yield streamable_http_client(server.url, http_client=http)
 
 
 def _stdio_parameters(command: list[str], policy: McpPolicy) -> StdioServerParameters:

@@ -15,9 +15,15 @@ with workflow.unsafe.imports_passed_through():
     from src.activities.webhooks import (
         MAXIMUM_RETRY_INTERVAL,
         WEBHOOK_REJECTED,
+        DeliveryRecord,
         WebhookActivities,
         WebhookDelivery,
     )
+
+# Patch ids (workflow.patched): persisted in history, never rename or reuse one.
+# An accepted delivery is recorded by an activity of its own, so a failing audit write is
+# retried without posting the event again.
+RECORD_DELIVERY_APART = "record-delivery-apart"
 
 
 @workflow.defn(name="WebhookDeliveryWorkflow")
@@ -26,8 +32,10 @@ class WebhookDeliveryWorkflow:
     async def run(self, delivery: WebhookDelivery) -> bool:
         """True once the receiver accepted the event; False if it refused it or the retry
         window ran out (recorded as `webhook.failed`)."""
+        if workflow.patched(RECORD_DELIVERY_APART):
+            delivery = delivery.model_copy(update={"records_delivery": True})
         try:
-            await workflow.execute_activity_method(
+            outcome = await workflow.execute_activity_method(
                 WebhookActivities.deliver,
                 delivery,
                 summary=f"deliver {delivery.event_type}",
@@ -41,7 +49,6 @@ class WebhookDeliveryWorkflow:
                     non_retryable_error_types=[WEBHOOK_REJECTED],
                 ),
             )
-            return True
         except ActivityError:
             await workflow.execute_activity_method(
                 WebhookActivities.record_failure,
@@ -50,3 +57,11 @@ class WebhookDeliveryWorkflow:
                 **STORE_ACTIVITY_OPTIONS,
             )
             return False
+        if outcome is not None:
+            await workflow.execute_activity_method(
+                WebhookActivities.record_delivery,
+                DeliveryRecord(delivery=delivery, outcome=outcome),
+                summary=f"record delivered {delivery.event_type}",
+                **STORE_ACTIVITY_OPTIONS,
+            )
+        return True

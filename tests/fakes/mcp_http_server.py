@@ -16,13 +16,15 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
 TOKEN_HEADER = "X-Test-Token"
 
 
-def mcp_http_app() -> Starlette:
-    """A fresh app per use: the SDK's session manager can only be run once."""
+def mcp_http_app(host_names: list[str] | None = None) -> Starlette:
+    """A fresh app per use: the SDK's session manager can only be run once. The SDK refuses
+    requests whose Host is not loopback; `host_names` ("name:*") are accepted too."""
     server: MCPServer[Any] = MCPServer("parley-test-mcp")
 
     @server.tool(description="Add two integers.")
@@ -39,7 +41,10 @@ def mcp_http_app() -> Starlette:
         await anyio.sleep(seconds)
         return "awake"
 
-    return server.streamable_http_app()
+    if host_names is None:
+        return server.streamable_http_app()
+    security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*", *host_names])
+    return server.streamable_http_app(transport_security=security)
 
 
 class CountingMcpServer:
