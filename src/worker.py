@@ -28,6 +28,7 @@ from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.stateless_finish import StatelessFinishWorkflow
 from src.workflows.stateless_turn import StatelessTurnWorkflow
 from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
@@ -62,7 +63,12 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[ChatSessionWorkflow, StatelessTurnWorkflow, WebhookDeliveryWorkflow],
+        workflows=[
+            ChatSessionWorkflow,
+            StatelessTurnWorkflow,
+            StatelessFinishWorkflow,
+            WebhookDeliveryWorkflow,
+        ],
         activities=[
             store.record_opened,
             store.record_messages,
