@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -239,11 +240,13 @@ class StatelessTurnWorkflow:
                     webhook_retry=turn.webhook_retry,
                 ),
                 id=stateless_finish_workflow_id(turn.call_id),
+                # A conversation finishes once: a finish child that ran already is not rerun.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"finish pipeline ({reason.value})",
             )
         except WorkflowAlreadyStartedError:
-            pass  # started before (this turn's earlier attempt): the pipeline runs once
+            pass  # started before: the pipeline runs once
 
     async def _discover(self, turn: StatelessTurnInput) -> SessionAgent:
         """The first turn freezes the agent, discovering its MCP tools."""
