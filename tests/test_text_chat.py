@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from typing import Any
 
@@ -12,17 +13,21 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from src.config import SEARCH_ATTRIBUTES, Settings
 from src.db.tables import AuditEvent, ChatSession
 from src.dev_stack import temporal_cli
+from src.replay import replay_histories
 from src.state_envelope import StateSealer, new_key_setting
 from src.worker import running_worker
+from src.workflows.stateless_turn import ANSWER_BEFORE_FINISH, OPEN_WHEN_ANSWERED
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
@@ -653,3 +658,32 @@ async def test_a_state_older_than_the_maximum_age_is_refused(
     assert "PARLEY_STATE_MAX_AGE_SECONDS" in expired.json()["error"]["message"]
     assert "expired" in without_time.json()["error"]["message"]
     assert within_age.status_code == 200, within_age.text
+
+
+async def test_a_conversation_finished_now_takes_the_patched_paths_and_replays(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client
+) -> None:
+    agent_id = await make_agent()
+    first = (await turn(http, {"id": agent_id}, [user("hi")])).json()
+    history = [user("hi"), *first["messages"], user("please finish")]
+    await turn(http, {"id": agent_id}, history, first["state"])
+    histories = []
+    for suffix in ["1", "2", "finish"]:
+        handle = temporal_client.get_workflow_handle(f"text-chat-{first['call_id']}-{suffix}")
+        await handle.result()
+        histories.append(await handle.fetch_history())
+
+    reports = await replay_histories(histories, pydantic_data_converter)
+
+    patches = [
+        [
+            json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)[
+                "id"
+            ]
+            for e in h.events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        ]
+        for h in histories
+    ]
+    assert patches == [[OPEN_WHEN_ANSWERED], [ANSWER_BEFORE_FINISH], []]
+    assert [(r.workflow_id, r.error) for r in reports] == [(h.workflow_id, None) for h in histories]
