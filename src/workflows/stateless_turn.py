@@ -103,11 +103,10 @@ class StatelessTurnWorkflow:
             ]
         )
         open_when_answered = turn.first_turn and workflow.patched(OPEN_WHEN_ANSWERED)
-        if open_when_answered:
+        if turn.first_turn:
             agent = await self._discover(turn)
-        elif turn.first_turn:
-            agent = await self._discover(turn)
-            await self._record_opened(turn, agent, started)
+            if not open_when_answered:  # recorded before OPEN_WHEN_ANSWERED: open first
+                await self._record_opened(turn, agent, started)
         opening = (
             UnrecordedOpening(
                 account_id=turn.account_id, snapshot_id=agent.snapshot_id, channel=turn.channel
