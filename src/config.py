@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     text_chat_turn_timeout_seconds: float = Field(
         default=120.0, gt=0, alias="PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS"
     )
+    # A stateless conversation's state is refused once it is older than this: a leaked or
+    # forgotten state cannot continue a conversation for ever. Each turn issues a fresh one.
+    state_max_age_seconds: float = Field(
+        default=7 * 86400.0, gt=0, alias="PARLEY_STATE_MAX_AGE_SECONDS"
+    )
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")

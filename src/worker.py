@@ -30,6 +30,7 @@ from src.observability import worker_runtime
 from src.temporal_client import connect_temporal
 from src.tools.url_guard import Resolver, system_resolver
 from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.stateless_finish import StatelessFinishWorkflow
 from src.workflows.stateless_turn import StatelessTurnWorkflow
 from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
@@ -67,7 +68,12 @@ async def running_worker(
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[ChatSessionWorkflow, StatelessTurnWorkflow, WebhookDeliveryWorkflow],
+        workflows=[
+            ChatSessionWorkflow,
+            StatelessTurnWorkflow,
+            StatelessFinishWorkflow,
+            WebhookDeliveryWorkflow,
+        ],
         activities=[
             store.record_opened,
             store.record_messages,

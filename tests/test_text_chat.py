@@ -4,27 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from src.config import SEARCH_ATTRIBUTES
+from src.config import SEARCH_ATTRIBUTES, Settings
+from src.db.tables import AuditEvent, ChatSession
 from src.dev_stack import temporal_cli
-from src.state_envelope import new_key_setting
+from src.replay import replay_histories
+from src.state_envelope import StateSealer, new_key_setting
 from src.worker import running_worker
+from src.workflows.stateless_turn import ANSWER_BEFORE_FINISH, OPEN_WHEN_ANSWERED
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.test_finish_pipeline import accepted_deliveries
+from tests.test_finish_pipeline import accepted_deliveries, final_with_artifact
 
 
 async def turn(
@@ -483,3 +491,199 @@ async def test_a_turn_that_drops_a_key_records_it_removed(
     events = await conversation(http, await make_agent(), contexts)
 
     assert context_changes(events) == [{"added": [], "removed": ["plan"], "changed": []}]
+
+
+async def turn_workflows(client: Client, agent_id: str, count: int) -> list[str]:
+    """The IDs of the turn workflows run for an agent, once `count` are listed."""
+    for _ in range(200):
+        found = [w.id async for w in client.list_workflows(f"ParleyAgentId = '{agent_id}'")]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"fewer than {count} turns listed for agent {agent_id}")
+
+
+async def test_a_first_turn_the_model_refuses_records_no_conversation(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    agent_id = await make_agent(model="burst-0-0-0-0")  # "[400]" in a message: answered 400
+
+    refused = await turn(http, {"id": agent_id}, [user("[400] hello")])
+    [failed_turn] = await turn_workflows(temporal_client, agent_id, 1)
+    failed_call = failed_turn.removeprefix("text-chat-").removesuffix("-1")
+    listed_after_refusal = (await http.get("/chats", params={"agent_id": agent_id})).json()
+    async with db() as s:
+        rows = (await s.scalars(select(ChatSession).where(ChatSession.agent_id == agent_id))).all()
+        events = (
+            await s.scalars(select(AuditEvent).where(AuditEvent.session_id == failed_call))
+        ).all()
+    answered = await turn(http, {"id": agent_id}, [user("hello")])
+    listed = (await http.get("/chats", params={"agent_id": agent_id})).json()["items"]
+    stored = (await http.get(f"/chats/{answered.json()['call_id']}")).json()
+
+    assert refused.status_code == 502, refused.text
+    assert listed_after_refusal["items"] == [] and rows == []
+    assert events == []  # not even the template's missing variable
+    assert answered.status_code == 200, answered.text
+    assert [c["id"] for c in listed] == [answered.json()["call_id"]]
+    assert (stored["status"], stored["channel"]) == ("active", "text")
+    assert [m["content"] for m in stored["messages"]] == ["hello", "echo: hello"]
+    kinds = [e["kind"] for e in (await http.get(f"/chats/{stored['id']}/events")).json()["items"]]
+    assert kinds[:2] == ["session.opened", "context.set"]
+    assert "template.missing_variable" in kinds  # {{company}}: recorded with the turn
+
+
+@pytest.mark.parametrize(
+    ("words", "fields", "model_calls", "reason"),
+    [
+        ("bye", {"end_conversation": True}, 1, "user_end"),
+        ("please finish", {}, 2, "agent_finish"),  # finishTheConversation, then goodbye
+    ],
+    ids=["end_conversation", "agent_finish"],
+)
+async def test_a_finishing_turn_answers_while_its_analysis_is_still_running(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    fake_llm: tuple[FakeLLM, str],
+    temporal_client: Client,
+    words: str,
+    fields: dict[str, Any],
+    model_calls: int,
+    reason: str,
+) -> None:
+    hooks, url = receiver
+    llm, _ = fake_llm
+    tag = uuid.uuid4().hex[:12]
+    agent_id = await make_agent(
+        model=f"hold-{tag}",  # every new request is held until released, the analysis too
+        analysis={"summary_prompt": f"Summarise conversation {tag}."},
+        webhook={"url": url, "secret": WEBHOOK_SECRET},
+    )
+    pending = asyncio.create_task(turn(http, {"id": agent_id}, [user(words)], **fields))
+    for _ in range(model_calls):  # the turn's own model calls
+        await llm.wait_held(tag, 1, within=60)
+        llm.release_held(tag)
+
+    answer = await pending
+    await llm.wait_held(tag, 1, within=60)  # the analysis, still held
+    body = answer.json()
+    while_analysing = (await http.get(f"/chats/{body['call_id']}")).json()
+    delivered_while_analysing = list(hooks.attempts(body["call_id"], "session.finished"))
+    next_turn = await turn(
+        http, {"id": agent_id}, [user(words), *body["messages"], user("more?")], body["state"]
+    )
+    llm.release_held(tag)
+    analysed = await final_with_artifact(http, body["call_id"])
+    await temporal_client.get_workflow_handle(f"text-chat-{body['call_id']}-finish").result()
+    delivery_workflow = f"webhook-{body['call_id']}:session.finished"
+    accepted = await temporal_client.get_workflow_handle(delivery_workflow).result()
+    [delivery] = await accepted_deliveries(hooks, body["call_id"], "session.finished")
+
+    assert answer.status_code == 200, answer.text
+    assert body["is_finished"] is True
+    assert (while_analysing["status"], while_analysing["is_final"]) == ("final", True)
+    assert while_analysing["final_reason"] == reason
+    assert while_analysing["messages"][0]["content"] == words
+    assert while_analysing["artifact"] is None
+    assert delivered_while_analysing == []
+    assert next_turn.status_code == 409
+    assert analysed["artifact"]["summary"].startswith("summary of")
+    assert accepted is True
+    assert len(hooks.attempts(body["call_id"], "session.finished")) == 1
+    assert delivery.body["data"]["artifact"] == analysed["artifact"]
+    assert delivery.body["data"]["final_reason"] == reason
+    assert len(llm.requests_for(f"Summarise conversation {tag}")) == 1  # analysed once
+
+
+async def test_a_state_from_before_the_conversation_finished_is_409_finished(
+    http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    agent_id = await make_agent()
+    marker = f"finished-{uuid.uuid4().hex[:8]}"
+    first = (await turn(http, {"id": agent_id}, [user(marker)])).json()
+    opening = [user(marker), *first["messages"]]
+    second_request = [*opening, user(f"{marker} 2")]
+    second = (await turn(http, {"id": agent_id}, second_request, first["state"])).json()
+    last_request = [*second_request, *second["messages"], user(f"{marker} bye")]
+    agent = {"id": agent_id}
+    last = (await turn(http, agent, last_request, second["state"], end_conversation=True)).json()
+    llm_calls = len(fake_llm[0].requests_for(marker))
+
+    replayed = await turn(http, agent, second_request, first["state"])
+    other = await turn(http, agent, [*opening, user(f"{marker} x")], first["state"])
+    retried = await turn(http, agent, last_request, second["state"], end_conversation=True)
+
+    assert last["is_finished"] is True
+    assert replayed.status_code == other.status_code == 409, replayed.text
+    assert "finished" in replayed.json()["error"]["message"]
+    assert "finished" in other.json()["error"]["message"]
+    # The request that finished it, sent again, still gets its answer (a lost response).
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["is_finished"] is True
+    assert retried.json()["messages"] == last["messages"]
+    assert len(fake_llm[0].requests_for(marker)) == llm_calls
+
+
+async def test_a_state_older_than_the_maximum_age_is_refused(
+    http: httpx.AsyncClient,
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    settings: Settings,
+) -> None:
+    agent_id = await make_agent()
+    first = (await turn(http, {"id": agent_id}, [user("hello")])).json()
+    follow_up = [user("hello"), *first["messages"], user("still there?")]
+    sealer = StateSealer(settings.state_keys())
+    undated = sealer.open(first["state"])
+    del undated["issued_time"]  # as sealed before states carried their issue time
+    await asyncio.sleep(1.5)
+
+    async with (
+        serve_api(make_settings(PARLEY_STATE_MAX_AGE_SECONDS=1)) as url,
+        api_client(url, api_key) as short_lived,
+    ):
+        expired = await turn(short_lived, {"id": agent_id}, follow_up, first["state"])
+    without_time = await turn(http, {"id": agent_id}, follow_up, sealer.seal(undated))
+    within_age = await turn(http, {"id": agent_id}, follow_up, first["state"])
+
+    assert expired.status_code == without_time.status_code == 400, expired.text
+    assert expired.json()["error"]["code"] == "invalid_state"
+    assert "expired" in expired.json()["error"]["message"]
+    assert "PARLEY_STATE_MAX_AGE_SECONDS" in expired.json()["error"]["message"]
+    assert "expired" in without_time.json()["error"]["message"]
+    assert within_age.status_code == 200, within_age.text
+
+
+async def test_a_conversation_finished_now_takes_the_patched_paths_and_replays(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client
+) -> None:
+    agent_id = await make_agent()
+    first = (await turn(http, {"id": agent_id}, [user("hi")])).json()
+    history = [user("hi"), *first["messages"], user("please finish")]
+    await turn(http, {"id": agent_id}, history, first["state"])
+    histories = []
+    for suffix in ["1", "2", "finish"]:
+        handle = temporal_client.get_workflow_handle(f"text-chat-{first['call_id']}-{suffix}")
+        await handle.result()
+        histories.append(await handle.fetch_history())
+
+    reports = await replay_histories(histories, pydantic_data_converter)
+
+    patches = [
+        [
+            json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)[
+                "id"
+            ]
+            for e in h.events
+            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        ]
+        for h in histories
+    ]
+    assert patches == [[OPEN_WHEN_ANSWERED], [ANSWER_BEFORE_FINISH], []]
+    assert [(r.workflow_id, r.error) for r in reports] == [(h.workflow_id, None) for h in histories]

@@ -74,6 +74,15 @@ _BUILTIN_TOOL_SCHEMAS: dict[str, ToolSchema] = {
 }
 
 
+class UnrecordedOpening(BaseModel):
+    """A stateless conversation's first turn: the conversation is recorded only once the turn
+    has been answered, so the activity gets what it would otherwise read from its row."""
+
+    account_id: str
+    snapshot_id: str
+    channel: str
+
+
 class SessionTurnRequest(BaseModel):
     session_id: str
     recorded_count: int = Field(ge=0)
@@ -82,6 +91,9 @@ class SessionTurnRequest(BaseModel):
     # A stateless turn's own `additional_data` (the client sends it every turn, and the stored
     # one is replaced only once the turn is recorded); None: the session's, fixed at open.
     additional_data: dict[str, Any] | None = None
+    # Set on a stateless first turn (nothing in the database yet); missing template variables
+    # are then recorded by the workflow with the turn, not here, so a failed turn leaves nothing.
+    opening: UnrecordedOpening | None = None
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -131,7 +143,16 @@ class LLMActivities:
             return await self._complete_session_turn(request)
 
     async def _complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
-        context, recorded = await self._load(request.session_id, request.recorded_count)
+        if request.opening is not None:
+            context = _SessionContext(
+                account_id=request.opening.account_id,
+                snapshot_id=request.opening.snapshot_id,
+                channel=request.opening.channel,
+                additional_data=request.additional_data or {},
+            )
+            recorded: list[WireMessage] = []
+        else:
+            context, recorded = await self._load(request.session_id, request.recorded_count)
         agent = await self._snapshots.load(context.snapshot_id)
         values = template_values(
             agent.spec.variables,
@@ -149,9 +170,10 @@ class LLMActivities:
             raise ApplicationError(
                 f"the agent's system_prompt {error}", type=PROMPT_TOO_LARGE, non_retryable=True
             ) from None
-        await record_missing_variables(
-            self._sessions, context.account_id, request.session_id, "system_prompt", missing
-        )
+        if request.opening is None:
+            await record_missing_variables(
+                self._sessions, context.account_id, request.session_id, "system_prompt", missing
+            )
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += recorded
         messages += to_wire_messages(request.unrecorded)

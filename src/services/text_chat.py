@@ -4,9 +4,11 @@ Transcript rule: the messages a client sends must begin with exactly the transcr
 last returned (checked against a digest in the state: roles, contents and tool calls); what
 follows must be user messages. A changed or forged earlier message is refused with 400.
 
-An older state (the conversation has moved on, or finished, since it was issued) may only
-rejoin the turn it already ran, while Temporal still keeps that turn's workflow: the database
-record, not the workflow's existence, says whether a state is the latest.
+An older state (the conversation has moved on since it was issued) may only rejoin the turn
+it already ran, while Temporal still keeps that turn's workflow: the database record, not the
+workflow's existence, says whether a state is the latest. Once the conversation is finished,
+only the request that finished it gets its answer again; every other older state is refused.
+A state older than PARLEY_STATE_MAX_AGE_SECONDS (it carries its issue time) is refused.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ from src.workflows.webhook_events import WebhookRetry
 
 _STATE_VERSION = 1
 _FINISHED = "the conversation is finished; start a new one without a state"
+_EXPIRED = (
+    "the state expired: it was issued more than {max_age:g} s ago "
+    "(PARLEY_STATE_MAX_AGE_SECONDS); start a new conversation without a state"
+)
 _SUPERSEDED = (
     "this state is older than the conversation's latest turn; continue from the latest state"
 )
@@ -87,6 +93,8 @@ class ConversationState(BaseModel):
     seen: int
     digest: str
     finished: bool
+    # When the server sealed it; states sealed before it was recorded have none (expired).
+    issued_time: datetime | None = None
 
 
 def transcript_digest(messages: list[Message]) -> str:
@@ -142,7 +150,7 @@ class TextChatService:
         values = template_values(
             snapshot.spec.variables, request.additional_data, request.channel, datetime.now(UTC)
         )
-        render_for_caller(
+        _, missing = render_for_caller(
             "system_prompt",
             snapshot.spec.system_prompt,
             values,
@@ -172,6 +180,7 @@ class TextChatService:
                     window_seconds=self._settings.webhook_retry_window_seconds,
                     initial_seconds=self._settings.webhook_retry_initial_seconds,
                 ),
+                missing_variables=missing if state is None else [],
             ),
             f"text-chat-{call_id}-{turn}",
             superseded,
@@ -185,10 +194,11 @@ class TextChatService:
             seen=output.message_count,
             digest=transcript_digest(request.messages + output.messages),
             finished=output.is_finished,
+            issued_time=datetime.now(UTC),
         )
         return TextChatResult(
             messages=output.messages,
-            state=self._sealer.seal(next_state.model_dump()),
+            state=self._sealer.seal(next_state.model_dump(mode="json")),
             is_finished=output.is_finished,
             correlation_id=correlation_id,
             call_id=call_id,
@@ -206,6 +216,12 @@ class TextChatService:
             raise BadState("invalid state: it belongs to another account")
         if state.finished:
             raise Conflict(_FINISHED)
+        max_age = self._settings.state_max_age_seconds
+        if (
+            state.issued_time is None
+            or (datetime.now(UTC) - state.issued_time).total_seconds() > max_age
+        ):
+            raise BadState(_EXPIRED.format(max_age=max_age))
         return state
 
     async def _superseded(self, state: ConversationState) -> str | None:
@@ -272,6 +288,11 @@ class TextChatService:
             if temporal_unavailable(error):
                 raise unavailable() from None
             raise
+        if superseded == _FINISHED and not (
+            output.is_finished and output.input_digest == turn.input_digest
+        ):
+            # Only the request that finished the conversation may have its answer again.
+            raise Conflict(_FINISHED)
         if output.input_digest != turn.input_digest:
             raise Conflict(
                 "this state was already used for a different message; continue from the "

@@ -10,7 +10,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
+    from src.activities.llm import (
+        LLM_ACTIVITY_OPTIONS,
+        LLMActivities,
+        SessionTurnRequest,
+        UnrecordedOpening,
+    )
     from src.activities.mcp_tools import MCP_CALL_ACTIVITY_OPTIONS, McpToolActivities
     from src.activities.session_store import AuditEntry
     from src.activities.webhook_tools import (
@@ -29,9 +34,11 @@ async def ask_model(
     unrecorded: list[Message],
     allow_tools: bool,
     additional_data: dict[str, Any] | None = None,
+    opening: UnrecordedOpening | None = None,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
-    and so is the context, unless a stateless turn gives its own `additional_data`."""
+    and so is the context, unless a stateless turn gives its own `additional_data` (and, on
+    its first turn, the `opening` it has not recorded yet)."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -40,6 +47,7 @@ async def ask_model(
             unrecorded=unrecorded,
             allow_tools=allow_tools,
             additional_data=additional_data,
+            opening=opening,
         ),
         summary=f"LLM {agent.model_name}",
         **LLM_ACTIVITY_OPTIONS,
