@@ -44,9 +44,7 @@ class Upload:
         return self.chunks * len(CHUNK)
 
 
-def post_upload(
-    url: str, upload: Upload, key: str | None, declare_length: bool
-) -> httpx.Response:
+def post_upload(url: str, upload: Upload, key: str | None, declare_length: bool) -> httpx.Response:
     """A plain blocking client (in a thread): it reads the early answer a server sends before
     closing the connection, where asyncio's transport drops it on the failed write."""
     headers = {"Content-Type": "application/json"}

@@ -16,6 +16,15 @@ from src.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
+# The database is down or out of connections: a dependency outage, answered with a 503.
+DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    ConnectionError,
+)
+DATABASE_UNREACHABLE_MESSAGE = "the database is unavailable; retry the request"
+
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
@@ -62,9 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             type(error).__name__,
         )
-        return error_response(503, "unavailable", "the database is unavailable; retry the request")
+        return error_response(503, "unavailable", DATABASE_UNREACHABLE_MESSAGE)
 
-    for unreachable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+    for unreachable in DATABASE_UNREACHABLE:
         app.add_exception_handler(unreachable, database_unreachable)
 
     @app.exception_handler(Exception)

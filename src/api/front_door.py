@@ -13,14 +13,24 @@ Content-Length is over the cap, a 401 included, with a plain-text 413.
 
 from __future__ import annotations
 
+import logging
+
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ACCOUNT_SCOPE_KEY, Services, bearer_key
-from src.api.errors import error_response
-from src.errors import ParleyError, PayloadTooLarge, RateLimited, UnsupportedMediaType
+from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
+from src.errors import (
+    ParleyError,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from src.services.accounts import hash_api_key
+
+log = logging.getLogger(__name__)
 
 KEYED_PREFIX = "/api/v1"
 JSON_HINT = "send the body as JSON with 'Content-Type: application/json'"
@@ -52,6 +62,12 @@ class FrontDoor:
                 await self._admit(scope, headers, services, has_body)
             if length is not None and length > limit:
                 raise PayloadTooLarge(_too_large(limit), {"limit_bytes": limit})
+        except DATABASE_UNREACHABLE as error:  # a key not in the cache needs the database
+            log.warning("database unreachable checking an API key: %s", type(error).__name__)
+            await self._refuse(
+                Unavailable(DATABASE_UNREACHABLE_MESSAGE), scope, receive, send, close=has_body
+            )
+            return
         except ParleyError as refusal:
             await self._refuse(refusal, scope, receive, send, close=has_body)
             return
