@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from src.api import metrics
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
-from src.api.front_door import FrontDoor
+from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
 from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
@@ -74,7 +74,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(codec.router)
-    app.include_router(chats.router, prefix="/api/v1")
-    app.include_router(agents.router, prefix="/api/v1")
-    app.include_router(text_chat.router, prefix="/api/v1")
+    for router in (chats.router, agents.router, text_chat.router):
+        app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     return app

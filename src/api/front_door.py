@@ -14,6 +14,7 @@ Content-Length is over the cap, a 401 included, with a plain-text 413.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ACCOUNT_SCOPE_KEY, Services, bearer_key
 from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
+from src.api.schemas import ErrorResponse
 from src.errors import (
     ParleyError,
     PayloadTooLarge,
@@ -34,6 +36,15 @@ log = logging.getLogger(__name__)
 
 KEYED_PREFIX = "/api/v1"
 JSON_HINT = "send the body as JSON with 'Content-Type: application/json'"
+
+
+# For the OpenAPI document of the keyed routes: what the front door may answer.
+FRONT_DOOR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing, malformed, unknown or revoked key"},
+    413: {"model": ErrorResponse, "description": "body over PARLEY_MAX_REQUEST_BYTES"},
+    415: {"model": ErrorResponse, "description": "a body not sent as application/json"},
+    429: {"model": ErrorResponse, "description": "over the key's rate (Retry-After) or a quota"},
+}
 
 
 class BodyTooLarge(HTTPException):
