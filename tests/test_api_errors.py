@@ -115,6 +115,13 @@ async def test_open_with_unknown_agent_is_404(http: httpx.AsyncClient) -> None:
     assert "agent-missing" in error["message"]
 
 
+async def test_text_chat_with_unknown_agent_is_404(http: httpx.AsyncClient) -> None:
+    body = {"agent": {"id": "agent-missing"}, "messages": [{"role": "user", "content": "hi"}]}
+
+    error = assert_error(await http.post("/text-chat/completion", json=body), 404, "not_found")
+    assert "agent-missing" in error["message"]
+
+
 async def test_ttl_below_the_configured_minimum_is_422(
     settings: Settings, serve_api: Any, make_settings: Any, api_key: str, make_agent: AgentFactory
 ) -> None:
