@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
         "revoke-key",
         help="revoke an API key (API processes refuse it within PARLEY_API_KEY_CACHE_SECONDS)",
     )
-    revoke_key.add_argument("key", help="the key, as create-key printed it")
+    revoke_key.add_argument(
+        "key", help="the key, as create-key printed it; '-' reads it from standard input"
+    )
     replay = commands.add_parser(
         "replay",
         help="replay recorded histories against the current workflow code (exit 1 on a failure)",
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "create-key":
         print(asyncio.run(_create_key(settings, args.account)))
     elif args.command == "revoke-key":
-        if not asyncio.run(revoke_key_command(settings, args.key)):
+        key = sys.stdin.readline().strip() if args.key == "-" else args.key
+        if not asyncio.run(revoke_key_command(settings, key)):
             print("parley revoke-key: no such key", file=sys.stderr)
             sys.exit(1)
         print(f"revoked; refused by every API process within {settings.api_key_cache_seconds:g} s")

@@ -221,12 +221,20 @@ async def test_revoking_an_unknown_key_fails_the_command(make_settings: Settings
 
 
 async def revoke_with_the_cli(settings: Settings, key: str) -> subprocess.CompletedProcess[str]:
+    """`parley revoke-key -`, the key on standard input (kept out of the process list)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")},
         "DATABASE_URL": settings.database_url,
         "PARLEY_DATA_DIR": str(settings.data_dir),
     }
-    command = [sys.executable, "-m", "src.cli", "revoke-key", key]
+    command = [sys.executable, "-m", "src.cli", "revoke-key", "-"]
     return await asyncio.to_thread(
-        subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        subprocess.run,
+        command,
+        input=key + "\n",
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )

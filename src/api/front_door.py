@@ -125,7 +125,7 @@ class FrontDoor:
             if message["type"] == "http.response.start":
                 started = True
                 if not body_done:
-                    message = {**message, "headers": [*message["headers"], _CLOSE]}
+                    message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
             await send(message)
 
         try:
