@@ -110,6 +110,9 @@ class Stack:
             PARLEY_MAX_CACHED_WORKFLOWS=str(self.options.max_cached_workflows),
             PARLEY_TURNS_PER_RUN=str(self.options.turns_per_run),
             PARLEY_LOG_FORMAT="text",
+            # One key opens thousands of sessions at full speed: no per-key or account quota.
+            PARLEY_RATE_LIMIT_PER_MINUTE="0",
+            PARLEY_MAX_ACTIVE_SESSIONS="0",
         )
         env.update(extra)
         return env

@@ -1,4 +1,5 @@
-"""The `parley` command: dev, api, worker, migrate, create-key, replay, history export."""
+"""The `parley` command: dev, api, worker, migrate, create-key, revoke-key, replay, history
+export."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply database migrations")
     create_key = commands.add_parser("create-key", help="create an API key for an account")
     create_key.add_argument("--account", default="default", help="account id (created if new)")
+    revoke_key = commands.add_parser(
+        "revoke-key",
+        help="revoke an API key (API processes refuse it within PARLEY_API_KEY_CACHE_SECONDS)",
+    )
+    revoke_key.add_argument(
+        "key", help="the key, as create-key printed it; '-' reads it from standard input"
+    )
     replay = commands.add_parser(
         "replay",
         help="replay recorded histories against the current workflow code (exit 1 on a failure)",
@@ -65,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         print("database is at the latest migration")
     elif args.command == "create-key":
         print(asyncio.run(_create_key(settings, args.account)))
+    elif args.command == "revoke-key":
+        key = sys.stdin.readline().strip() if args.key == "-" else args.key
+        if not asyncio.run(revoke_key_command(settings, key)):
+            print("parley revoke-key: no such key", file=sys.stderr)
+            sys.exit(1)
+        print(f"revoked; refused by every API process within {settings.api_key_cache_seconds:g} s")
     elif args.command == "replay":
         sys.exit(_replay(settings, args))
     elif args.command == "history":
@@ -163,6 +177,18 @@ async def _create_key(settings: Settings, account: str) -> str:
         key = new_api_key()
         await register_api_key(session_factory(engine), key, account_id=account)
         return key
+    finally:
+        await engine.dispose()
+
+
+async def revoke_key_command(settings: Settings, key: str) -> bool:
+    """What `parley revoke-key` does: False when the key is not stored."""
+    from src.db.engine import create_engine, session_factory
+    from src.services.accounts import revoke_api_key
+
+    engine = create_engine(settings.database_url)
+    try:
+        return await revoke_api_key(session_factory(engine), key)
     finally:
         await engine.dispose()
 

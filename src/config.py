@@ -98,6 +98,20 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = Field(default=None, alias="PARLEY_TEMPORAL_UI_URL")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
+    # The front door (src/api/front_door.py): what a request may cost before it is refused.
+    max_request_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, alias="PARLEY_MAX_REQUEST_BYTES"
+    )
+    max_transcript_messages: int = Field(default=2000, ge=1, alias="PARLEY_MAX_TRANSCRIPT_MESSAGES")
+    max_transcript_bytes: int = Field(
+        default=1024 * 1024, ge=1024, alias="PARLEY_MAX_TRANSCRIPT_BYTES"
+    )
+    rate_limit_per_minute: int = Field(default=600, ge=0, alias="PARLEY_RATE_LIMIT_PER_MINUTE")
+    max_active_sessions: int = Field(default=1000, ge=0, alias="PARLEY_MAX_ACTIVE_SESSIONS")
+    allowed_models_setting: str = Field(default="", alias="PARLEY_ALLOWED_MODELS")
+    max_output_tokens: int = Field(default=16_384, ge=1, alias="PARLEY_MAX_OUTPUT_TOKENS")
+    api_key_cache_seconds: float = Field(default=30.0, ge=0, alias="PARLEY_API_KEY_CACHE_SECONDS")
+    metrics_cache_seconds: float = Field(default=15.0, ge=0, alias="PARLEY_METRICS_CACHE_SECONDS")
 
     @model_validator(mode="after")
     def _tables_parse(self) -> Settings:
@@ -152,6 +166,11 @@ class Settings(BaseSettings):
     @property
     def codec_cors_origins(self) -> list[str]:
         return [o.strip() for o in self.codec_cors_origins_setting.split(",") if o.strip()]
+
+    @property
+    def allowed_models(self) -> frozenset[str]:
+        """Model names agents may use; empty allows any."""
+        return frozenset(m.strip() for m in self.allowed_models_setting.split(",") if m.strip())
 
     @property
     def mcp_commands(self) -> McpCommandAllowlist:

@@ -466,6 +466,20 @@ class CostItem(BaseModel):
     priced: bool = Field(description="False when the model is not in the price table.")
 
 
+class SessionSummary(BaseModel):
+    """A chat session as lists show it: no transcript, no costs (both are in SessionView)."""
+
+    id: str
+    agent_id: str
+    channel: str
+    created_time: datetime
+    last_activity: datetime
+    ttl_seconds: int
+    is_final: bool
+    status: SessionStatus
+    final_reason: FinishReason | None = None
+
+
 class SessionView(BaseModel):
     """The public projection of a chat session."""
 

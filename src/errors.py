@@ -42,6 +42,25 @@ class PayloadTooLarge(ParleyError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ParleyError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class RateLimited(ParleyError):
+    """Too many requests with one API key; the response says when to retry (Retry-After)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+
+class QuotaExceeded(ParleyError):
+    """An account is at one of its limits (e.g. active sessions); retry once it is not."""
+
+    status_code = 429
+    code = "quota_exceeded"
+
+
 class InvalidInput(ParleyError):
     status_code = 422
     code = "invalid_input"

@@ -131,6 +131,10 @@ def make_settings(
             "PARLEY_MIN_TTL_SECONDS": 1,
             "PARLEY_TOOL_URL_ALLOWLIST": "127.0.0.1",
             "PARLEY_MCP_COMMANDS": '[["mcp-server-time"]]',
+            # One key and account serve the whole suite: per-key and per-account quotas are
+            # off here and turned on by the tests of them (tests/test_quotas.py).
+            "PARLEY_RATE_LIMIT_PER_MINUTE": 0,
+            "PARLEY_MAX_ACTIVE_SESSIONS": 0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -80,7 +80,7 @@ async def test_deleted_agents_disappear_but_their_sessions_go_on(
     assert agent_id not in [a["id"] for a in listed]
     assert turn["messages"][-1]["content"] == "echo: still here?"
     reopen = await http.post("/chats", json={"agent_id": agent_id, "channel": "web"})
-    assert reopen.status_code == 422
+    assert reopen.status_code == 404
 
 
 async def test_agents_list_is_paginated(api_url: str, db: Any) -> None:

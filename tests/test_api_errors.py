@@ -65,8 +65,8 @@ async def test_another_accounts_session_and_agent_are_404(
     assert listed["items"] == []
     assert_error(
         await other_http.post("/chats", json={"agent_id": agent_id, "channel": "web"}),
-        422,
-        "invalid_input",
+        404,
+        "not_found",
     )
 
 
@@ -106,12 +106,19 @@ async def test_bad_open_requests_are_422_naming_the_field(
     assert field in error["message"]
 
 
-async def test_open_with_unknown_agent_is_422(http: httpx.AsyncClient) -> None:
+async def test_open_with_unknown_agent_is_404(http: httpx.AsyncClient) -> None:
     error = assert_error(
         await http.post("/chats", json={"agent_id": "agent-missing", "channel": "web"}),
-        422,
-        "invalid_input",
+        404,
+        "not_found",
     )
+    assert "agent-missing" in error["message"]
+
+
+async def test_text_chat_with_unknown_agent_is_404(http: httpx.AsyncClient) -> None:
+    body = {"agent": {"id": "agent-missing"}, "messages": [{"role": "user", "content": "hi"}]}
+
+    error = assert_error(await http.post("/text-chat/completion", json=body), 404, "not_found")
     assert "agent-missing" in error["message"]
 
 

@@ -11,13 +11,16 @@ from fastapi.middleware.cors import CORSMiddleware
 from src.api import metrics
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
+from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
 from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.services.accounts import ApiKeyAuthenticator, register_api_key
+from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.rate_limits import RequestRateLimiter
 from src.services.text_chat import TextChatService
 from src.temporal_client import connect_temporal
 
@@ -35,7 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             engine=engine,
             temporal=temporal,
-            authenticator=ApiKeyAuthenticator(sessions),
+            authenticator=ApiKeyAuthenticator(sessions, settings.api_key_cache_seconds),
+            rate_limiter=RequestRateLimiter(settings.rate_limit_per_minute),
+            active_sessions=ActiveSessionsCount(engine, settings.metrics_cache_seconds),
             agents=agent_service,
             chats=ChatSessionService(settings, temporal, sessions, agent_service),
             text_chat=TextChatService(settings, temporal, sessions, agent_service),
@@ -52,6 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Innermost of the middlewares: CORS answers preflights before it, metrics count it.
+    app.add_middleware(FrontDoor)
     if settings.codec_cors_origins:
         # The Temporal UI calls the codec endpoint from the browser, from its own origin.
         app.add_middleware(
@@ -67,7 +74,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(codec.router)
-    app.include_router(chats.router, prefix="/api/v1")
-    app.include_router(agents.router, prefix="/api/v1")
-    app.include_router(text_chat.router, prefix="/api/v1")
+    for router in (chats.router, agents.router, text_chat.router):
+        app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     return app

@@ -10,10 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from src.config import Settings
+from src.errors import Unauthorized
 from src.services.accounts import ApiKeyAuthenticator
+from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.rate_limits import RequestRateLimiter
 from src.services.text_chat import TextChatService
+
+# Where the front door (src/api/front_door.py) leaves the account it authenticated.
+ACCOUNT_SCOPE_KEY = "parley.account_id"
 
 
 @dataclass
@@ -22,6 +28,8 @@ class Services:
     engine: AsyncEngine
     temporal: Client
     authenticator: ApiKeyAuthenticator
+    rate_limiter: RequestRateLimiter
+    active_sessions: ActiveSessionsCount
     agents: AgentService
     chats: ChatSessionService
     text_chat: TextChatService
@@ -37,14 +45,24 @@ async def services(request: Request) -> Services:
     return _services_of(request)
 
 
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None when there is no header."""
+    if authorization is None or not authorization.strip():
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        # The value is not echoed: it is most likely the key itself.
+        raise Unauthorized("the Authorization header must be 'Bearer <key>'")
+    return value.strip() or None
+
+
 async def current_account(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> str:
-    token = None
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" else None
-    return await _services_of(request).authenticator.account_for(token)
+    known = request.scope.get(ACCOUNT_SCOPE_KEY)
+    if isinstance(known, str):
+        return known
+    return await _services_of(request).authenticator.account_for(bearer_key(authorization))
 
 
 AccountId = Annotated[str, Depends(current_account)]

@@ -16,6 +16,15 @@ from src.errors import ParleyError
 
 log = logging.getLogger(__name__)
 
+# The database is down or out of connections: a dependency outage, answered with a 503.
+DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    ConnectionError,
+)
+DATABASE_UNREACHABLE_MESSAGE = "the database is unavailable; retry the request"
+
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
@@ -29,6 +38,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        not_json = next((p for p in error.errors() if p.get("type") == "json_invalid"), None)
+        if not_json is not None:
+            return _not_json(not_json, error.body)
         problems = [
             {
                 "field": ".".join(str(part) for part in problem.get("loc", ())),
@@ -41,7 +53,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+        codes = {
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }
         return error_response(
             error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)
         )
@@ -54,12 +71,26 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             type(error).__name__,
         )
-        return error_response(503, "unavailable", "the database is unavailable; retry the request")
+        return error_response(503, "unavailable", DATABASE_UNREACHABLE_MESSAGE)
 
-    for unreachable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+    for unreachable in DATABASE_UNREACHABLE:
         app.add_exception_handler(unreachable, database_unreachable)
 
     @app.exception_handler(Exception)
     async def server_fault(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")
+
+
+def _not_json(problem: dict[str, Any], document: Any) -> JSONResponse:
+    """Where the body stops being JSON, as a line and column (FastAPI gives a character
+    offset and the decoder's reason)."""
+    location = problem.get("loc", ())
+    offset = location[1] if len(location) > 1 and isinstance(location[1], int) else 0
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    reason = str((problem.get("ctx") or {}).get("error", "invalid JSON"))
+    message = f"the body is not valid JSON: {reason} at line {line}, column {column}"
+    details = [{"field": "body", "problem": reason, "line": line, "column": column}]
+    return error_response(422, "invalid_input", message, details)

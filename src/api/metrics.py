@@ -15,10 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from sqlalchemy import func, select
 
 from src.api.deps import ServicesDep
-from src.db.tables import ChatSession
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter(
@@ -40,11 +38,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(services: ServicesDep) -> Response:
-    async with services.engine.connect() as connection:
-        active = await connection.scalar(
-            select(func.count()).select_from(ChatSession).where(ChatSession.status == "active")
-        )
-    ACTIVE_SESSIONS.set(active or 0)
+    ACTIVE_SESSIONS.set(await services.active_sessions.value())
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -15,7 +15,7 @@ from src.domain import (
     AnalysisSettings,
     Message,
     ModelConfig,
-    SessionView,
+    SessionSummary,
     ToolCall,
     check_text,
 )
@@ -111,7 +111,9 @@ class EndChatRequest(Strict):
 
 
 class ChatSessionList(BaseModel):
-    items: list[SessionView]
+    items: list[SessionSummary] = Field(
+        description="Sessions without transcripts: read one with GET /chats/{id}."
+    )
     next_cursor: str | None
 
 
@@ -190,8 +192,9 @@ class TextChatRequest(Strict):
     )
     agent_overrides: AgentPatch | None = None
     messages: list[TextChatMessage] = Field(
-        max_length=2000,
-        description="The whole transcript as last returned, then the new user message(s).",
+        description="The whole transcript as last returned, then the new user message(s); "
+        "at most PARLEY_MAX_TRANSCRIPT_MESSAGES messages and PARLEY_MAX_TRANSCRIPT_BYTES "
+        "of text (413 past either).",
     )
     state: str | None = Field(
         default=None, max_length=20_000, description="Null on the first turn, then as returned."

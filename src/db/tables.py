@@ -122,6 +122,8 @@ class ChatSession(Base):
 
     __table_args__ = (
         Index("ix_chat_sessions_account_created", "account_id", "created_time", "id"),
+        # Counting an account's active sessions at each open (PARLEY_MAX_ACTIVE_SESSIONS).
+        Index("ix_chat_sessions_account_status", "account_id", "status"),
         # Second guard behind the workflow ID: one active session per external endpoint.
         Index(
             "uq_chat_sessions_active_endpoint",

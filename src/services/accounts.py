@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime
 
+from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.db.tables import Account, ApiKey
@@ -55,24 +56,41 @@ async def register_api_key(
         )
 
 
-class ApiKeyAuthenticator:
-    """Resolves a Bearer key to its account; remembers answers so a turn costs no DB read."""
+async def revoke_api_key(sessions: async_sessionmaker[AsyncSession], key: str) -> bool:
+    """Mark a key revoked; False when no such key is stored. API processes stop accepting it
+    once their cache entry expires (PARLEY_API_KEY_CACHE_SECONDS)."""
+    async with sessions.begin() as db:
+        row = await db.get(ApiKey, hash_api_key(key))
+        if row is None:
+            return False
+        row.revoked = True
+    return True
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+
+class ApiKeyAuthenticator:
+    """Resolves a Bearer key to its account; remembers answers for a short while so a turn
+    costs no DB read, and a revoked key stops working when its entry expires."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache_seconds: float = 30.0
+    ) -> None:
         self._sessions = sessions
-        self._known: dict[str, str] = {}
+        # Unknown keys are not remembered: a key created a moment ago works at once.
+        self._known: TTLCache[str, str] | None = (
+            TTLCache(maxsize=10_000, ttl=cache_seconds) if cache_seconds > 0 else None
+        )
 
     async def account_for(self, key: str | None) -> str:
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         key_hash = hash_api_key(key)
-        account_id = self._known.get(key_hash)
+        account_id = self._known.get(key_hash) if self._known is not None else None
         if account_id is None:
             async with self._sessions() as db:
                 row = await db.get(ApiKey, key_hash)
             if row is None or row.revoked:
                 raise Unauthorized("invalid API key")
             account_id = row.account_id
-            if len(self._known) < 10_000:
+            if self._known is not None:
                 self._known[key_hash] = account_id
         return account_id

@@ -89,35 +89,42 @@ class AgentService:
     async def list(
         self, account_id: str, limit: int, cursor: str | None
     ) -> tuple[list[AgentRecord], str | None]:
+        # Ordered by when the agent was created (its first version), which no update changes,
+        # so pages stay stable while agents are patched.
         latest = (
-            select(AgentVersion.id, func.max(AgentVersion.version).label("version"))
+            select(
+                AgentVersion.id,
+                func.max(AgentVersion.version).label("version"),
+                func.min(AgentVersion.created_time).label("first_created"),
+            )
             .where(AgentVersion.account_id == account_id)
             .group_by(AgentVersion.id)
             .subquery()
         )
         query = (
-            select(AgentVersion)
+            select(AgentVersion, latest.c.first_created)
             .join(
                 latest,
                 and_(AgentVersion.id == latest.c.id, AgentVersion.version == latest.c.version),
             )
             .where(AgentVersion.deleted.is_(False))
-            .order_by(AgentVersion.created_time.desc(), AgentVersion.id.desc())
+            .order_by(latest.c.first_created.desc(), AgentVersion.id.desc())
             .limit(limit + 1)
         )
         if cursor:
             created, last_id = decode_cursor(cursor)
             query = query.where(
                 or_(
-                    AgentVersion.created_time < created,
-                    and_(AgentVersion.created_time == created, AgentVersion.id < last_id),
+                    latest.c.first_created < created,
+                    and_(latest.c.first_created == created, AgentVersion.id < last_id),
                 )
             )
         async with self._sessions() as db:
-            rows = list((await db.scalars(query)).all())
-        page = [_record(row) for row in rows[:limit]]
+            rows = list((await db.execute(query)).all())
+        page = rows[:limit]
         more = len(rows) > limit
-        return page, encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
+        next_cursor = encode_cursor(page[-1][1], page[-1][0].id) if more and page else None
+        return [_record(row) for row, _ in page], next_cursor
 
     async def resolve(
         self,
@@ -131,10 +138,7 @@ class AgentService:
         if (agent_id is None) == (inline is None):
             raise InvalidInput("give exactly one of `agent_id` or an inline `agent`")
         if agent_id is not None:
-            try:
-                record = await self.get(account_id, agent_id)
-            except NotFound:
-                raise InvalidInput(f"unknown agent_id {agent_id!r}") from None
+            record = await self.get(account_id, agent_id)  # unknown: 404
             spec, version = record.spec, record.version
         else:
             assert inline is not None
@@ -154,7 +158,9 @@ class AgentService:
         return AgentSnapshot(id=agent_id, version=version, spec=spec, model=model)
 
     def check_outbound(self, spec: AgentSpec) -> None:
-        """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs."""
+        """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs,
+        models off the allow-list and output budgets over the ceiling."""
+        self._check_model(spec.model)
         low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
         ttl = spec.default_ttl_seconds
         if ttl is not None and not low <= ttl <= high:
@@ -179,6 +185,20 @@ class AgentService:
                 check_literal_host(url, allowlist)
             except UrlRefused as error:
                 raise InvalidInput(f"{field}: {error}") from None
+
+    def _check_model(self, model: ModelConfig | None) -> None:
+        allowed = self._settings.allowed_models
+        if model is not None and allowed and model.name not in allowed:
+            raise InvalidInput(
+                f"model.name: {model.name!r} is not on the server's model allow-list "
+                f"(PARLEY_ALLOWED_MODELS): {', '.join(sorted(allowed))}"
+            )
+        ceiling = self._settings.max_output_tokens
+        if model is not None and model.max_tokens is not None and model.max_tokens > ceiling:
+            raise InvalidInput(
+                f"model.max_tokens: {model.max_tokens} is over the server's ceiling of "
+                f"{ceiling} (PARLEY_MAX_OUTPUT_TOKENS)"
+            )
 
     async def _insert(
         self, account_id: str, agent_id: str, version: int, spec: AgentSpec

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -42,6 +42,7 @@ from src.domain import (
     FinishReason,
     Message,
     SessionStatus,
+    SessionSummary,
     SessionView,
     Usage,
 )
@@ -52,6 +53,7 @@ from src.errors import (
     NotFound,
     ParleyError,
     PayloadTooLarge,
+    QuotaExceeded,
     Unavailable,
 )
 from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
@@ -169,12 +171,13 @@ class ChatSessionService:
             if t is not None
         )
         self._check_ttl(ttl)
-        await self._snapshots.save(account_id, snapshot)
         endpoint = (
             endpoint_hash(account_id, request.channel, request.external_id)
             if request.external_id is not None
             else None
         )
+        await self._check_active_sessions(account_id, endpoint)
+        await self._snapshots.save(account_id, snapshot)
         values = template_values(
             snapshot.spec.variables,
             request.additional_data,
@@ -251,6 +254,34 @@ class ChatSessionService:
             return await self._view(account_id, result.session), True
         return await self.get(account_id, result.session.id), False
 
+    async def _check_active_sessions(self, account_id: str, endpoint: str | None) -> None:
+        """PARLEY_MAX_ACTIVE_SESSIONS per account, counted from the database (stateful
+        sessions only: a stateless conversation has no inactivity timer to end it). Joining
+        the active session of an endpoint adds none. Concurrent opens may pass it by a few."""
+        limit = self._settings.max_active_sessions
+        if limit == 0:
+            return
+        active = (ChatSession.account_id == account_id) & (
+            ChatSession.status == SessionStatus.ACTIVE.value
+        )
+        async with self._sessions() as db:
+            count = await db.scalar(
+                select(func.count())
+                .select_from(ChatSession)
+                .where(active, ChatSession.kind == "session")
+            )
+            if (count or 0) < limit:
+                return
+            if endpoint is not None and await db.scalar(
+                select(ChatSession.id).where(active, ChatSession.endpoint_hash == endpoint)
+            ):
+                return
+        raise QuotaExceeded(
+            f"the account has {count} active sessions, the most it may have "
+            "(PARLEY_MAX_ACTIVE_SESSIONS); end one or wait for one to finish",
+            {"limit": limit, "active": count},
+        )
+
     async def get(self, account_id: str, session_id: str) -> SessionView:
         row = await self._row(account_id, session_id)
         if row.status == SessionStatus.FINAL.value or row.kind == "stateless":
@@ -268,7 +299,8 @@ class ChatSessionService:
 
     async def list_sessions(
         self, account_id: str, filters: ChatFilters, limit: int, cursor: str | None
-    ) -> tuple[list[SessionView], str | None]:
+    ) -> tuple[list[SessionSummary], str | None]:
+        """Sessions without their transcripts (read one with `get`), newest first."""
         query = select(ChatSession).where(ChatSession.account_id == account_id)
         if filters.status is not None:
             query = query.where(ChatSession.status == filters.status.value)
@@ -287,9 +319,8 @@ class ChatSessionService:
         query = query.order_by(ChatSession.created_time.desc(), ChatSession.id.desc())
         async with self._sessions() as db:
             rows = list((await db.scalars(query.limit(limit + 1))).all())
-            page = rows[:limit]
-            transcripts = await _transcripts(db, [row.id for row in page])
-        items = [self._view_of_row(row, transcripts.get(row.id, [])) for row in page]
+        page = rows[:limit]
+        items = [_summary_of_row(row) for row in page]
         more = len(rows) > limit
         next_cursor = encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
         return items, next_cursor
@@ -494,6 +525,21 @@ def _view_of_row(row: ChatSession, messages: list[Message]) -> SessionView:
         agent_id=row.agent_id,
         channel=row.channel,
         messages=messages,
+        created_time=row.created_time,
+        last_activity=row.last_activity,
+        ttl_seconds=row.ttl_seconds,
+        is_final=status == SessionStatus.FINAL,
+        status=status,
+        final_reason=FinishReason(row.final_reason) if row.final_reason else None,
+    )
+
+
+def _summary_of_row(row: ChatSession) -> SessionSummary:
+    status = SessionStatus(row.status)
+    return SessionSummary(
+        id=row.id,
+        agent_id=row.agent_id,
+        channel=row.channel,
         created_time=row.created_time,
         last_activity=row.last_activity,
         ttl_seconds=row.ttl_seconds,

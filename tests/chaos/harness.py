@@ -90,6 +90,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         PARLEY_TOOL_URL_ALLOWLIST=settings.tool_url_allowlist_setting,
         PARLEY_MIN_TTL_SECONDS=str(settings.min_ttl_seconds),
         PARLEY_LLM_TIMEOUT_SECONDS=str(settings.llm_timeout_seconds),
+        PARLEY_RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
+        PARLEY_MAX_ACTIVE_SESSIONS=str(settings.max_active_sessions),
     )
     env.update(extra)
     return env

@@ -7,8 +7,16 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from src.api.deps import AccountId, ServicesDep
-from src.api.schemas import AgentReference, ErrorResponse, TextChatRequest, TextChatResponse
+from src.api.schemas import (
+    AgentReference,
+    ErrorResponse,
+    TextChatMessage,
+    TextChatRequest,
+    TextChatResponse,
+)
+from src.config import Settings
 from src.domain import Message
+from src.errors import PayloadTooLarge
 from src.services.text_chat import TextChatTurn
 
 router = APIRouter(
@@ -18,6 +26,7 @@ router = APIRouter(
         400: {"model": ErrorResponse},
         401: {"model": ErrorResponse},
         409: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         502: {"model": ErrorResponse},
     },
@@ -29,7 +38,9 @@ async def complete_text_chat(
     body: TextChatRequest, account: AccountId, services: ServicesDep
 ) -> TextChatResponse:
     """One turn. The state is sealed by the server: a tampered, truncated, foreign or
-    other-account state is 400; the state of a finished conversation is 409."""
+    other-account state is 400; the state of a finished conversation is 409. A transcript or
+    a user message over the server's limits is 413."""
+    check_transcript_size(body.messages, services.settings)
     now = datetime.now(UTC)
     turn = TextChatTurn(
         agent_id=body.agent.id if isinstance(body.agent, AgentReference) else None,
@@ -46,3 +57,37 @@ async def complete_text_chat(
     )
     result = await services.text_chat.complete(account, turn)
     return TextChatResponse(**result.model_dump())
+
+
+def check_transcript_size(messages: list[TextChatMessage], settings: Settings) -> None:
+    """413 for a transcript over PARLEY_MAX_TRANSCRIPT_MESSAGES or PARLEY_MAX_TRANSCRIPT_BYTES
+    (UTF-8 of contents and tool calls), or a user message over PARLEY_MAX_MESSAGE_CHARS (the
+    server accepted none such earlier, so one in the transcript is the new one)."""
+    if len(messages) > settings.max_transcript_messages:
+        raise PayloadTooLarge(
+            f"the transcript has {len(messages)} messages; the limit is "
+            f"{settings.max_transcript_messages}: start a new conversation",
+            {"limit_messages": settings.max_transcript_messages},
+        )
+    size = sum(_text_bytes(message) for message in messages)
+    if size > settings.max_transcript_bytes:
+        raise PayloadTooLarge(
+            f"the transcript has {size} bytes of text; the limit is "
+            f"{settings.max_transcript_bytes}: start a new conversation",
+            {"limit_bytes": settings.max_transcript_bytes},
+        )
+    for index, message in enumerate(messages):
+        length = len(message.content or "")
+        if message.role == "user" and length > settings.max_message_chars:
+            raise PayloadTooLarge(
+                f"messages[{index}] has {length} characters; the limit is "
+                f"{settings.max_message_chars}",
+                {"limit_chars": settings.max_message_chars},
+            )
+
+
+def _text_bytes(message: TextChatMessage) -> int:
+    texts = [message.content or ""]
+    for call in message.tool_calls:
+        texts += [call.name, call.arguments, call.response or ""]
+    return sum(len(text.encode()) for text in texts)
