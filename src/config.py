@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     tool_response_max_chars: int = Field(
         default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
     )
+    # Caps on what an agent config carries to every LLM call (and into its snapshot).
+    max_agent_variables_bytes: int = Field(
+        default=64 * 1024, ge=1024, alias="PARLEY_MAX_AGENT_VARIABLES_BYTES"
+    )
+    max_tool_schema_bytes: int = Field(
+        default=64 * 1024, ge=1024, alias="PARLEY_MAX_TOOL_SCHEMA_BYTES"
+    )
     max_rendered_template_chars: int = Field(
         default=DEFAULT_MAX_RENDERED_CHARS, ge=1000, alias="PARLEY_MAX_RENDERED_TEMPLATE_CHARS"
     )

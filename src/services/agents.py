@@ -15,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
 from src.db.tables import AgentVersion
-from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
+from src.domain import (
+    FROM_STORAGE,
+    AgentPatch,
+    AgentSnapshot,
+    AgentSpec,
+    McpTools,
+    ModelConfig,
+    WebhookTool,
+)
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
 from src.tools.url_guard import UrlRefused, check_literal_host
@@ -34,7 +42,7 @@ def _record(row: AgentVersion) -> AgentRecord:
     return AgentRecord(
         id=row.id,
         version=row.version,
-        spec=AgentSpec.model_validate(row.spec),
+        spec=AgentSpec.model_validate(row.spec, context=FROM_STORAGE),
         created_time=row.created_time,
     )
 
