@@ -353,6 +353,34 @@ async def test_a_backtracking_pattern_an_mcp_server_offers_answers_promptly(
     )
 
 
+# --- size caps ------------------------------------------------------------------------------
+
+
+async def test_oversized_variables_and_tool_schemas_are_refused_naming_the_field(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    big = "x" * (65 * 1024)
+    parameters = id_schema({"type": "string", "description": big})
+    agent_id = await make_agent()
+
+    variables = await http.post("/agents", json=agent_body(variables={"notes": big}))
+    schema = await http.post(
+        "/agents", json=agent_body(webhook_tool("http://127.0.0.1:9/x", parameters))
+    )
+    patched = await http.patch(f"/agents/{agent_id}", json={"variables": {"notes": big}})
+    overridden = await http.post(
+        "/chats",
+        json={"agent_id": agent_id, "channel": "web", "agent_overrides": {"variables": {"a": big}}},
+    )
+
+    assert refused_message(variables).startswith("variables: 66,")
+    assert "PARLEY_MAX_AGENT_VARIABLES_BYTES" in refused_message(variables)
+    assert refused_message(schema).startswith("tools[0].parameters: 66,")
+    assert "the limit is 65,536 (PARLEY_MAX_TOOL_SCHEMA_BYTES)" in refused_message(schema)
+    assert refused_message(patched).startswith("variables: ")
+    assert refused_message(overridden).startswith("variables: ")
+
+
 # --- headers --------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from src.domain import (
 )
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
+from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
 
 INLINE_AGENT_PREFIX = "inline-"
@@ -162,7 +163,9 @@ class AgentService:
         return AgentSnapshot(id=agent_id, version=version, spec=spec, model=model)
 
     def check_outbound(self, spec: AgentSpec) -> None:
-        """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs."""
+        """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs,
+        sizes."""
+        self._check_sizes(spec)
         low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
         ttl = spec.default_ttl_seconds
         if ttl is not None and not low <= ttl <= high:
@@ -186,6 +189,29 @@ class AgentService:
                 check_literal_host(url, allowlist)
             except UrlRefused as error:
                 raise InvalidInput(f"{field}: {error}") from None
+
+    def _check_sizes(self, spec: AgentSpec) -> None:
+        variables = (self._settings.max_agent_variables_bytes, "PARLEY_MAX_AGENT_VARIABLES_BYTES")
+        schemas = (self._settings.max_tool_schema_bytes, "PARLEY_MAX_TOOL_SCHEMA_BYTES")
+        outputs = spec.analysis.structured_outputs if spec.analysis else []
+        capped = [
+            ("variables", spec.variables, variables),
+            *(
+                (f"tools[{index}].parameters", tool.parameters, schemas)
+                for index, tool in enumerate(spec.tools)
+                if isinstance(tool, WebhookTool)
+            ),
+            *(
+                (f"analysis.structured_outputs[{index}].schema", output.schema_, schemas)
+                for index, output in enumerate(outputs)
+            ),
+        ]
+        for field, value, (limit, setting) in capped:
+            size = schema_bytes(value)
+            if size > limit:
+                raise InvalidInput(
+                    f"{field}: {size:,} bytes of JSON; the limit is {limit:,} ({setting})"
+                )
 
     async def _insert(
         self, account_id: str, agent_id: str, version: int, spec: AgentSpec
