@@ -147,6 +147,22 @@ async def test_a_ref_to_a_url_is_refused_when_the_agent_is_saved_and_never_fetch
     assert host.hits == 0
 
 
+async def test_a_ref_to_a_file_in_an_inline_agent_is_refused(
+    http: httpx.AsyncClient, secret_file: str
+) -> None:
+    agent = agent_body(webhook_tool("http://127.0.0.1:9/x", id_schema({"$ref": secret_file})))
+    messages = [{"role": "user", "content": '{"id": "A-1"}'}]
+
+    stateless = await http.post(
+        "/text-chat/completion", json={"agent": agent, "messages": messages}
+    )
+    session = await http.post("/chats", json={"agent": agent, "channel": "web"})
+
+    assert "$ref: must point inside the schema" in refused_message(stateless)
+    assert "$ref: must point inside the schema" in refused_message(session)
+    assert SECRET not in stateless.text + session.text
+
+
 async def stored_snapshot(db: async_sessionmaker[AsyncSession], spec: dict[str, Any]) -> str:
     """A snapshot as one stored before these checks: read back, not validated again."""
     agent = AgentSpec.model_validate(spec, context=FROM_STORAGE)
