@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     mcp_response_max_bytes: int = Field(
         default=4 * 1024 * 1024, ge=65_536, alias="PARLEY_MCP_RESPONSE_MAX_BYTES"
     )
+    # Caps on what an agent config carries to every LLM call (and into its snapshot).
+    max_agent_variables_bytes: int = Field(
+        default=64 * 1024, ge=1024, alias="PARLEY_MAX_AGENT_VARIABLES_BYTES"
+    )
+    max_tool_schema_bytes: int = Field(
+        default=64 * 1024, ge=1024, alias="PARLEY_MAX_TOOL_SCHEMA_BYTES"
+    )
     max_rendered_template_chars: int = Field(
         default=DEFAULT_MAX_RENDERED_CHARS, ge=1000, alias="PARLEY_MAX_RENDERED_TEMPLATE_CHARS"
     )

@@ -13,9 +13,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from src.tools import json_schemas
 
 FINISH_THE_CONVERSATION = "finishTheConversation"
 BUILTIN_TOOLS = frozenset({FINISH_THE_CONVERSATION})
@@ -23,6 +30,17 @@ BUILTIN_TOOLS = frozenset({FINISH_THE_CONVERSATION})
 RESERVED_TEMPLATE_KEYS = frozenset({"channel", "sip_endpoint"})
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# RFC 9110 `token`; a value may hold no control character but tab (no CR/LF: header injection).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+_HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+# Validation context for configs read back from the database: rules added after a config was
+# saved must not make it unreadable (the runtime guards in json_schemas still hold for it).
+FROM_STORAGE: dict[str, Any] = {"from_storage": True}
+
+
+def _from_storage(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("from_storage"))
 
 
 def check_text(value: Any, where: str = "text") -> None:
@@ -73,9 +91,20 @@ def _not_the_mask(value: str) -> str:
     return value
 
 
-def _headers_not_masked(headers: dict[str, str]) -> dict[str, str]:
-    for value in headers.values():
+def _sendable_headers(headers: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    """Headers that can go on the wire as they are; the message names the header, never the
+    value (header values are secrets)."""
+    for name, value in headers.items():
         _not_the_mask(value)
+        if _from_storage(info):
+            continue
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"header name {name[:64]!r} is not a valid HTTP header name")
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            raise ValueError(
+                f"header {name!r}: the value contains a line break (CR or LF) or another "
+                "control character"
+            )
     return headers
 
 
@@ -104,12 +133,15 @@ class WebhookTool(Frozen):
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
-    _headers = field_validator("headers")(_headers_not_masked)
+    _headers = field_validator("headers")(_sendable_headers)
 
     @field_validator("parameters")
     @classmethod
-    def _parameters_are_a_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
-        check_json_schema(schema)
+    def _parameters_are_a_json_schema(
+        cls, schema: dict[str, Any], info: ValidationInfo
+    ) -> dict[str, Any]:
+        if not _from_storage(info):
+            check_json_schema(schema)
         if schema.get("type") != "object":
             raise ValueError('tool parameters must be a JSON schema of "type": "object"')
         return schema
@@ -123,7 +155,7 @@ class McpServer(Frozen):
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=30.0, gt=0, le=300)
 
-    _headers = field_validator("headers")(_headers_not_masked)
+    _headers = field_validator("headers")(_sendable_headers)
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpServer:
@@ -151,8 +183,9 @@ class StructuredOutput(Frozen):
 
     @field_validator("schema_")
     @classmethod
-    def _is_a_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
-        check_json_schema(schema)
+    def _is_a_json_schema(cls, schema: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if not _from_storage(info):
+            check_json_schema(schema)
         return schema
 
 
@@ -190,11 +223,11 @@ class CompletionWebhook(Frozen):
 
 
 def check_json_schema(schema: dict[str, Any]) -> None:
+    """Refuse, without quoting it, a schema Parley will not validate against: see json_schemas."""
     try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as error:
-        where = "/".join(str(part) for part in error.path) or "(root)"
-        raise ValueError(f"not a valid JSON schema at {where}: {error.message}") from None
+        json_schemas.check_schema(schema)
+    except json_schemas.SchemaRefused as refused:
+        raise ValueError(f"not a usable JSON schema at {refused}") from None
 
 
 class AgentSpec(Frozen):

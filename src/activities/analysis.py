@@ -11,7 +11,6 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +32,7 @@ from src.domain import (
 from src.llm.providers import LLM_REJECTED, ModelProviders
 from src.llm.types import TRANSCRIPT_HEADER, LLMReply
 from src.llm.types import ChatMessage as WireMessage
+from src.tools.json_schemas import SchemaRefused, validation_errors
 
 ANALYSIS_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(minutes=5),
@@ -108,7 +108,6 @@ class AnalysisActivities:
             f"Extract `{output.name}` from the conversation. Answer with one JSON value only, "
             f"valid against this JSON schema:\n{json.dumps(output.schema_)}"
         )
-        validator = Draft202012Validator(output.schema_)
         follow_up: list[WireMessage] = []
         error = "no answer"
         for attempt in range(1, self._attempts + 1):
@@ -123,9 +122,12 @@ class AnalysisActivities:
             answer = reply.content or ""
             try:
                 value = json.loads(answer)
-                problems = sorted(validator.iter_errors(value), key=str)
+                problems = validation_errors(output.schema_, value)
             except json.JSONDecodeError as invalid:
                 value, problems, error = None, [], f"not JSON: {invalid.msg}"
+            except SchemaRefused as unusable:
+                error = f"the schema cannot be used: {unusable}"
+                return StructuredOutputResult(status="failed", error=error, attempts=attempt)
             else:
                 if not problems:
                     return StructuredOutputResult(status="ok", value=value, attempts=attempt)

@@ -32,6 +32,7 @@ from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.domain import McpToolDefinition, McpTools, SessionAgent
 from src.observability import measured_tool_call
+from src.tools.json_schemas import schema_problem
 from src.tools.mcp_client import (
     McpCommandRefused,
     McpError,
@@ -115,6 +116,15 @@ class McpToolActivities:
                     raise ApplicationError(f"MCP server tools[{index}]: {error}") from None
                 for tool in offered:
                     if entry.allowed_tools is not None and tool.name not in entry.allowed_tools:
+                        continue
+                    problem = schema_problem(
+                        tool.input_schema, self._settings.max_tool_schema_bytes
+                    )
+                    if problem is not None:
+                        # Dropped, like the SDK drops tools it cannot use: the others still work.
+                        activity.logger.warning(
+                            "MCP server tools[%d]: tool %r dropped: %s", index, tool.name, problem
+                        )
                         continue
                     if tool.name in taken:
                         raise ApplicationError(

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.common import RetryPolicy
@@ -20,6 +19,7 @@ from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.observability import measured_tool_call
+from src.tools.json_schemas import SchemaRefused, validation_errors
 from src.tools.pinned_http import pinned_client, pinned_to, read_capped
 from src.tools.signing import signature_headers
 from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
@@ -91,7 +91,10 @@ def parse_arguments(arguments: str, schema: dict[str, Any]) -> dict[str, Any]:
         raise refuse(f"the arguments are not valid JSON: {error.msg}") from None
     if not isinstance(parsed, dict):
         raise refuse("the arguments must be a JSON object")
-    problems = sorted(Draft202012Validator(schema).iter_errors(parsed), key=str)
+    try:
+        problems = validation_errors(schema, parsed)
+    except SchemaRefused as unusable:
+        raise refuse(f"the tool's schema cannot be used: {unusable}") from None
     if problems:
         where = "/".join(str(p) for p in problems[0].path) or "(root)"
         # jsonschema's message quotes the offending value: for the model's eyes only.

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.db.tables import AgentSnapshotRow
 from src.db.upsert import insert_missing
-from src.domain import AgentSnapshot
+from src.domain import FROM_STORAGE, AgentSnapshot
 
 _CACHED_SNAPSHOTS = 2048
 
@@ -44,7 +44,7 @@ class SnapshotStore:
                 row = await db.get(AgentSnapshotRow, snapshot_id)
             if row is None:
                 raise SnapshotNotFound(f"agent snapshot {snapshot_id} is not in the database")
-            snapshot = AgentSnapshot.model_validate(row.config)
+            snapshot = AgentSnapshot.model_validate(row.config, context=FROM_STORAGE)
             self._remember(snapshot_id, snapshot)
         return snapshot
 

@@ -15,9 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
 from src.db.tables import AgentVersion
-from src.domain import AgentPatch, AgentSnapshot, AgentSpec, McpTools, ModelConfig, WebhookTool
+from src.domain import (
+    FROM_STORAGE,
+    AgentPatch,
+    AgentSnapshot,
+    AgentSpec,
+    McpTools,
+    ModelConfig,
+    WebhookTool,
+)
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
+from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
 
 INLINE_AGENT_PREFIX = "inline-"
@@ -34,7 +43,7 @@ def _record(row: AgentVersion) -> AgentRecord:
     return AgentRecord(
         id=row.id,
         version=row.version,
-        spec=AgentSpec.model_validate(row.spec),
+        spec=AgentSpec.model_validate(row.spec, context=FROM_STORAGE),
         created_time=row.created_time,
     )
 
@@ -159,8 +168,9 @@ class AgentService:
 
     def check_outbound(self, spec: AgentSpec) -> None:
         """Refuse, naming the field, what the server would refuse anyway: URLs, commands, TTLs,
-        models off the allow-list and output budgets over the ceiling."""
+        models off the allow-list, output budgets over the ceiling and sizes."""
         self._check_model(spec.model)
+        self._check_sizes(spec)
         low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
         ttl = spec.default_ttl_seconds
         if ttl is not None and not low <= ttl <= high:
@@ -199,6 +209,29 @@ class AgentService:
                 f"model.max_tokens: {model.max_tokens} is over the server's ceiling of "
                 f"{ceiling} (PARLEY_MAX_OUTPUT_TOKENS)"
             )
+
+    def _check_sizes(self, spec: AgentSpec) -> None:
+        variables = (self._settings.max_agent_variables_bytes, "PARLEY_MAX_AGENT_VARIABLES_BYTES")
+        schemas = (self._settings.max_tool_schema_bytes, "PARLEY_MAX_TOOL_SCHEMA_BYTES")
+        outputs = spec.analysis.structured_outputs if spec.analysis else []
+        capped = [
+            ("variables", spec.variables, variables),
+            *(
+                (f"tools[{index}].parameters", tool.parameters, schemas)
+                for index, tool in enumerate(spec.tools)
+                if isinstance(tool, WebhookTool)
+            ),
+            *(
+                (f"analysis.structured_outputs[{index}].schema", output.schema_, schemas)
+                for index, output in enumerate(outputs)
+            ),
+        ]
+        for field, value, (limit, setting) in capped:
+            size = schema_bytes(value)
+            if size > limit:
+                raise InvalidInput(
+                    f"{field}: {size:,} bytes of JSON; the limit is {limit:,} ({setting})"
+                )
 
     async def _insert(
         self, account_id: str, agent_id: str, version: int, spec: AgentSpec
