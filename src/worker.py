@@ -26,6 +26,7 @@ from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
+from src.secret_box import SecretBox
 from src.temporal_client import connect_temporal
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.stateless_turn import StatelessTurnWorkflow
@@ -49,7 +50,7 @@ async def running_worker(settings: Settings, client: Client) -> AsyncIterator[Wo
     # No pre-ping: it was a third of the worker's database time under load (bench/).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
-    snapshots = SnapshotStore(sessions)
+    snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
     store = SessionStoreActivities(sessions)
     models = ModelProviders(settings)
     llm = LLMActivities(
