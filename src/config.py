@@ -131,7 +131,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _codec_without_credential_only_on_loopback(self) -> Settings:
-        if self.codec_auth == "none" and not _is_loopback(self.host):
+        if self.codec_auth == "none" and not is_loopback(self.host):
             raise ValueError(
                 "PARLEY_CODEC_AUTH=none serves every tenant's decrypted payloads to anyone "
                 f"who reaches it: allowed only with a loopback PARLEY_HOST, not {self.host!r}; "
@@ -209,7 +209,7 @@ class Settings(BaseSettings):
         return "scripted"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

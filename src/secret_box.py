@@ -96,7 +96,12 @@ def erase_agent_secrets(spec: dict[str, Any]) -> dict[str, Any]:
 
 def has_secrets(spec: dict[str, Any]) -> bool:
     found: list[Any] = []
-    map_agent_secrets(spec, lambda v: found.append(v) or v)
+
+    def collect(value: Any) -> Any:
+        found.append(value)
+        return value
+
+    map_agent_secrets(spec, collect)
     return any(value != "" for value in found)
 
 

@@ -9,9 +9,9 @@ import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from google.protobuf import json_format
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
-from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from src.api.deps import ServicesDep
