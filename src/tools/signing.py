@@ -43,6 +43,5 @@ def verify(
     offered = [part.removeprefix("v1=") for part in parts if part.startswith("v1=")]
     # As bytes: compare_digest raises on non-ASCII text, and a forged header may hold any.
     return any(
-        hmac.compare_digest(expected, value.encode("utf-8", "surrogateescape"))
-        for value in offered
+        hmac.compare_digest(expected, value.encode("utf-8", "surrogateescape")) for value in offered
     )
