@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     temporal_tls: bool = Field(default=False, alias="TEMPORAL_TLS")
     temporal_tls_cert: Path | None = Field(default=None, alias="TEMPORAL_TLS_CERT")
     temporal_tls_key: Path | None = Field(default=None, alias="TEMPORAL_TLS_KEY")
+    # A cluster whose certificate a private CA signed, and the name it was issued for when
+    # that is not the host in TEMPORAL_ADDRESS.
+    temporal_tls_ca: Path | None = Field(default=None, alias="TEMPORAL_TLS_CA")
+    temporal_tls_server_name: str | None = Field(default=None, alias="TEMPORAL_TLS_SERVER_NAME")
     temporal_api_key: SecretStr | None = Field(default=None, alias="TEMPORAL_API_KEY")
     database_url_setting: str | None = Field(default=None, alias="DATABASE_URL")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
@@ -127,6 +131,12 @@ class Settings(BaseSettings):
                     "(`kid:base64url 32-byte key`, comma-separated, the first encrypts; "
                     "make one with `parley new-key`)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_client_certificate_is_whole(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY")
         return self
 
     @model_validator(mode="after")
