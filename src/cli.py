@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings()
     except ValidationError as error:
-        problems = "\n".join(f"  {problem['msg']}" for problem in error.errors())
+        problems = "\n".join(
+            f"  {problem['msg'].removeprefix('Value error, ')}" for problem in error.errors()
+        )
         print(f"parley: the configuration is not valid:\n{problems}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings)
