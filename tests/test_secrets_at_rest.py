@@ -196,3 +196,23 @@ async def test_purge_erases_secrets_from_every_version_and_unused_snapshots_only
     for stored in versions:
         assert '"sealed"' not in stored
     assert (await http.get(f"/agents/{agent_id}")).status_code == 404
+
+
+async def test_an_agent_deleted_without_purge_can_be_purged_later(
+    http: httpx.AsyncClient,
+    other_http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    signing = secret("whsec")
+    agent_id = await make_agent(webhook={"url": "http://127.0.0.1:9/done", "secret": signing})
+    deleted = await http.delete(f"/agents/{agent_id}")
+
+    foreign = await other_http.delete(f"/agents/{agent_id}", params={"purge": "true"})
+    purged = await http.delete(f"/agents/{agent_id}", params={"purge": "true"})
+    unknown = await http.delete("/agents/agent-nope", params={"purge": "true"})
+
+    assert (deleted.status_code, purged.status_code) == (204, 204)
+    assert foreign.status_code == 404 and unknown.status_code == 404
+    [stored] = await raw_version_specs(db, agent_id)
+    assert '"sealed"' not in stored and '"webhook": null' in stored.replace('":null', '": null')

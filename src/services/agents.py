@@ -60,8 +60,10 @@ class AgentService:
 
     async def delete(self, account_id: str, agent_id: str, purge: bool = False) -> None:
         """Soft delete; with `purge`, the secrets of every version are erased too, and those
-        of the snapshots no active session runs on (active sessions keep working)."""
-        await self.get(account_id, agent_id)
+        of the snapshots no active session runs on (active sessions keep working). An agent
+        deleted earlier without `purge` can still be purged."""
+        if not purge:
+            await self.get(account_id, agent_id)
         async with self._sessions.begin() as db:
             await db.execute(
                 update(AgentVersion)
@@ -74,7 +76,10 @@ class AgentService:
                         AgentVersion.id == agent_id, AgentVersion.account_id == account_id
                     )
                 )
-                for row in versions.all():
+                rows = versions.all()
+                if not rows:
+                    raise NotFound(f"agent {agent_id!r} not found")
+                for row in rows:
                     row.spec = erase_agent_secrets(row.spec)
         if purge:
             await self._snapshots.erase_unused_secrets(account_id, agent_id)
