@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from src.config import Settings, load_settings
 from src.observability import configure_logging
 
@@ -33,6 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     revoke_key.add_argument(
         "key", help="the key, as create-key printed it; '-' reads it from standard input"
     )
+    new_key = commands.add_parser(
+        "new-key",
+        help="print a new AES-256 key entry for PARLEY_PAYLOAD_KEYS / _STATE_KEYS / _SECRET_KEYS",
+    )
+    new_key.add_argument("--id", default="k1", help="the key id (letters and digits)")
+    commands.add_parser(
+        "reseal-secrets",
+        help="re-encrypt every stored tenant secret with the first PARLEY_SECRET_KEYS key",
+    )
     replay = commands.add_parser(
         "replay",
         help="replay recorded histories against the current workflow code (exit 1 on a failure)",
@@ -45,7 +56,21 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("-o", "--output", required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    if args.command == "new-key":
+        from src.state_envelope import new_key_setting
+
+        if not args.id.isalnum():
+            parser.error("--id must be letters and digits")
+        print(new_key_setting(args.id))
+        return
+    try:
+        settings = load_settings()
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {problem['msg'].removeprefix('Value error, ')}" for problem in error.errors()
+        )
+        print(f"parley: the configuration is not valid:\n{problems}", file=sys.stderr)
+        sys.exit(2)
     configure_logging(settings)
     if args.command in ("replay", "history"):
         _quiet_unless(args.verbose)
@@ -79,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
             print("parley revoke-key: no such key", file=sys.stderr)
             sys.exit(1)
         print(f"revoked; refused by every API process within {settings.api_key_cache_seconds:g} s")
+    elif args.command == "reseal-secrets":
+        from src.secret_storage import reseal_stored_secrets
+
+        print(asyncio.run(reseal_stored_secrets(settings)))
     elif args.command == "replay":
         sys.exit(_replay(settings, args))
     elif args.command == "history":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     temporal_tls: bool = Field(default=False, alias="TEMPORAL_TLS")
     temporal_tls_cert: Path | None = Field(default=None, alias="TEMPORAL_TLS_CERT")
     temporal_tls_key: Path | None = Field(default=None, alias="TEMPORAL_TLS_KEY")
+    # A cluster whose certificate a private CA signed, and the name it was issued for when
+    # that is not the host in TEMPORAL_ADDRESS.
+    temporal_tls_ca: Path | None = Field(default=None, alias="TEMPORAL_TLS_CA")
+    temporal_tls_server_name: str | None = Field(default=None, alias="TEMPORAL_TLS_SERVER_NAME")
     temporal_api_key: SecretStr | None = Field(default=None, alias="TEMPORAL_API_KEY")
     database_url_setting: str | None = Field(default=None, alias="DATABASE_URL")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
@@ -97,7 +102,15 @@ class Settings(BaseSettings):
     analysis_attempts: int = Field(default=3, ge=1, le=10, alias="PARLEY_ANALYSIS_ATTEMPTS")
     state_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_STATE_KEYS")
     payload_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_PAYLOAD_KEYS")
-    codec_auth: Literal["api-key", "none"] = Field(default="api-key", alias="PARLEY_CODEC_AUTH")
+    secret_keys_setting: SecretStr | None = Field(default=None, alias="PARLEY_SECRET_KEYS")
+    # "token": the operator credential PARLEY_CODEC_TOKEN (never an account's API key: the
+    # codec decrypts every tenant's payloads); "none": no credential, only on a loopback host.
+    codec_auth: Literal["token", "none"] = Field(default="token", alias="PARLEY_CODEC_AUTH")
+    codec_token: SecretStr | None = Field(default=None, alias="PARLEY_CODEC_TOKEN")
+    # "production" refuses to start without the key rings instead of generating dev keys.
+    environment: Literal["development", "production"] = Field(
+        default="development", alias="PARLEY_ENVIRONMENT"
+    )
     codec_cors_origins_setting: str = Field(default="", alias="PARLEY_CODEC_CORS_ORIGINS")
     worker_metrics_address: str | None = Field(default=None, alias="PARLEY_WORKER_METRICS_ADDRESS")
     tracing: Literal["off", "console", "otlp"] = Field(default="off", alias="PARLEY_TRACING")
@@ -128,6 +141,46 @@ class Settings(BaseSettings):
         if self.state_keys_setting is not None:
             parse_keys(self.state_keys_setting.get_secret_value())
         self.payload_keys()
+        if self.secret_keys_setting is not None:
+            parse_keys(self.secret_keys_setting.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _production_has_its_keys(self) -> Settings:
+        if self.environment == "production":
+            missing = [
+                alias
+                for alias, value in (
+                    ("PARLEY_PAYLOAD_KEYS", self.payload_keys_setting),
+                    ("PARLEY_STATE_KEYS", self.state_keys_setting),
+                    ("PARLEY_SECRET_KEYS", self.secret_keys_setting),
+                )
+                if value is None or not value.get_secret_value().strip()
+            ]
+            if missing:
+                raise ValueError(
+                    f"PARLEY_ENVIRONMENT=production needs {', '.join(missing)} "
+                    "(`kid:base64url 32-byte key`, comma-separated, the first encrypts; "
+                    "make one with `parley new-key`)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_client_certificate_is_whole(self) -> Settings:
+        if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
+            raise ValueError("mTLS needs both TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _codec_without_credential_only_on_loopback(self) -> Settings:
+        if self.codec_auth == "none" and not is_loopback(self.host):
+            raise ValueError(
+                "PARLEY_CODEC_AUTH=none serves every tenant's decrypted payloads to anyone "
+                f"who reaches it: allowed only with a loopback PARLEY_HOST, not {self.host!r}; "
+                "set PARLEY_CODEC_TOKEN instead"
+            )
+        if self.codec_token is not None and len(self.codec_token.get_secret_value()) < 24:
+            raise ValueError("PARLEY_CODEC_TOKEN must be at least 24 characters")
         return self
 
     @model_validator(mode="after")
@@ -170,6 +223,13 @@ class Settings(BaseSettings):
             return []
         return parse_keys(self.payload_keys_setting.get_secret_value())
 
+    def secret_keys(self) -> list[StateKey]:
+        """Keys for tenant secrets at rest (webhook secrets, tool headers): PARLEY_SECRET_KEYS,
+        or else a key generated once in the data dir (development only)."""
+        if self.secret_keys_setting is not None:
+            return parse_keys(self.secret_keys_setting.get_secret_value())
+        return dev_keys(self.data_dir, "secret-keys")
+
     @property
     def codec_cors_origins(self) -> list[str]:
         return [o.strip() for o in self.codec_cors_origins_setting.split(",") if o.strip()]
@@ -197,6 +257,15 @@ class Settings(BaseSettings):
         if self.openai_api_key or self.openai_base_url:
             return "openai"
         return "scripted"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings() -> Settings:

@@ -1,9 +1,13 @@
 """`parley dev`: the whole stack in the foreground — Temporal dev server + UI, worker, API —
-with migrations applied, a demo agent and an API key. Ctrl-C stops every process it started."""
+with migrations applied, a demo agent and an API key. Ctrl-C (or SIGTERM, SIGHUP) stops every
+process it started within seconds; if `parley dev` itself is killed, the kernel kills them
+(Linux: PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -16,13 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from src.config import SEARCH_ATTRIBUTES, Settings
+from src.config import SEARCH_ATTRIBUTES, Settings, is_loopback
 from src.db.engine import create_engine, migrate, session_factory
 from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
 from src.errors import NotFound
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
-from src.state_envelope import new_key_setting
+from src.state_envelope import create_private_file, new_key_setting
 
 DEMO_MCP_COMMAND = "mcp-server-time"
 DEMO_AGENT = AgentSpec(
@@ -84,10 +88,30 @@ def dev_server_command(
     return command + dev_server_tuning_args()
 
 
+# Seconds each stage of a stop may take before SIGKILL: first the API and the worker, then
+# Temporal, so nothing loses its server mid-call.
+STOP_GRACE_SECONDS = 8.0
+# How each child is asked to stop. uvicorn re-raises the signal it got once it has shut
+# down: SIGINT would end in a KeyboardInterrupt traceback, SIGTERM ends quietly. The worker
+# cancels its running activities on SIGINT and stops.
+STOP_SIGNALS = {"api": signal.SIGTERM, "worker": signal.SIGINT, "temporal": signal.SIGINT}
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int) -> None:
+    """Run in each child between fork and exec: the kernel SIGKILLs the child when the
+    `parley dev` process dies, however it dies (SIGKILL included)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before the line above took effect
+        os._exit(1)
+
+
 @dataclass
 class DevStack:
     settings: Settings
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    logs: dict[str, Path] = field(default_factory=dict)
 
     def run(self) -> int:
         data_dir = self.settings.data_dir.resolve()
@@ -101,12 +125,22 @@ class DevStack:
             self.settings = self.settings.model_copy(
                 update={"mcp_commands_setting": env["PARLEY_MCP_COMMANDS"]}
             )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        # SIGINT too: a shell script's background job starts with SIGINT ignored.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _interrupt)
+        # How to stop a stack started in the background: `kill $(cat .data/dev.pid)`.
+        (data_dir / "dev.pid").write_text(f"{os.getpid()}\n")
         try:
             if self.settings.temporal_address is None:
                 port, ui_port = self.settings.dev_temporal_port, self.settings.dev_ui_port
                 codec = f"http://{self.settings.host}:{self.settings.port}/codec"
-                self._start("temporal", dev_server_command(data_dir, port, ui_port, codec))
+                # Its log goes to a file: on shutdown its internal workers warn about every
+                # connection they lose, a screen of noise in the terminal.
+                self._start(
+                    "temporal",
+                    dev_server_command(data_dir, port, ui_port, codec),
+                    log=data_dir / "temporal.log",
+                )
                 _wait_for_port("127.0.0.1", port, "Temporal dev server")
                 env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
                 # The API logs a direct Temporal UI link for every session it opens.
@@ -126,29 +160,59 @@ class DevStack:
             return 0
         finally:
             self._stop_all()
+            (data_dir / "dev.pid").unlink(missing_ok=True)
 
-    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
-        process = subprocess.Popen(command, env=env or dict(os.environ), start_new_session=True)
+    def _start(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
+        # A session of its own: the terminal's Ctrl-C reaches `parley dev` only, which stops
+        # the children in order.
+        die_with_us = functools.partial(_die_with, os.getpid()) if sys.platform == "linux" else None
+        output = log.open("ab") if log is not None else None
+        try:
+            process = subprocess.Popen(
+                command,
+                env=env or dict(os.environ),
+                start_new_session=True,
+                preexec_fn=die_with_us,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+            )
+        finally:
+            if output is not None:
+                output.close()
         self.processes.append((name, process))
+        if log is not None:
+            self.logs[name] = log
 
     def _supervise(self) -> int:
         while True:
             for name, process in self.processes:
                 if process.poll() is not None:
                     print(f"{name} exited with status {process.returncode}; stopping", flush=True)
+                    self._show_log(name)
                     return 1
             time.sleep(0.5)
 
     def _stop_all(self) -> None:
-        """API first, then the worker, then Temporal, so nothing loses its server mid-call."""
-        for _, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """API and worker first, then Temporal, so nothing loses its server mid-call; each
+        stage bounded in time. Further Ctrl-Cs cannot cut this short and leave processes."""
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        parley = [(p, STOP_SIGNALS[name]) for name, p in self.processes if name != "temporal"]
+        temporal = [(p, STOP_SIGNALS[name]) for name, p in self.processes if name == "temporal"]
+        for stage in (parley, temporal):
+            _stop(stage)
+
+    def _show_log(self, name: str) -> None:
+        log = self.logs.get(name)
+        if log is not None and log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            print(f"last lines of {log}:", *tail, sep="\n", file=sys.stderr, flush=True)
 
     def _payload_encryption(self, data_dir: Path) -> dict[str, str]:
         """Dev default: transcripts encrypted in Temporal's history with a key kept in the data
@@ -156,12 +220,16 @@ class DevStack:
         env: dict[str, str] = {}
         if self.settings.payload_keys_setting is None:
             key_file = data_dir / "payload-keys"
-            if not key_file.exists():
-                key_file.write_text(new_key_setting("dev1"))
-                key_file.chmod(0o600)
+            create_private_file(key_file, new_key_setting("dev1"))
             env["PARLEY_PAYLOAD_KEYS"] = key_file.read_text().strip()
+        # Tenant secrets at rest: the API and worker share this key through the data dir.
+        self.settings.secret_keys()
         ui = f"http://127.0.0.1:{self.settings.dev_ui_port}"
-        env.setdefault("PARLEY_CODEC_AUTH", os.environ.get("PARLEY_CODEC_AUTH", "none"))
+        # The UI's codec calls come from the browser with no credential of ours: on a loopback
+        # API no credential is asked (nothing else can reach it); elsewhere the codec needs
+        # PARLEY_CODEC_TOKEN and the UI shows ciphertext.
+        if "PARLEY_CODEC_AUTH" not in os.environ and is_loopback(self.settings.host):
+            env["PARLEY_CODEC_AUTH"] = "none"
         env.setdefault(
             "PARLEY_CODEC_CORS_ORIGINS",
             os.environ.get(
@@ -174,9 +242,7 @@ class DevStack:
         if self.settings.api_key is not None:
             return self.settings.api_key.get_secret_value()
         key_file = data_dir / "dev-api-key"
-        if not key_file.exists():
-            key_file.write_text(new_api_key())
-            key_file.chmod(0o600)
+        create_private_file(key_file, new_api_key())
         return key_file.read_text().strip()
 
     async def _demo_agent(self, data_dir: Path, api_key: str) -> str:
@@ -202,6 +268,7 @@ class DevStack:
         while time.monotonic() < deadline:
             for name, process in self.processes:
                 if process.poll() is not None:
+                    self._show_log(name)
                     raise SystemExit(f"{name} exited with status {process.returncode}")
             try:
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
@@ -250,3 +317,21 @@ def _wait_for_port(host: str, port: int, what: str, timeout: float = 60) -> None
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{what} did not start listening on {host}:{port} within {timeout:.0f} s")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(processes: list[tuple[subprocess.Popen[bytes], signal.Signals]]) -> None:
+    """Ask each to stop; SIGKILL what is still running after STOP_GRACE_SECONDS."""
+    for process, signum in processes:
+        if process.poll() is None:
+            process.send_signal(signum)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while time.monotonic() < deadline and any(p.poll() is None for p, _ in processes):
+        time.sleep(0.05)
+    for process, _ in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -54,15 +54,31 @@ def new_key_setting(key_id: str = "k1") -> str:
     return f"{key_id}:{base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip('=')}"
 
 
-def dev_keys(data_dir: Path) -> list[StateKey]:
-    """A key kept in the data dir, for a single machine with no PARLEY_STATE_KEYS set."""
-    path = data_dir / "state-keys"
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(new_key_setting())
+def dev_keys(data_dir: Path, file_name: str = "state-keys") -> list[StateKey]:
+    """A key kept in the data dir, for a single machine with no key setting (dev only)."""
+    path = data_dir / file_name
+    create_private_file(path, new_key_setting())
     return parse_keys(path.read_text())
+
+
+def create_private_file(path: Path, text: str) -> None:
+    """Write `text` to a new file readable by its owner only: created with mode 0600 (never
+    world-readable, not even for a moment) under a temporary name, then linked into place, so
+    a concurrent reader sees the whole file or none. An existing file is left as it is."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first; keep theirs
+    finally:
+        draft.unlink()
 
 
 class StateSealer:

@@ -29,18 +29,27 @@ def data_converter(settings: Settings) -> DataConverter:
     )
 
 
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS to the Temporal frontend: off, the system's CAs (TEMPORAL_TLS=true), or with a
+    private CA, a server name and a client certificate (mTLS) when those are set."""
+    cert, key = settings.temporal_tls_cert, settings.temporal_tls_key
+    ca, name = settings.temporal_tls_ca, settings.temporal_tls_server_name
+    if not (cert or ca or name):
+        return settings.temporal_tls
+    return TLSConfig(
+        server_root_ca_cert=ca.read_bytes() if ca else None,
+        domain=name,
+        client_cert=cert.read_bytes() if cert else None,
+        client_private_key=key.read_bytes() if key else None,
+    )
+
+
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
-    tls: TLSConfig | bool = settings.temporal_tls
-    if settings.temporal_tls_cert and settings.temporal_tls_key:
-        tls = TLSConfig(
-            client_cert=settings.temporal_tls_cert.read_bytes(),
-            client_private_key=settings.temporal_tls_key.read_bytes(),
-        )
     return await Client.connect(
         settings.temporal_target,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
-        tls=tls,
+        tls=tls_config(settings),
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
         interceptors=[*tracing_interceptors(settings), LogContextInterceptor()],
         runtime=runtime,

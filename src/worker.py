@@ -27,6 +27,7 @@ from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
+from src.secret_box import SecretBox
 from src.temporal_client import connect_temporal
 from src.tools.url_guard import Resolver, system_resolver
 from src.workflows.chat_session import ChatSessionWorkflow
@@ -55,7 +56,7 @@ async def running_worker(
     # No pre-ping: it was a third of the worker's database time under load (bench/).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
-    snapshots = SnapshotStore(sessions)
+    snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
     store = SessionStoreActivities(sessions)
     models = ModelProviders(settings)
     llm = LLMActivities(

@@ -147,19 +147,23 @@ def tool_agent(url: str) -> dict[str, Any]:
     }
 
 
-async def test_the_codec_endpoint_round_trips_and_needs_a_key(
-    make_settings: Any, serve_api: Any, api_key: str
+CODEC_TOKEN = "codec-operator-token-0123456789abcdef"
+
+
+async def test_the_codec_endpoint_round_trips_with_the_operator_codec_token(
+    make_settings: Any, serve_api: Any
 ) -> None:
     payload = {"metadata": {"encoding": b64(b"json/plain")}, "data": b64(b'"hello codec"')}
-    async with serve_api(make_settings(PARLEY_PAYLOAD_KEYS=KEYS)) as url:
+    settings = make_settings(PARLEY_PAYLOAD_KEYS=KEYS, PARLEY_CODEC_TOKEN=CODEC_TOKEN)
+    async with serve_api(settings) as url:
         async with httpx.AsyncClient(base_url=url) as anonymous:
             refused = await anonymous.post("/codec/decode", json={"payloads": [payload]})
         async with httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {api_key}"}
-        ) as http:
-            encoded = (await http.post("/codec/encode", json={"payloads": [payload]})).json()
-            decoded = (await http.post("/codec/decode", json=encoded)).json()
-            garbage = await http.post("/codec/decode", json={"payloads": "nope"})
+            base_url=url, headers={"Authorization": f"Bearer {CODEC_TOKEN}"}
+        ) as operator:
+            encoded = (await operator.post("/codec/encode", json={"payloads": [payload]})).json()
+            decoded = (await operator.post("/codec/decode", json=encoded)).json()
+            garbage = await operator.post("/codec/decode", json={"payloads": "nope"})
 
     [sealed] = encoded["payloads"]
     assert refused.status_code == 401
@@ -167,6 +171,60 @@ async def test_the_codec_endpoint_round_trips_and_needs_a_key(
     assert b"hello codec" not in base64.b64decode(sealed["data"])
     assert decoded == {"payloads": [payload]}
     assert garbage.status_code == 422
+
+
+async def test_an_account_api_key_cannot_decode_payloads(
+    make_settings: Any, serve_api: Any, api_key: str
+) -> None:
+    # Any tenant's key would otherwise open every tenant's history: a decryption oracle.
+    settings = make_settings(PARLEY_PAYLOAD_KEYS=KEYS, PARLEY_CODEC_TOKEN=CODEC_TOKEN)
+    async with serve_api(settings) as url:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {CODEC_TOKEN}"}
+        ) as operator:
+            encoded = (
+                await operator.post(
+                    "/codec/encode",
+                    json={
+                        "payloads": [
+                            {
+                                "metadata": {"encoding": b64(b"json/plain")},
+                                "data": b64(b'"tenant data"'),
+                            }
+                        ]
+                    },
+                )
+            ).json()
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {api_key}"}
+        ) as tenant:
+            decoded = await tenant.post("/codec/decode", json=encoded)
+            encode = await tenant.post("/codec/encode", json={"payloads": []})
+
+    assert decoded.status_code == 401 and encode.status_code == 401
+    assert "tenant data" not in decoded.text and b64(b'"tenant data"') not in decoded.text
+    assert set(decoded.json()["error"]) == {"code", "message", "details"}
+
+
+async def test_without_a_codec_token_the_codec_is_off(
+    make_settings: Any, serve_api: Any, api_key: str
+) -> None:
+    async with serve_api(make_settings(PARLEY_PAYLOAD_KEYS=KEYS)) as url:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {api_key}"}
+        ) as http:
+            response = await http.post("/codec/decode", json={"payloads": []})
+
+    assert response.status_code == 401
+    assert "PARLEY_CODEC_TOKEN" in response.json()["error"]["message"]
+
+
+def test_no_codec_credential_is_refused_on_a_host_other_than_loopback(
+    make_settings: Any,
+) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        make_settings(PARLEY_CODEC_AUTH="none", PARLEY_HOST="0.0.0.0")
+    assert make_settings(PARLEY_CODEC_AUTH="none", PARLEY_HOST="127.0.0.1").codec_auth == "none"
 
 
 def sealed(data: bytes, key_id: bytes = b"t1") -> dict[str, Any]:
@@ -190,17 +248,14 @@ def sealed(data: bytes, key_id: bytes = b"t1") -> dict[str, Any]:
     ],
 )
 async def test_bad_codec_requests_are_422_in_the_error_shape(
-    make_settings: Any, serve_api: Any, api_key: str, body: Any
+    make_settings: Any, serve_api: Any, body: Any
 ) -> None:
-    async with (
-        serve_api(make_settings(PARLEY_PAYLOAD_KEYS=KEYS)) as url,
-        api_client(url, api_key) as http,
-    ):
-        # api_client's base URL is the API's /api/v1; the codec lives at the root
-        response = await http.post(
-            f"{url}/codec/decode",
+    settings = make_settings(PARLEY_PAYLOAD_KEYS=KEYS, PARLEY_CODEC_TOKEN=CODEC_TOKEN)
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as operator:
+        response = await operator.post(
+            "/codec/decode",
             content=json.dumps(body),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {CODEC_TOKEN}"},
         )
 
     assert response.status_code == 422, response.text
@@ -228,3 +283,28 @@ async def test_the_temporal_ui_may_call_the_codec_endpoint_cross_origin(
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ui
     assert call.status_code == 200 and call.headers["access-control-allow-origin"] == ui
+
+
+async def test_cors_headers_are_sent_for_the_codec_only(
+    make_settings: Any, serve_api: Any, api_key: str
+) -> None:
+    ui = "http://127.0.0.1:8233"
+    settings = make_settings(
+        PARLEY_PAYLOAD_KEYS=KEYS, PARLEY_CODEC_TOKEN=CODEC_TOKEN, PARLEY_CODEC_CORS_ORIGINS=ui
+    )
+    preflight_headers = {
+        "Origin": ui,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    async with serve_api(settings) as url, httpx.AsyncClient(base_url=url) as browser:
+        codec_preflight = await browser.options("/codec/decode", headers=preflight_headers)
+        api_preflight = await browser.options("/api/v1/chats", headers=preflight_headers)
+        api_call = await browser.get(
+            "/api/v1/agents", headers={"Origin": ui, "Authorization": f"Bearer {api_key}"}
+        )
+
+    assert codec_preflight.headers["access-control-allow-origin"] == ui
+    assert api_call.status_code == 200
+    for response in (api_preflight, api_call):
+        assert not [h for h in response.headers if h.startswith("access-control-")], response

@@ -152,3 +152,129 @@ async def test_dev_stack_uses_the_configured_temporal_and_llm(
     assert turn.status_code == 200, "".join(output)
     assert turn.json()["messages"][-1]["content"] == "echo: via the fake"
     assert own_server_started is False
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.add(child)
+            pending.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def _wait_gone(pids: set[int], attempts: int = 300) -> set[int]:
+    for _ in range(attempts):  # bounded guard, not a timing assertion
+        left = {pid for pid in pids if _alive(pid)}
+        if not left:
+            return left
+        await asyncio.sleep(0.1)
+    return left
+
+
+def _stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PARLEY_", "TEMPORAL_", "OPENAI_", "DATABASE_URL"))
+    }
+    env.update(
+        PARLEY_DATA_DIR=str(tmp_path / "data"),
+        PARLEY_PORT=str(_free_port()),
+        PARLEY_DEV_TEMPORAL_PORT=str(_free_port()),
+        PARLEY_DEV_UI_PORT=str(_free_port()),
+        **extra,
+    )
+    return env
+
+
+async def _started_stack(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, list[str]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "src.cli", "dev",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output: list[str] = []
+    while not any("API key" in line for line in output):
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=120)).decode()
+        assert line, "parley dev exited early:\n" + "".join(output)
+        output.append(line)
+    return process, output
+
+
+async def test_a_killed_dev_stack_takes_its_processes_with_it(tmp_path: Path) -> None:
+    process, output = await _started_stack(_stack_env(tmp_path))
+    children = _descendants(process.pid)
+
+    process.kill()  # SIGKILL: no chance to clean up itself
+    await process.wait()
+    left = await _wait_gone(children)
+
+    assert len(children) >= 3, "".join(output)  # Temporal dev server, worker, API
+    assert left == set()
+
+
+async def test_ctrl_c_stops_everything_even_with_a_worker_stuck_in_a_call_and_quietly(
+    tmp_path: Path, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    fake, base = fake_llm
+    tag = f"dev-{uuid.uuid4().hex[:8]}"
+    env = _stack_env(tmp_path, OPENAI_BASE_URL=base, PARLEY_DEFAULT_MODEL=f"hold-{tag}")
+    process, output = await _started_stack(env)
+    assert process.stdout is not None
+    drain = asyncio.create_task(_drain(process.stdout, output))
+    banner = dict(
+        found.groups()
+        for line in output
+        if (found := re.match(r"\s+(API key|API|demo agent)\s+(\S+)", line))
+    )
+    marker = f"stuck {uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {banner['API key']}"}
+    async with httpx.AsyncClient(base_url=banner["API"], headers=headers, timeout=30) as http:
+        opened = await http.post(
+            "/chats", json={"agent_id": banner["demo agent"], "channel": "web"}
+        )
+        stuck = asyncio.create_task(
+            http.post(
+                f"/chats/{opened.json()['id']}/messages", json={"content": marker}, timeout=600
+            )
+        )
+        await fake.wait_held(tag, 1)  # the worker is inside an LLM call that does not end
+        children = _descendants(process.pid)
+        stopping_from = len(output)
+
+        process.send_signal(signal.SIGINT)
+        try:
+            status = await asyncio.wait_for(process.wait(), timeout=120)  # generous guard
+        finally:
+            fake.release_held(tag)
+        await drain
+        left = await _wait_gone(children)
+        stuck.cancel()
+
+    after_ctrl_c = "".join(output[stopping_from:])
+    assert len(children) >= 3, "".join(output)
+    assert left == set()
+    assert status == 0
+    for noise in ("Traceback", "Connection refused", "ConnectionRefused", "transport error"):
+        assert noise not in after_ctrl_c, after_ctrl_c

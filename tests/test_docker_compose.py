@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from src.cli import main as parley_main
 from src.config import SEARCH_ATTRIBUTES, Settings
+from src.state_envelope import new_key_setting
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -40,6 +41,15 @@ UI_HOST_PORT = 8233
 # SQL plugins temporalio/auto-setup accepts for PostgreSQL in its DB variable.
 AUTO_SETUP_POSTGRES_PLUGINS = {"postgres12", "postgres12_pgx"}
 POSTGRES_PORT = 5432
+# Host variables compose must refuse to start without: the bootstrap key and the key rings.
+KEY_RINGS = ("PARLEY_PAYLOAD_KEYS", "PARLEY_STATE_KEYS", "PARLEY_SECRET_KEYS")
+REQUIRED_HOST: dict[str, str] = {
+    "PARLEY_API_KEY": "k",
+    **{name: new_key_setting(f"{name.split('_')[1].lower()}1") for name in KEY_RINGS},
+}
+# Temporal services: nothing of them may be published beyond loopback (no auth, no TLS).
+TEMPORAL_SERVICES = ("temporal", "temporal-ui")
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 # --- reading the files ------------------------------------------------------------------
@@ -141,6 +151,31 @@ def port_mappings(service: Mapping[str, Any]) -> list[tuple[int | None, int]]:
     return mappings
 
 
+def published_ports(service: Mapping[str, Any]) -> list[tuple[str | None, int | None, int]]:
+    """(host ip, published, container) per port; no host ip means every interface."""
+    found: list[tuple[str | None, int | None, int]] = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            published = port.get("published")
+            found.append(
+                (
+                    port.get("host_ip"),
+                    None if published is None else int(published),
+                    int(port["target"]),
+                )
+            )
+            continue
+        parts = str(port).split("/")[0].rsplit(":", 2)
+        if len(parts) == 3:
+            found.append((parts[0].strip("[]"), int(parts[1]), int(parts[2])))
+        elif len(parts) == 2:
+            found.append((None, int(parts[0]), int(parts[1])))
+        else:
+            # A bare container port is published on a random port of every interface.
+            found.append((None, 0, int(parts[0])))
+    return found
+
+
 def command_text(value: Any) -> str:
     """A compose command/entrypoint (string or list) as one string."""
     if value is None:
@@ -157,12 +192,17 @@ def settings_in_container(
     monkeypatch: pytest.MonkeyPatch, environment: Mapping[str, str]
 ) -> Settings:
     """Settings as a container with exactly `environment` would load them."""
+    enter_container(monkeypatch, environment)
+    return Settings(_env_file=None)
+
+
+def enter_container(monkeypatch: pytest.MonkeyPatch, environment: Mapping[str, str]) -> None:
+    """This process's environment as a container with exactly `environment` has it."""
     for field in Settings.model_fields.values():
         if field.alias:
             monkeypatch.delenv(field.alias, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    return Settings(_env_file=None)
 
 
 def settings_aliases() -> set[str]:
@@ -267,10 +307,80 @@ def test_api_and_worker_only_set_settings_aliases_or_documented_pass_throughs(
 def test_parley_api_key_is_required_from_the_host(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
+    without = {k: v for k, v in REQUIRED_HOST.items() if k != "PARLEY_API_KEY"}
     with pytest.raises(MissingVariable, match="PARLEY_API_KEY"):
-        container_environment(services[name], {})
-    environment = container_environment(services[name], {"PARLEY_API_KEY": "from-host"})
+        container_environment(services[name], without)
+    environment = container_environment(
+        services[name], {**REQUIRED_HOST, "PARLEY_API_KEY": "from-host"}
+    )
     assert environment["PARLEY_API_KEY"] == "from-host"
+
+
+@pytest.mark.parametrize("name", PARLEY_SERVICES)
+@pytest.mark.parametrize("ring", KEY_RINGS)
+def test_every_key_ring_is_required_from_the_host_with_a_message_saying_what_it_is(
+    services: dict[str, dict[str, Any]], name: str, ring: str
+) -> None:
+    for missing in ({}, {ring: ""}):  # unset, and set but empty (`:?`)
+        host = {**{k: v for k, v in REQUIRED_HOST.items() if k != ring}, **missing}
+        with pytest.raises(MissingVariable, match=ring) as refused:
+            container_environment(services[name], host)
+        assert "parley new-key" in str(refused.value)
+    environment = container_environment(services[name], REQUIRED_HOST)
+    assert environment[ring] == REQUIRED_HOST[ring]
+
+
+@pytest.mark.parametrize("name", PARLEY_SERVICES)
+def test_api_and_worker_run_in_production_mode_with_the_host_key_rings(
+    services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = container_environment(services[name], REQUIRED_HOST)
+    settings = settings_in_container(monkeypatch, environment)
+
+    assert settings.environment == "production"
+    assert [k.key_id for k in settings.payload_keys()] == ["payload1"]
+    assert [k.key_id for k in settings.state_keys()] == ["state1"]
+    assert [k.key_id for k in settings.secret_keys()] == ["secret1"]
+
+
+@pytest.mark.parametrize("ring", KEY_RINGS)
+def test_production_settings_refuse_to_load_without_a_key_ring(
+    services: dict[str, dict[str, Any]], ring: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the api/worker do when started in production mode by other means than compose.
+    environment = container_environment(services["api"], REQUIRED_HOST)
+    del environment[ring]
+
+    with pytest.raises(ValueError, match=f"PARLEY_ENVIRONMENT=production needs {ring}"):
+        settings_in_container(monkeypatch, environment)
+
+
+def test_parley_refuses_to_start_in_production_without_key_rings_in_words(
+    services: dict[str, dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    environment = container_environment(services["worker"], REQUIRED_HOST)
+    for ring in KEY_RINGS:
+        del environment[ring]
+    enter_container(monkeypatch, environment)
+
+    with pytest.raises(SystemExit) as exit_:
+        parley_main(["worker"])
+
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "PARLEY_PAYLOAD_KEYS, PARLEY_STATE_KEYS, PARLEY_SECRET_KEYS" in error
+    assert "Traceback" not in error
+
+
+@pytest.mark.parametrize("name", TEMPORAL_SERVICES)
+def test_nothing_of_temporal_is_published_beyond_loopback(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    for host_ip, published, _ in published_ports(services[name]):
+        assert published is None or host_ip in LOOPBACK_HOSTS, (name, host_ip, published)
+    assert "network_mode" not in services[name]
 
 
 @pytest.mark.parametrize("name", PARLEY_SERVICES)
@@ -279,7 +389,7 @@ def test_environment_with_only_the_required_host_variable_loads_into_settings(
 ) -> None:
     # Unset optional host variables must not reach the container as empty strings:
     # PARLEY_LLM="" fails validation and OPENAI_BASE_URL="" replaces the client's default.
-    environment = container_environment(services[name], {"PARLEY_API_KEY": "k"})
+    environment = container_environment(services[name], REQUIRED_HOST)
     for variable in OPTIONAL_HOST_VARIABLES:
         assert environment.get(variable) != "", f"{variable} would be set to an empty string"
     settings = settings_in_container(monkeypatch, environment)
@@ -293,7 +403,7 @@ def test_llm_variables_set_on_the_host_pass_through_to_settings(
     services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host = {
-        "PARLEY_API_KEY": "k",
+        **REQUIRED_HOST,
         "OPENAI_BASE_URL": "http://llm.internal:8080/v1",
         "OPENAI_API_KEY": "sk-host",
         "PARLEY_LLM": "openai",
@@ -309,7 +419,7 @@ def test_llm_variables_set_on_the_host_pass_through_to_settings(
 def test_temporal_address_points_at_the_temporal_service_frontend_port(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
-    environment = container_environment(services[name], {"PARLEY_API_KEY": "k"})
+    environment = container_environment(services[name], REQUIRED_HOST)
     host, port = split_address(environment["TEMPORAL_ADDRESS"])
     assert host == "temporal" and host in services
     assert port == temporal_frontend_port()
@@ -319,9 +429,7 @@ def test_temporal_address_points_at_the_temporal_service_frontend_port(
 def test_api_and_worker_share_namespace_and_task_queue(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    api, worker = (
-        container_environment(services[name], {"PARLEY_API_KEY": "k"}) for name in PARLEY_SERVICES
-    )
+    api, worker = (container_environment(services[name], REQUIRED_HOST) for name in PARLEY_SERVICES)
     for variable in (
         "TEMPORAL_ADDRESS",
         "TEMPORAL_NAMESPACE",
@@ -335,7 +443,7 @@ def test_api_and_worker_share_namespace_and_task_queue(
 def test_database_url_is_asyncpg_on_the_postgresql_service_with_an_account_it_creates(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
-    environment = container_environment(services[name], {"PARLEY_API_KEY": "k"})
+    environment = container_environment(services[name], REQUIRED_HOST)
     url = make_url(environment["DATABASE_URL"])
     assert url.drivername == "postgresql+asyncpg"
     assert url.host == "postgresql" and url.host in services
@@ -353,7 +461,7 @@ def test_postgres_init_script_is_mounted_and_owns_parleys_database_by_parleys_ro
     assert scripts, "mount an init script into /docker-entrypoint-initdb.d"
     for script in scripts:
         assert script.is_file(), f"{script} is mounted but missing"
-    url = make_url(container_environment(services["api"], {"PARLEY_API_KEY": "k"})["DATABASE_URL"])
+    url = make_url(container_environment(services["api"], REQUIRED_HOST)["DATABASE_URL"])
     sql = "\n".join(script.read_text() for script in scripts)
     owner = re.search(rf"CREATE\s+DATABASE\s+\"?{url.database}\"?\s+OWNER\s+\"?(\w+)", sql, re.I)
     assert owner is not None and owner.group(1) == url.username
@@ -407,7 +515,7 @@ def test_api_listens_on_all_interfaces_and_publishes_parley_port(
     services: dict[str, dict[str, Any]],
 ) -> None:
     api = services["api"]
-    environment = container_environment(api, {"PARLEY_API_KEY": "k"})
+    environment = container_environment(api, REQUIRED_HOST)
     assert environment["PARLEY_HOST"] == "0.0.0.0"
     port = int(environment.get("PARLEY_PORT", Settings.model_fields["port"].default))
     assert (port, port) in port_mappings(api)
@@ -460,9 +568,7 @@ def test_temporal_setup_targets_the_temporal_frontend_and_parleys_namespace(
     assert (address.group(1) if address else environment.get("TEMPORAL_ADDRESS")) == (
         f"temporal:{temporal_frontend_port()}"
     )
-    parley_namespace = container_environment(services["api"], {"PARLEY_API_KEY": "k"})[
-        "TEMPORAL_NAMESPACE"
-    ]
+    parley_namespace = container_environment(services["api"], REQUIRED_HOST)["TEMPORAL_NAMESPACE"]
     assert (namespace.group(1) if namespace else environment.get("TEMPORAL_NAMESPACE")) == (
         parley_namespace
     )

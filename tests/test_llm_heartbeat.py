@@ -14,6 +14,7 @@ from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import Message
 from src.llm.providers import ModelProviders
+from src.secret_box import SecretBox
 from tests.conftest import AgentFactory
 from tests.sessions import open_chat
 
@@ -25,7 +26,9 @@ async def test_llm_activity_heartbeats_during_a_slow_model_call(
     make_agent: AgentFactory,
 ) -> None:
     session = await open_chat(http, await make_agent(model="slow-2500"))
-    activities = LLMActivities(ModelProviders(settings), db, SnapshotStore(db))
+    activities = LLMActivities(
+        ModelProviders(settings), db, SnapshotStore(db, SecretBox(settings.secret_keys()))
+    )
     beats: list[Any] = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)

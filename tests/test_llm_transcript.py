@@ -18,6 +18,7 @@ from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import Message
 from src.llm.providers import ModelProviders
+from src.secret_box import SecretBox
 from tests.conftest import AgentFactory
 from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat
@@ -37,7 +38,9 @@ async def test_each_turn_sends_the_whole_transcript_recorded_in_steps(
     session = await open_chat(http, await make_agent())
     marker = f"steps-{uuid.uuid4()}"
     store = SessionStoreActivities(db)
-    llm = LLMActivities(ModelProviders(settings), db, SnapshotStore(db))
+    llm = LLMActivities(
+        ModelProviders(settings), db, SnapshotStore(db, SecretBox(settings.secret_keys()))
+    )
     env = ActivityEnvironment()
     said = [_message("user", f"{marker} one"), _message("assistant", "echo: one")]
     said += [_message("user", f"{marker} two"), _message("assistant", "echo: two")]
@@ -65,7 +68,12 @@ async def test_each_turn_sends_the_whole_transcript_recorded_in_steps(
     after_one = await turn(1)
     await record(1, 3)
     after_four = await turn(4)
-    fresh = await turn(4, LLMActivities(ModelProviders(settings), db, SnapshotStore(db)))
+    fresh = await turn(
+        4,
+        LLMActivities(
+            ModelProviders(settings), db, SnapshotStore(db, SecretBox(settings.secret_keys()))
+        ),
+    )
 
     assert [m["content"] for m in after_one] == [f"{marker} one", f"{marker} turn after 1"]
     assert [m["content"] for m in after_four] == [
@@ -85,7 +93,9 @@ async def test_a_transcript_missing_recorded_messages_is_refused(
     make_agent: AgentFactory,
 ) -> None:
     session = await open_chat(http, await make_agent())
-    llm = LLMActivities(ModelProviders(settings), db, SnapshotStore(db))
+    llm = LLMActivities(
+        ModelProviders(settings), db, SnapshotStore(db, SecretBox(settings.secret_keys()))
+    )
     request = SessionTurnRequest(
         session_id=session["id"], recorded_count=3, unrecorded=[_message("user", "hello")]
     )

@@ -26,7 +26,9 @@ from temporalio.testing import ActivityEnvironment
 from src.activities.webhook_tools import WebhookToolActivities
 from src.db.snapshots import SnapshotStore
 from src.domain import McpServer, WebhookTool
+from src.secret_box import SecretBox
 from src.tools.mcp_client import McpError, McpPolicy, list_tools
+from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.pinned_http import pinned_client, pinned_to
 from src.tools.url_guard import CheckedTarget, UrlAllowlist
 from src.worker import running_worker
@@ -44,7 +46,9 @@ CHECKED, STRAY = "127.0.0.1", "127.0.0.2"
 # Far less than the 1 GiB an endless answer offers: what sits in socket buffers when the
 # client hangs up, and a little more.
 FEW_BYTES = 64 * 1024 * 1024
-LOOPBACK_ONLY = McpPolicy(allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse([CHECKED]))
+LOOPBACK_ONLY = McpPolicy(
+    allowed_commands=McpCommandAllowlist.parse(""), url_allowlist=UrlAllowlist.parse([CHECKED])
+)
 
 
 def twin_sockets() -> tuple[socket.socket, socket.socket]:
@@ -152,7 +156,7 @@ async def test_an_mcp_server_host_that_rebinds_is_reached_at_the_checked_address
     stray = RecordingServer()
     first, second = twin_sockets()
     policy = McpPolicy(
-        allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse([CHECKED]),
+        allowed_commands=McpCommandAllowlist.parse(""), url_allowlist=UrlAllowlist.parse([CHECKED]),
         resolver=resolver,
     )  # fmt: skip
     async with served(mcp_http_app([f"{host}:*"]), first), served(stray.app, second):
@@ -277,8 +281,10 @@ async def test_a_tool_answer_that_trickles_on_is_cut_off_at_the_tools_timeout(
     checked, _, base, _ = recording
     tag = uuid.uuid4().hex
     tool = WebhookTool(name="lookup_order", url=f"{base}/trickle/{tag}", timeout_seconds=1)
-    snapshot_id = await stored_snapshot(db, tool, [])
-    activities = WebhookToolActivities(settings, SnapshotStore(db))
+    snapshot_id = await stored_snapshot(settings, db, tool, [])
+    activities = WebhookToolActivities(
+        settings, SnapshotStore(db, SecretBox(settings.secret_keys()))
+    )
 
     # One attempt (the activity's retries are Temporal's): each byte comes well within the
     # timeout, the whole answer never does. (The outer bound only keeps a failure from hanging.)
@@ -316,7 +322,7 @@ async def test_an_endless_mcp_answer_fails_the_call_past_the_byte_cap(
     checked, _, base, _ = recording
     tag = uuid.uuid4().hex
     policy = McpPolicy(
-        allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse([CHECKED]),
+        allowed_commands=McpCommandAllowlist.parse(""), url_allowlist=UrlAllowlist.parse([CHECKED]),
         response_max_bytes=65_536,
     )  # fmt: skip
     server = McpServer(url=f"{base}/endless-json/{tag}", timeout_seconds=20)

@@ -39,3 +39,11 @@ def test_header_names_are_matched_in_any_case() -> None:
     }
 
     assert verify(SECRET, headers, BODY)
+
+
+def test_a_non_ascii_signature_is_refused_not_an_error() -> None:
+    now = int(time.time())
+    for forged in ("v1=é" + "0" * 63, "v1=\udcff", "v1=😀"):
+        headers = {"X-Parley-Timestamp": str(now), "X-Parley-Signature": forged}
+
+        assert verify(SECRET, headers, BODY) is False

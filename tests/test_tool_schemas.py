@@ -23,6 +23,7 @@ from src.activities.webhook_tools import ToolInvocation, WebhookToolActivities
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import FROM_STORAGE, AgentSnapshot, AgentSpec, ModelConfig
+from src.secret_box import SecretBox
 from src.services.accounts import new_api_key, register_api_key
 from src.tools.json_schemas import validation_errors
 from tests.conftest import AgentFactory
@@ -163,7 +164,9 @@ async def test_a_ref_to_a_file_in_an_inline_agent_is_refused(
     assert SECRET not in stateless.text + session.text
 
 
-async def stored_snapshot(db: async_sessionmaker[AsyncSession], spec: dict[str, Any]) -> str:
+async def stored_snapshot(
+    db: async_sessionmaker[AsyncSession], secrets: SecretBox, spec: dict[str, Any]
+) -> str:
     """A snapshot as one stored before these checks: read back, not validated again."""
     agent = AgentSpec.model_validate(spec, context=FROM_STORAGE)
     snapshot = AgentSnapshot(
@@ -171,7 +174,7 @@ async def stored_snapshot(db: async_sessionmaker[AsyncSession], spec: dict[str, 
     )
     account = f"old-{uuid.uuid4().hex[:8]}"
     await register_api_key(db, new_api_key(), account_id=account)
-    return await SnapshotStore(db).save(account, snapshot)
+    return await SnapshotStore(db, secrets).save(account, snapshot)
 
 
 @pytest.mark.parametrize("where", ["file", "url"])
@@ -188,8 +191,9 @@ async def test_a_stored_schema_with_an_outside_ref_reads_nothing_when_the_tool_i
     path = f"/echo/{uuid.uuid4().hex}"
     ref = secret_file if where == "file" else url
     tool = webhook_tool(base + path, id_schema({"$ref": ref}))
-    snapshot_id = await stored_snapshot(db, {"name": "old", "tools": [tool]})
-    activities = WebhookToolActivities(settings, SnapshotStore(db))
+    secrets = SecretBox(settings.secret_keys())
+    snapshot_id = await stored_snapshot(db, secrets, {"name": "old", "tools": [tool]})
+    activities = WebhookToolActivities(settings, SnapshotStore(db, secrets))
     invocation = ToolInvocation(
         snapshot_id=snapshot_id,
         session_id="session-old",

@@ -29,6 +29,7 @@ from src.domain import (
     ToolConfig,
     WebhookTool,
 )
+from src.secret_box import SecretBox
 from src.services.accounts import new_api_key, register_api_key
 from src.tools.signing import verify
 from src.worker import running_worker
@@ -333,14 +334,17 @@ IMPOSSIBLE_PORT_URL = "http://127.0.0.1:99999/x"
 
 
 async def stored_snapshot(
-    db: async_sessionmaker[AsyncSession], tool: ToolConfig, mcp_tools: list[McpToolDefinition]
+    settings: Any,
+    db: async_sessionmaker[AsyncSession],
+    tool: ToolConfig,
+    mcp_tools: list[McpToolDefinition],
 ) -> str:
     spec = AgentSpec(name="from before port checks", tools=[tool])
     model = ModelConfig(provider="scripted")
     snapshot = AgentSnapshot(id="agent-old", version=1, spec=spec, model=model, mcp_tools=mcp_tools)
     account = f"old-{uuid.uuid4().hex[:8]}"
     await register_api_key(db, new_api_key(), account_id=account)
-    return await SnapshotStore(db).save(account, snapshot)
+    return await SnapshotStore(db, SecretBox(settings.secret_keys())).save(account, snapshot)
 
 
 def invocation(snapshot_id: str, name: str) -> ToolInvocation:
@@ -358,9 +362,11 @@ async def test_a_webhook_tool_url_with_an_impossible_port_is_refused_without_ret
     settings: Any, db: async_sessionmaker[AsyncSession]
 ) -> None:
     snapshot_id = await stored_snapshot(
-        db, WebhookTool(name="lookup_order", url=IMPOSSIBLE_PORT_URL), []
+        settings, db, WebhookTool(name="lookup_order", url=IMPOSSIBLE_PORT_URL), []
     )
-    activities = WebhookToolActivities(settings, SnapshotStore(db))
+    activities = WebhookToolActivities(
+        settings, SnapshotStore(db, SecretBox(settings.secret_keys()))
+    )
 
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(activities.call, invocation(snapshot_id, "lookup_order"))
@@ -373,11 +379,14 @@ async def test_an_mcp_server_url_with_an_impossible_port_is_refused_without_retr
     settings: Any, db: async_sessionmaker[AsyncSession]
 ) -> None:
     snapshot_id = await stored_snapshot(
+        settings,
         db,
         McpTools(server=McpServer(url=IMPOSSIBLE_PORT_URL)),
         [McpToolDefinition(name="add", server_index=0)],
     )
-    activities = McpToolActivities(settings, SnapshotStore(db), SentMcpCalls(db))
+    activities = McpToolActivities(
+        settings, SnapshotStore(db, SecretBox(settings.secret_keys())), SentMcpCalls(db)
+    )
 
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(activities.call, invocation(snapshot_id, "add"))

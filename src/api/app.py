@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from src.api import metrics
 from src.api.deps import Services
@@ -61,13 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(FrontDoor)
     if settings.codec_cors_origins:
         # The Temporal UI calls the codec endpoint from the browser, from its own origin.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.codec_cors_origins,
-            allow_methods=["POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
-            allow_credentials=True,
-        )
+        app.add_middleware(codec.CodecOnlyCORS, origins=settings.codec_cors_origins)
     app.middleware("http")(measure_requests)
     if settings.tracing != "off":
         app.middleware("http")(trace_requests)

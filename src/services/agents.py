@@ -1,5 +1,6 @@
 """Agents: versioned configurations owned by an account. Every update is a new immutable
-version; delete is soft, so sessions keep the snapshot they were opened with."""
+version; delete is soft, so sessions keep the snapshot they were opened with. Secrets are
+sealed in storage (src/secret_box.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
+from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import (
     FROM_STORAGE,
@@ -26,6 +28,7 @@ from src.domain import (
 )
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import decode_cursor, encode_cursor
+from src.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets
 from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
 
@@ -39,19 +42,12 @@ class AgentRecord(BaseModel):
     created_time: datetime
 
 
-def _record(row: AgentVersion) -> AgentRecord:
-    return AgentRecord(
-        id=row.id,
-        version=row.version,
-        spec=AgentSpec.model_validate(row.spec, context=FROM_STORAGE),
-        created_time=row.created_time,
-    )
-
-
 class AgentService:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._settings = settings
         self._sessions = sessions
+        self._secrets = SecretBox(settings.secret_keys())
+        self._snapshots = SnapshotStore(sessions, self._secrets)
 
     async def create(self, account_id: str, spec: AgentSpec) -> AgentRecord:
         self.check_outbound(spec)
@@ -71,14 +67,51 @@ class AgentService:
         except IntegrityError:
             raise Conflict("the agent was updated concurrently; retry the update") from None
 
-    async def delete(self, account_id: str, agent_id: str) -> None:
-        await self.get(account_id, agent_id)
+    async def delete(self, account_id: str, agent_id: str, purge: bool = False) -> None:
+        """Soft delete; with `purge`, the secrets of every version are erased too, and those
+        of the snapshots no active session runs on (active sessions keep working). An agent
+        deleted earlier without `purge` can still be purged."""
+        if not purge:
+            await self.get(account_id, agent_id)
         async with self._sessions.begin() as db:
             await db.execute(
                 update(AgentVersion)
                 .where(AgentVersion.id == agent_id, AgentVersion.account_id == account_id)
                 .values(deleted=True)
             )
+            if purge:
+                versions = await db.scalars(
+                    select(AgentVersion).where(
+                        AgentVersion.id == agent_id, AgentVersion.account_id == account_id
+                    )
+                )
+                rows = versions.all()
+                if not rows:
+                    raise NotFound(f"agent {agent_id!r} not found")
+                for row in rows:
+                    row.spec = erase_agent_secrets(row.spec)
+        if purge:
+            await self._snapshots.erase_unused_secrets(account_id, agent_id)
+
+    async def reseal(self, account_id: str | None = None) -> tuple[int, int]:
+        """Seal the secrets of every version and snapshot (of one account, or all) with the
+        first key. Returns (rows changed, rows left as they were because no key opens them)."""
+        changed = unreadable = 0
+        query = select(AgentVersion)
+        if account_id is not None:
+            query = query.where(AgentVersion.account_id == account_id)
+        async with self._sessions.begin() as db:
+            for row in (await db.scalars(query)).all():
+                try:
+                    spec = self._secrets.reseal_agent(row.spec)
+                except SecretUnreadable:
+                    unreadable += 1
+                    continue
+                if spec != row.spec:
+                    row.spec = spec
+                    changed += 1
+        snapshots_changed, snapshots_unreadable = await self._snapshots.reseal(account_id)
+        return changed + snapshots_changed, unreadable + snapshots_unreadable
 
     async def get(self, account_id: str, agent_id: str, version: int | None = None) -> AgentRecord:
         query = select(AgentVersion).where(
@@ -93,7 +126,7 @@ class AgentService:
         if row is None:
             which = f"version {version} of agent" if version is not None else "agent"
             raise NotFound(f"{which} {agent_id!r} not found")
-        return _record(row)
+        return self._record(row)
 
     async def list(
         self, account_id: str, limit: int, cursor: str | None
@@ -133,7 +166,7 @@ class AgentService:
         page = rows[:limit]
         more = len(rows) > limit
         next_cursor = encode_cursor(page[-1][1], page[-1][0].id) if more and page else None
-        return [_record(row) for row, _ in page], next_cursor
+        return [self._record(row) for row, _ in page], next_cursor
 
     async def resolve(
         self,
@@ -241,10 +274,18 @@ class AgentService:
             version=version,
             account_id=account_id,
             name=spec.name,
-            spec=json.loads(spec.model_dump_json()),
+            spec=self._secrets.seal_agent(json.loads(spec.model_dump_json())),
             created_time=datetime.now(UTC),
             deleted=False,
         )
         async with self._sessions.begin() as db:
             db.add(row)
-        return _record(row)
+        return AgentRecord(id=agent_id, version=version, spec=spec, created_time=row.created_time)
+
+    def _record(self, row: AgentVersion) -> AgentRecord:
+        return AgentRecord(
+            id=row.id,
+            version=row.version,
+            spec=AgentSpec.model_validate(self._secrets.open_agent(row.spec), context=FROM_STORAGE),
+            created_time=row.created_time,
+        )

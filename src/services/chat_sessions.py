@@ -57,6 +57,7 @@ from src.errors import (
     Unavailable,
 )
 from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
+from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
@@ -149,7 +150,7 @@ class ChatSessionService:
         self._client = client
         self._sessions = sessions
         self._agents = agents
-        self._snapshots = SnapshotStore(sessions)
+        self._snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         # The workflow a session lives in never changes: remembered at the first message, so a
         # turn needs no database read. A session that has become final since is refused by
         # Temporal itself: its run is closed, or its validator refuses another session's message.

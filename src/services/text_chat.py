@@ -39,6 +39,7 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, ChatSession
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message, SessionStatus
 from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailable
+from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.state_envelope import StateRejected, StateSealer
@@ -118,7 +119,7 @@ class TextChatService:
         self._client = client
         self._sessions = sessions
         self._agents = agents
-        self._snapshots = SnapshotStore(sessions)
+        self._snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         self._sealer = StateSealer(settings.state_keys())
 
     async def complete(self, account_id: str, request: TextChatTurn) -> TextChatResult:

@@ -38,7 +38,10 @@ def verify(
         return False
     if abs(time.time() - timestamp) > tolerance_seconds:
         return False
-    expected = signature(secret, timestamp, body)
+    expected = signature(secret, timestamp, body).encode()
     parts = (part.strip() for part in named.get(SIGNATURE_HEADER.lower(), "").split(","))
     offered = [part.removeprefix("v1=") for part in parts if part.startswith("v1=")]
-    return any(hmac.compare_digest(expected, value) for value in offered)
+    # As bytes: compare_digest raises on non-ASCII text, and a forged header may hold any.
+    return any(
+        hmac.compare_digest(expected, value.encode("utf-8", "surrogateescape")) for value in offered
+    )

@@ -76,6 +76,17 @@ async def update_agent(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": ErrorResponse}},
 )
-async def delete_agent(agent_id: str, account: AccountId, services: ServicesDep) -> None:
+async def delete_agent(
+    agent_id: str,
+    account: AccountId,
+    services: ServicesDep,
+    purge: Annotated[
+        bool,
+        Query(
+            description="Also erase its secrets (webhook secret, tool header values) from "
+            "every version and from the snapshots no active session runs on"
+        ),
+    ] = False,
+) -> None:
     """Soft delete: the agent disappears; sessions opened with it keep their snapshot."""
-    await services.agents.delete(account, agent_id)
+    await services.agents.delete(account, agent_id, purge=purge)

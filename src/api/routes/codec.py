@@ -5,23 +5,57 @@ text while Temporal stores ciphertext. Payloads use Temporal's JSON form:
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from google.protobuf import json_format
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payloads
 
-from src.api.deps import ServicesDep, current_account
-from src.errors import InvalidInput
+from src.api.deps import ServicesDep
+from src.errors import InvalidInput, Unauthorized
 from src.payload_codec import EncryptionCodec, PayloadDecryptionError
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 
 
 async def codec_caller(request: Request, services: ServicesDep) -> None:
-    """An API key, unless PARLEY_CODEC_AUTH=none (the dev stack: loopback only)."""
-    if services.settings.codec_auth == "api-key":
-        await current_account(request, request.headers.get("authorization"))
+    """The operator credential PARLEY_CODEC_TOKEN as a Bearer token, unless
+    PARLEY_CODEC_AUTH=none (loopback hosts only, e.g. the dev stack). Never an account's API
+    key: the codec opens every tenant's payloads."""
+    settings = services.settings
+    if settings.codec_auth == "none":
+        return
+    if settings.codec_token is None:
+        raise Unauthorized("the codec is off: the server has no PARLEY_CODEC_TOKEN")
+    scheme, _, offered = (request.headers.get("authorization") or "").partition(" ")
+    expected = settings.codec_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(), expected):
+        raise Unauthorized("the codec needs the operator codec token (PARLEY_CODEC_TOKEN)")
+
+
+class CodecOnlyCORS:
+    """CORS for the Temporal UI's origin on /codec and nowhere else: the tenant API is not
+    for browsers of another origin."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self._app = app
+        self._cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+            allow_credentials=True,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == router.prefix or path.startswith(f"{router.prefix}/"):
+            await self._cors(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
 
 
 async def _payloads(request: Request) -> Payloads:
