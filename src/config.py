@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
+    # On SIGTERM or SIGINT the worker stops taking work and lets calls in flight finish for
+    # this long before cancelling them: the longest LLM or webhook-tool call (150 s) fits.
+    worker_shutdown_seconds: float = Field(
+        default=150.0, ge=0, alias="PARLEY_WORKER_SHUTDOWN_SECONDS"
+    )
     tool_url_allowlist_setting: str = Field(default="", alias="PARLEY_TOOL_URL_ALLOWLIST")
     mcp_commands_setting: str = Field(default="", alias="PARLEY_MCP_COMMANDS")
     tool_response_max_chars: int = Field(

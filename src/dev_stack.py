@@ -93,7 +93,8 @@ def dev_server_command(
 STOP_GRACE_SECONDS = 8.0
 # How each child is asked to stop. uvicorn re-raises the signal it got once it has shut
 # down: SIGINT would end in a KeyboardInterrupt traceback, SIGTERM ends quietly. The worker
-# cancels its running activities on SIGINT and stops.
+# lets calls in flight finish; one still running after STOP_GRACE_SECONDS is cut off by the
+# SIGKILL and retried on the next start (a dev stack stops in seconds, not minutes).
 STOP_SIGNALS = {"api": signal.SIGTERM, "worker": signal.SIGINT, "temporal": signal.SIGINT}
 _PR_SET_PDEATHSIG = 1
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -51,7 +53,8 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 async def running_worker(
     settings: Settings, client: Client, resolver: Resolver = system_resolver
 ) -> AsyncIterator[Worker]:
-    """A started worker; it shuts down (finishing in-flight activities) when the block exits.
+    """A started worker; when the block exits it stops polling and gives activities in flight
+    `worker_shutdown_seconds` to finish before they are cancelled.
     `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers)."""
     # No pre-ping: it was a third of the worker's database time under load (bench/).
     engine = create_engine(settings.database_url, pre_ping=False)
@@ -91,6 +94,7 @@ async def running_worker(
         ],
         max_cached_workflows=settings.max_cached_workflows,
         workflow_runner=WORKFLOW_RUNNER,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
     )
     try:
         async with worker:
@@ -102,12 +106,25 @@ async def running_worker(
 
 
 async def run_worker(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully: calls in flight get
+    `worker_shutdown_seconds` to finish. A second signal exits at once, like a crash: the
+    calls it abandons time out and are retried by another worker."""
     client = await connect_temporal(settings, worker_runtime(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second stop signal: exiting without waiting for the calls in flight")
+            os._exit(130)
+        log.info(
+            "stopping: calls in flight have up to %.0f s to finish (signal again to exit now)",
+            settings.worker_shutdown_seconds,
+        )
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     log.info(
         "worker polling task queue %r on %s", settings.temporal_task_queue, settings.temporal_target
     )

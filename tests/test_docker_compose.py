@@ -591,6 +591,18 @@ def test_temporal_setup_retries_until_the_server_answers_and_escapes_its_shell_v
     assert interpolate(script, {}) == script.replace("$$", "$")
 
 
+def test_worker_is_given_longer_to_stop_than_its_shutdown_grace(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = services["worker"]
+    environment = container_environment(worker, REQUIRED_HOST)
+    grace = settings_in_container(monkeypatch, environment).worker_shutdown_seconds
+    period = re.fullmatch(r"(\d+)s", str(worker.get("stop_grace_period", "")))
+    assert period is not None, "the worker needs a stop_grace_period in seconds"
+    assert int(period.group(1)) > grace
+    assert worker.get("stop_signal", "SIGTERM") in {"SIGTERM", "SIGINT"}
+
+
 def test_depends_on_conditions(services: dict[str, dict[str, Any]]) -> None:
     for name in PARLEY_SERVICES:
         conditions = depends_on(services[name])

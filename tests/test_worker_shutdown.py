@@ -1,0 +1,67 @@
+"""A worker asked to stop (SIGTERM, as docker and systemd do) lets the calls in flight finish
+instead of cancelling them: a model call under way when the signal comes is answered once,
+not cancelled and asked again by the next worker."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from src.activities.llm import LLM_ACTIVITY_OPTIONS
+from src.activities.webhook_tools import TOOL_ACTIVITY_OPTIONS
+from src.config import Settings
+from tests.conftest import AgentFactory, api_client
+from tests.fakes.llm_server import FakeLLM
+from tests.sessions import open_chat, say
+from tests.test_crash_recovery import start_worker_process
+
+
+async def test_sigterm_lets_a_model_call_in_flight_finish(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    fake_llm: tuple[FakeLLM, str],
+    tmp_path: Path,
+) -> None:
+    fake, tag = fake_llm[0], f"stop-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(TEMPORAL_TASK_QUEUE=f"shutdown-{uuid.uuid4().hex[:8]}")
+    agent_id = await make_agent(model=f"hold-{tag}")
+    log = tmp_path / "workers.log"
+    first = await start_worker_process(settings, log)
+    async with serve_api(settings) as url, api_client(url, api_key) as http:
+        session = await open_chat(http, agent_id)
+        reply = asyncio.create_task(say(http, session["id"], f"hello {tag}"))
+        await fake.wait_held(tag, 1)
+        first.send_signal(signal.SIGTERM)
+        await wait_for_line(log, "stopping: calls in flight")
+        fake.release_held(tag)
+        # The first worker finishes the call, reports it and exits by itself.
+        assert await asyncio.wait_for(first.wait(), timeout=120) == 0
+        second = await start_worker_process(settings, log)  # takes the rest of the turn
+        try:
+            turn = await asyncio.wait_for(reply, timeout=120)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await second.wait()
+
+    assert turn["messages"][-1]["content"] == f"echo: hello {tag}"
+    assert len(fake.requests_for(f"hello {tag}")) == 1  # answered once, not asked again
+
+
+def test_the_default_shutdown_grace_outlasts_the_model_and_tool_calls() -> None:
+    grace = timedelta(seconds=Settings.model_fields["worker_shutdown_seconds"].default)
+    assert grace >= LLM_ACTIVITY_OPTIONS["start_to_close_timeout"]
+    assert grace >= TOOL_ACTIVITY_OPTIONS["start_to_close_timeout"]
+
+
+async def wait_for_line(log: Path, text: str, within: float = 60) -> None:
+    for _ in range(int(within / 0.05)):
+        if text in await asyncio.to_thread(log.read_text, errors="replace"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {log}")
