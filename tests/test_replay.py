@@ -111,6 +111,8 @@ def test_golden_histories_cover_every_kind_of_session() -> None:
         "agent_finish",
         "continue_as_new",
         "stateless_turns",
+        "budget_finish",
+        "stateless_budget",
     }
 
 
