@@ -20,7 +20,16 @@ from temporalio.testing import ActivityEnvironment
 from src.activities.llm import LLMActivities, SessionTurnRequest
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
-from src.domain import DEFAULT_BUDGET_MESSAGE, Message, ToolCall, Usage
+from src.domain import (
+    DEFAULT_BUDGET_MESSAGE,
+    AgentSnapshot,
+    AgentSpec,
+    BuiltinTool,
+    Message,
+    ModelConfig,
+    ToolCall,
+    Usage,
+)
 from src.llm.providers import ModelProviders
 from src.secret_box import SecretBox
 from tests.conftest import AgentFactory, ApiFactory, SettingsFactory, api_client
@@ -260,3 +269,26 @@ def _turns_asked(fake: FakeLLM, marker: str) -> list[str]:
         if (last := request["messages"][-1])["role"] == "user"
         and str(last["content"]).startswith(marker)
     ]
+
+
+def test_a_snapshot_without_a_budget_keeps_the_id_it_was_stored_under() -> None:
+    """Snapshots are content-addressed; one stored before agents had budget fields must
+    hash as it did then (the id below is what the code before them computed)."""
+    snapshot = AgentSnapshot(
+        id="agent-1",
+        version=3,
+        spec=AgentSpec(
+            name="n",
+            system_prompt="hi {{x}}",
+            tools=[BuiltinTool(name="finishTheConversation")],
+        ),
+        model=ModelConfig(provider="openai", name="gpt-4o-mini"),
+    )
+    budgeted = snapshot.model_copy(
+        update={"spec": snapshot.spec.model_copy(update={"budget_usd": 1.0})}
+    )
+
+    assert snapshot.snapshot_id == (
+        "f6b0f7a9266e87def3fabb1aad41ac4727a04e3c52d05aa15b609bdbac0bb466"
+    )
+    assert budgeted.snapshot_id != snapshot.snapshot_id

@@ -246,7 +246,7 @@ class ChatSessionWorkflow:
                 self._run_tool,
                 self._append,
             )
-            finish = _finish_reason(turn)
+            finish = self._finish_reason(turn)
             outcome = TurnOutcome(
                 messages=self._messages[produced_from:],
                 is_final=finish is not None,
@@ -267,6 +267,12 @@ class ChatSessionWorkflow:
         for index in range(user_index, len(self._messages)):
             await self._raise_message_event(index)
         return finish
+
+    def _finish_reason(self, turn: TurnEnd) -> FinishReason | None:
+        """Why the session finishes after this turn, if it does."""
+        if turn.budget_used_up and workflow.patched(FINISH_WHEN_BUDGET_USED_UP):
+            return FinishReason.BUDGET
+        return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
         unrecorded = self._messages[self._recorded - self._first_seq :]
@@ -556,12 +562,6 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
         )
-
-
-def _finish_reason(turn: TurnEnd) -> FinishReason | None:
-    if turn.budget_used_up and workflow.patched(FINISH_WHEN_BUDGET_USED_UP):
-        return FinishReason.BUDGET
-    return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
 
 def _clip(text: str, limit: int) -> str:
