@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -292,3 +293,11 @@ def test_a_snapshot_without_a_budget_keeps_the_id_it_was_stored_under() -> None:
         "f6b0f7a9266e87def3fabb1aad41ac4727a04e3c52d05aa15b609bdbac0bb466"
     )
     assert budgeted.snapshot_id != snapshot.snapshot_id
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf", "plenty"])
+def test_a_bad_server_default_budget_is_refused_at_startup(
+    make_settings: SettingsFactory, value: str
+) -> None:
+    with pytest.raises(ValidationError, match="PARLEY_SESSION_BUDGET_USD"):
+        make_settings(PARLEY_SESSION_BUDGET_USD=value)
