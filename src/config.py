@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     default_ttl_seconds: int = Field(default=3600, alias="PARLEY_DEFAULT_TTL_SECONDS")
     max_message_chars: int = Field(default=16000, ge=1, alias="PARLEY_MAX_MESSAGE_CHARS")
     max_tool_steps: int = Field(default=8, ge=1, alias="PARLEY_MAX_TOOL_STEPS")
+    # A session's LLM cost (USD, priced with PARLEY_MODEL_PRICES) past which it is answered
+    # with the agent's budget message and ends, for agents that set no `budget_usd`.
+    session_budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, alias="PARLEY_SESSION_BUDGET_USD"
+    )
     # How long a stateless turn request waits for its workflow (no worker: it would wait forever).
     text_chat_turn_timeout_seconds: float = Field(
         default=120.0, gt=0, alias="PARLEY_TEXT_CHAT_TURN_TIMEOUT_SECONDS"

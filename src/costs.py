@@ -37,6 +37,11 @@ def session_costs(
     return round(sum(item.cost for item in items), 8), items
 
 
+def llm_cost(usages: list[Usage], prices: dict[str, ModelPrice]) -> float:
+    """USD of these LLM calls; a model missing from the price table counts as free."""
+    return round(sum(item.cost for item in _lines("llm", usages, prices)), 8)
+
+
 def _lines(
     kind: Literal["llm", "analysis"], usages: list[Usage], prices: dict[str, ModelPrice]
 ) -> list[CostItem]:

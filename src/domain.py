@@ -38,6 +38,15 @@ _HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 # saved must not make it unreadable (the runtime guards in json_schemas still hold for it).
 FROM_STORAGE: dict[str, Any] = {"from_storage": True}
 
+# What the user reads instead of a model answer once a session's budget is used up, when the
+# agent has no `budget_message`.
+DEFAULT_BUDGET_MESSAGE = (
+    "I'm sorry, this conversation has reached its limit and has to end here. Thank you!"
+)
+# Agent fields added after snapshots were first stored: left out of a snapshot's hash while
+# unset, so a stored snapshot keeps the id it was saved under.
+_SPEC_FIELDS_HASHED_WHEN_SET = ("budget_usd", "budget_message")
+
 
 def _from_storage(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("from_storage"))
@@ -63,6 +72,7 @@ class FinishReason(StrEnum):
     AGENT_FINISH = "agent_finish"
     TTL = "ttl"
     ERROR = "error"
+    BUDGET = "budget"  # the session's LLM cost reached its budget (budget_usd)
 
 
 class SessionStatus(StrEnum):
@@ -242,6 +252,19 @@ class AgentSpec(Frozen):
     webhook: CompletionWebhook | None = None
     default_ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="A session's LLM cost in USD past which the agent stops answering and the "
+        "session ends (final_reason `budget`); none: PARLEY_SESSION_BUDGET_USD.",
+    )
+    budget_message: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16_000,
+        description="What the user reads instead of an answer once the budget is used up.",
+    )
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Default template variable values."
     )
@@ -322,6 +345,19 @@ class AgentPatch(Frozen):
     webhook: CompletionWebhook | None = None
     default_ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
+    budget_usd: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="A session's LLM cost in USD past which the agent stops answering and the "
+        "session ends (final_reason `budget`); none: PARLEY_SESSION_BUDGET_USD.",
+    )
+    budget_message: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16_000,
+        description="What the user reads instead of an answer once the budget is used up.",
+    )
     variables: dict[str, Any] | None = None
 
     def apply(self, spec: AgentSpec, merge_variables: bool) -> AgentSpec:
@@ -355,7 +391,11 @@ class AgentSnapshot(Frozen):
 
     @property
     def snapshot_id(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        config = self.model_dump(mode="json")
+        for name in _SPEC_FIELDS_HASHED_WHEN_SET:
+            if config["spec"][name] is None:
+                del config["spec"][name]
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property

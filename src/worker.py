@@ -63,7 +63,11 @@ async def running_worker(
     store = SessionStoreActivities(sessions)
     models = ModelProviders(settings)
     llm = LLMActivities(
-        models, sessions, snapshots, max_rendered_chars=settings.max_rendered_template_chars
+        models,
+        sessions,
+        snapshots,
+        max_rendered_chars=settings.max_rendered_template_chars,
+        prices=settings.model_prices,
     )
     webhook_tools = WebhookToolActivities(settings, snapshots, resolver)
     mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions), resolver)

@@ -29,6 +29,7 @@ from tests.conftest import AgentFactory, api_client
 from tests.fakes.tool_server import FakeToolServer
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.sessions import open_chat, say, wait_until_final
+from tests.test_budget import PRICED_MODEL, TINY_BUDGET
 from tests.test_finish_pipeline import accepted_deliveries, finishing_agent
 from tests.test_text_chat import turn, user
 from tests.test_tools import webhook_tool
@@ -135,6 +136,26 @@ async def test_record_stateless_turns(
     history = [user("hi"), *first["messages"], user("please finish")]
     await turn(http, {"id": agent_id}, history, first["state"])
     await record(temporal_client, settings, first["call_id"], "stateless_turns")
+
+
+async def test_record_budget_finish(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client, settings: Settings
+) -> None:
+    agent_id = await make_agent(model=PRICED_MODEL, budget_usd=TINY_BUDGET)
+    session = await open_chat(http, agent_id)
+    await say(http, session["id"], "hello")
+    await say(http, session["id"], "and now?")  # answered with the budget message: final
+    await record(temporal_client, settings, session["id"], "budget_finish")
+
+
+async def test_record_stateless_budget(
+    http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client, settings: Settings
+) -> None:
+    agent_id = await make_agent(model=PRICED_MODEL, budget_usd=TINY_BUDGET)
+    first = (await turn(http, {"id": agent_id}, [user("hi")])).json()
+    history = [user("hi"), *first["messages"], user("and now?")]
+    await turn(http, {"id": agent_id}, history, first["state"])
+    await record(temporal_client, settings, first["call_id"], "stateless_budget")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,15 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from src.config import Settings
 from src.db.tables import ChatSession
+from src.domain import FinishReason
 from src.histories import load_histories
 from src.replay import WORKFLOWS, exit_status, replay_histories
 from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
+from src.workflows.agent_loop import TurnEnd
 from src.workflows.chat_session import (
+    FINISH_WHEN_BUDGET_USED_UP,
     FINISH_WRITES_REMAINDER,
     KEEP_INACTIVITY_TIMER,
     RECORD_LOCALLY,
@@ -67,6 +70,19 @@ class ChatSessionFinishingUnguarded(ChatSessionWorkflow):
     async def _recorded_all(self) -> None:
         if self._flushing is not None:
             await self._flushing
+
+
+@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
+class ChatSessionIgnoringBudgets(ChatSessionWorkflow):
+    """The code from before FINISH_WHEN_BUDGET_USED_UP: a turn answered with the budget
+    message leaves the session open."""
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        return await super().run(start)
+
+    def _finish_reason(self, turn: TurnEnd) -> FinishReason | None:
+        return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
 
 def golden(name: str) -> list[WorkflowHistory]:
@@ -111,6 +127,8 @@ def test_golden_histories_cover_every_kind_of_session() -> None:
         "agent_finish",
         "continue_as_new",
         "stateless_turns",
+        "budget_finish",
+        "stateless_budget",
     }
 
 
@@ -164,6 +182,15 @@ async def test_the_finish_change_without_its_patch_would_break_recorded_sessions
     assert scheduled[final - 1][1] == "session_store.record_messages"
     assert report.event_id == scheduled[final - 1][0]
     assert report.error is not None and "session_store.persist_final" in report.error
+
+
+async def test_the_budget_golden_needs_the_code_that_finishes_on_a_used_up_budget() -> None:
+    changed = [ChatSessionIgnoringBudgets, *WORKFLOWS[1:]]
+
+    [report] = await replay_histories(golden("budget_finish"), pydantic_data_converter, changed)
+
+    # The recorded session finished where this code would go on waiting for messages.
+    assert report.error is not None and FINISH_WHEN_BUDGET_USED_UP in report.error
 
 
 async def test_replay_command_passes_a_golden_history(tmp_path: Path) -> None:

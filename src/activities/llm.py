@@ -20,15 +20,18 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.costs import DEFAULT_PRICES, ModelPrice, llm_cost
 from src.db.audit import record_missing_variables
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, ChatSession, message_of_row
 from src.domain import (
+    DEFAULT_BUDGET_MESSAGE,
     FINISH_THE_CONVERSATION,
     AgentSnapshot,
     BuiltinTool,
     Message,
     TemplateTooLarge,
+    Usage,
     WebhookTool,
     render_template,
 )
@@ -94,6 +97,9 @@ class SessionTurnRequest(BaseModel):
     # Set on a stateless first turn (nothing in the database yet); missing template variables
     # are then recorded by the workflow with the turn, not here, so a failed turn leaves nothing.
     opening: UnrecordedOpening | None = None
+    # USD: once the conversation's LLM cost so far (recorded and unrecorded messages) reaches
+    # it, the model is not called and the reply is the agent's budget message.
+    budget_usd: float | None = None
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -104,6 +110,7 @@ _CACHED_TRANSCRIPT_MESSAGES = 20_000
 class _RecordedTranscript:
     count: int  # messages recorded in the database when this was read
     wire: list[WireMessage]
+    usages: list[Usage]  # of the LLM calls that produced them, for the session's budget
 
 
 class _SessionContext(BaseModel):
@@ -122,8 +129,10 @@ class LLMActivities:
         snapshots: SnapshotStore,
         *,
         max_rendered_chars: int = DEFAULT_MAX_RENDERED_CHARS,
+        prices: dict[str, ModelPrice] = DEFAULT_PRICES,
     ) -> None:
         self._models = models
+        self._prices = prices
         self._sessions = sessions
         self._snapshots = snapshots
         self._max_rendered_chars = max_rendered_chars
@@ -150,10 +159,16 @@ class LLMActivities:
                 channel=request.opening.channel,
                 additional_data=request.additional_data or {},
             )
-            recorded: list[WireMessage] = []
+            recorded = _RecordedTranscript(count=0, wire=[], usages=[])
         else:
             context, recorded = await self._load(request.session_id, request.recorded_count)
         agent = await self._snapshots.load(context.snapshot_id)
+        if self._budget_used_up(request, recorded):
+            return LLMReply(
+                content=agent.spec.budget_message or DEFAULT_BUDGET_MESSAGE,
+                model=agent.model.name,
+                budget_used_up=True,
+            )
         values = template_values(
             agent.spec.variables,
             context.additional_data if request.additional_data is None else request.additional_data,
@@ -175,7 +190,7 @@ class LLMActivities:
                 self._sessions, context.account_id, request.session_id, "system_prompt", missing
             )
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
-        messages += recorded
+        messages += recorded.wire
         messages += to_wire_messages(request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
         started = time.monotonic()
@@ -188,9 +203,17 @@ class LLMActivities:
         )
         return reply
 
+    def _budget_used_up(self, request: SessionTurnRequest, recorded: _RecordedTranscript) -> bool:
+        """Whether the calls so far cost the budget: those recorded and those of messages not
+        recorded yet (earlier steps of this turn, such as tool calls, among them)."""
+        if request.budget_usd is None:
+            return False
+        usages = recorded.usages + [m.usage for m in request.unrecorded if m.usage is not None]
+        return llm_cost(usages, self._prices) >= request.budget_usd
+
     async def _load(
         self, session_id: str, recorded_count: int
-    ) -> tuple[_SessionContext, list[WireMessage]]:
+    ) -> tuple[_SessionContext, _RecordedTranscript]:
         """The session's context and its first `recorded_count` messages, in wire form."""
         cached = self._transcripts.get(session_id)
         known = cached if cached is not None and cached.count <= recorded_count else None
@@ -198,7 +221,7 @@ class LLMActivities:
         context = self._contexts.get(session_id)
         if context is not None and known is not None and start == recorded_count:
             self._transcripts.move_to_end(session_id)
-            return context, known.wire  # nothing recorded since this session's last turn
+            return context, known  # nothing recorded since this session's last turn
         async with self._sessions() as db:
             if context is None:
                 row = await db.get(ChatSession, session_id)
@@ -228,10 +251,15 @@ class LLMActivities:
                 f"session {session_id}: expected {recorded_count} recorded messages, "
                 f"found {start + len(rows)}"
             )
-        earlier = known.wire if known is not None else []
-        wire = earlier + to_wire_messages([message_of_row(row) for row in rows])
-        self._keep_transcript(session_id, _RecordedTranscript(count=recorded_count, wire=wire))
-        return context, wire
+        messages = [message_of_row(row) for row in rows]
+        transcript = _RecordedTranscript(
+            count=recorded_count,
+            wire=(known.wire if known is not None else []) + to_wire_messages(messages),
+            usages=(known.usages if known is not None else [])
+            + [m.usage for m in messages if m.usage is not None],
+        )
+        self._keep_transcript(session_id, transcript)
+        return context, transcript
 
     def _remember(self, session_id: str, context: _SessionContext) -> None:
         self._contexts[session_id] = context

@@ -132,6 +132,8 @@ class AgentResponse(BaseModel):
     webhook: dict[str, Any] | None
     default_ttl_seconds: int | None
     max_tool_steps: int | None
+    budget_usd: float | None
+    budget_message: str | None
     variables: dict[str, Any]
     created_time: datetime
 

@@ -29,6 +29,9 @@ class LLMReply(BaseModel):
     served_model: str | None = None  # what the endpoint called it (often a dated name)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Set by the LLM activity instead of calling the model when the session's budget is used
+    # up: `content` is then the agent's budget message, and no tokens were spent.
+    budget_used_up: bool = False
 
 
 class ModelProvider(Protocol):

@@ -207,6 +207,7 @@ class ChatSessionService:
             max_message_chars=self._settings.max_message_chars,
             max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
             turns_per_run=self._settings.turns_per_run,
+            budget_usd=snapshot.spec.budget_usd or self._settings.session_budget_usd,
             webhook_retry_window_seconds=self._settings.webhook_retry_window_seconds,
             webhook_retry_initial_seconds=self._settings.webhook_retry_initial_seconds,
         )

@@ -176,6 +176,7 @@ class TextChatService:
                 new_messages=new,
                 end_conversation=request.end_conversation,
                 max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
+                budget_usd=snapshot.spec.budget_usd or self._settings.session_budget_usd,
                 input_digest=input_digest,
                 webhook_retry=WebhookRetry(
                     window_seconds=self._settings.webhook_retry_window_seconds,

@@ -35,10 +35,12 @@ async def ask_model(
     allow_tools: bool,
     additional_data: dict[str, Any] | None = None,
     opening: UnrecordedOpening | None = None,
+    budget_usd: float | None = None,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
     and so is the context, unless a stateless turn gives its own `additional_data` (and, on
-    its first turn, the `opening` it has not recorded yet)."""
+    its first turn, the `opening` it has not recorded yet). With a `budget_usd` the
+    conversation has used up, the reply is the budget message and the model is not called."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -48,6 +50,7 @@ async def ask_model(
             allow_tools=allow_tools,
             additional_data=additional_data,
             opening=opening,
+            budget_usd=budget_usd,
         ),
         summary=f"LLM {agent.model_name}",
         **LLM_ACTIVITY_OPTIONS,

@@ -28,6 +28,8 @@ Append = Callable[[Message], None]
 @dataclass
 class TurnEnd:
     agent_finished: bool
+    # The session's budget was used up: the turn ends with the budget message, unanswered.
+    budget_used_up: bool = False
 
 
 async def run_agent_turn(
@@ -42,6 +44,9 @@ async def run_agent_turn(
     while True:
         allow_tools = steps < max_tool_steps and not finish_called
         reply = await complete(allow_tools)
+        if reply.budget_used_up:
+            append(Message(role="assistant", content=reply.content, time=workflow.now()))
+            return TurnEnd(agent_finished=finish_called, budget_used_up=True)
         if not allow_tools and reply.tool_calls:
             # Tools were not offered; a provider that returns calls anyway is not followed.
             reply = reply.model_copy(update={"tool_calls": []})

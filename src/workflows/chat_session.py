@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from src.domain import FinishReason, Message, SessionStatus
     from src.llm.types import LLMReply, LLMToolCall
     from src.workflows.agent_activities import ask_model, call_tool, failure_reason
-    from src.workflows.agent_loop import run_agent_turn
+    from src.workflows.agent_loop import TurnEnd, run_agent_turn
     from src.workflows.chat_session_models import (
         CarriedState,
         EndRequest,
@@ -68,6 +68,9 @@ FINAL_REASON = SearchAttributeKey.for_keyword("ParleyFinalReason")
 FINISH_WRITES_REMAINDER = "finish-writes-unrecorded-in-persist-final"
 RECORD_LOCALLY = "record-messages-in-local-activities"
 KEEP_INACTIVITY_TIMER = "keep-one-inactivity-timer-across-turns"
+# A turn answered with the budget message (the LLM activity found the budget used up) finishes
+# the session with reason `budget`; before, such a session went on.
+FINISH_WHEN_BUDGET_USED_UP = "finish-when-the-budget-is-used-up"
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
@@ -125,9 +128,9 @@ class ChatSessionWorkflow:
             if not await self._wait_for_work():
                 return await self._finish(FinishReason.TTL)
             if self._inbox:
-                agent_finished = await self._answer(self._inbox.popleft())
-                if agent_finished:
-                    return await self._finish(FinishReason.AGENT_FINISH)
+                finish = await self._answer(self._inbox.popleft())
+                if finish is not None:
+                    return await self._finish(finish)
                 if self._updates_this_run >= self._start.turns_per_run + _BACKLOG_UPDATES:
                     # A backlog that never empties: refuse new updates (the API retries them
                     # against the next run) before the server's per-run update limit.
@@ -228,12 +231,13 @@ class ChatSessionWorkflow:
         for index in range(len(self._messages)):
             await self._raise_message_event(index)
 
-    async def _answer(self, item: InboxItem) -> bool:
-        """Run one agent turn for a user message; returns whether the agent finished."""
+    async def _answer(self, item: InboxItem) -> FinishReason | None:
+        """Run one agent turn for a user message; returns why the session finishes with it
+        (the agent finished, the budget is used up), or None: the session goes on."""
         self._append(Message(role="user", content=item.content, time=workflow.now()))
         produced_from = len(self._messages)
         user_index = produced_from - 1
-        agent_finished = False
+        finish: FinishReason | None = None
         try:
             turn = await run_agent_turn(
                 self._agent,
@@ -242,10 +246,10 @@ class ChatSessionWorkflow:
                 self._run_tool,
                 self._append,
             )
-            agent_finished = turn.agent_finished
+            finish = self._finish_reason(turn)
             outcome = TurnOutcome(
                 messages=self._messages[produced_from:],
-                is_final=agent_finished,
+                is_final=finish is not None,
                 first_seq=self._first_seq + produced_from,
                 count=len(self._messages) - produced_from,
             )
@@ -262,12 +266,23 @@ class ChatSessionWorkflow:
         self._describe()
         for index in range(user_index, len(self._messages)):
             await self._raise_message_event(index)
-        return agent_finished
+        return finish
+
+    def _finish_reason(self, turn: TurnEnd) -> FinishReason | None:
+        """Why the session finishes after this turn, if it does."""
+        if turn.budget_used_up and workflow.patched(FINISH_WHEN_BUDGET_USED_UP):
+            return FinishReason.BUDGET
+        return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
         unrecorded = self._messages[self._recorded - self._first_seq :]
         return await ask_model(
-            self._start.session_id, self._agent, self._recorded, unrecorded, allow_tools
+            self._start.session_id,
+            self._agent,
+            self._recorded,
+            unrecorded,
+            allow_tools,
+            budget_usd=self._start.budget_usd,
         )
 
     async def _run_tool(self, call: LLMToolCall) -> str:

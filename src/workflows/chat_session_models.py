@@ -52,6 +52,8 @@ class SessionStart(BaseModel):
     max_message_chars: int
     max_tool_steps: int
     turns_per_run: int
+    # USD of LLM cost past which the session is answered with the budget message and ends.
+    budget_usd: float | None = None
     webhook_retry_window_seconds: float = 86_400
     webhook_retry_initial_seconds: float = 1.0
     carried: CarriedState | None = None

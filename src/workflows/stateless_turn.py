@@ -57,6 +57,9 @@ OPEN_WHEN_ANSWERED = "stateless-open-when-answered"
 # A finishing turn records the conversation final and answers; analysis and the completion
 # webhook run in a StatelessFinishWorkflow child the turn abandons.
 ANSWER_BEFORE_FINISH = "stateless-answer-before-finish"
+# A turn answered with the budget message (the LLM activity found the conversation's budget
+# used up) finishes the conversation with reason `budget`; before, the conversation went on.
+FINISH_WHEN_BUDGET_USED_UP = "stateless-finish-when-the-budget-is-used-up"
 
 
 class StatelessTurnInput(BaseModel):
@@ -71,6 +74,9 @@ class StatelessTurnInput(BaseModel):
     new_messages: list[Message]
     end_conversation: bool = False
     max_tool_steps: int
+    # USD of LLM cost (across the conversation's turns) past which the turn is answered with
+    # the budget message and the conversation finishes.
+    budget_usd: float | None = None
     # Identifies the request, so a replayed state can be told from a different message.
     input_digest: str
     webhook_retry: WebhookRetry = Field(default_factory=WebhookRetry)
@@ -116,7 +122,7 @@ class StatelessTurnWorkflow:
         )
         messages = list(turn.new_messages)
         audit: list[AuditEntry] = []
-        agent_finished = False
+        agent_finished = budget_used_up = False
         if messages:
             try:
                 ended = await run_agent_turn(
@@ -130,11 +136,15 @@ class StatelessTurnWorkflow:
                         allow,
                         turn.additional_data,
                         opening,
+                        turn.budget_usd,
                     ),
                     lambda call: call_tool(turn.call_id, agent, call, audit),
                     messages.append,
                 )
                 agent_finished = ended.agent_finished
+                budget_used_up = ended.budget_used_up and workflow.patched(
+                    FINISH_WHEN_BUDGET_USED_UP
+                )
             except ActivityError as error:
                 # Nothing is recorded: the client may retry this turn with the same state.
                 raise ApplicationError(
@@ -156,7 +166,9 @@ class StatelessTurnWorkflow:
         )
         count = turn.seen_count + len(messages)
         reason = (
-            FinishReason.AGENT_FINISH
+            FinishReason.BUDGET
+            if budget_used_up
+            else FinishReason.AGENT_FINISH
             if agent_finished
             else FinishReason.USER_END
             if turn.end_conversation
