@@ -322,10 +322,15 @@ class ChatSessionWorkflow:
             unrecorded=self._unrecorded(),
             finished_time=workflow.now(),
             retry=self._webhook_retry(),
-            inline=not (self._agent.has_analysis and workflow.patched(FINISH_ANALYSIS_IN_A_CHILD)),
+            inline=not self._analyse_apart(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state(with_messages=False)
+
+    def _analyse_apart(self) -> bool:
+        """Whether the agent's analysis runs in a child this run abandons (sessions finished
+        before FINISH_ANALYSIS_IN_A_CHILD ran it inline)."""
+        return self._agent.has_analysis and workflow.patched(FINISH_ANALYSIS_IN_A_CHILD)
 
     def _should_continue_as_new(self) -> bool:
         return (
