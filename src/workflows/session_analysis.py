@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -29,6 +29,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.domain import Artifact, SessionAgent
     from src.workflows.webhook_events import WebhookRetry, raise_webhook_event
+
+# The session's own keys (src/workflows/chat_session.py), so the Temporal UI finds a session's
+# analysis by its id; no status: the analysis is not a session.
+_SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
+_AGENT_ID = SearchAttributeKey.for_keyword("ParleyAgentId")
 
 
 class SessionAnalysis(BaseModel):
@@ -105,4 +110,7 @@ async def start_session_analysis(job: SessionAnalysis) -> None:
 class SessionAnalysisWorkflow:
     @workflow.run
     async def run(self, job: SessionAnalysis) -> None:
+        workflow.upsert_search_attributes(
+            [_SESSION_ID.value_set(job.session_id), _AGENT_ID.value_set(job.agent.id)]
+        )
         await analyse_and_report(job)
