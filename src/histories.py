@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowHistory
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.tables import ChatSession
+from src.workflows.session_analysis import session_analysis_workflow_id
 
 STATELESS_KIND = "stateless"  # ChatSession.kind of text-chat conversations
 
@@ -28,7 +29,7 @@ async def session_queries(
     settings: Settings, session_id: str, *, children: bool = True
 ) -> list[str]:
     """Visibility queries selecting every run of a session, found by its `chat_sessions` row;
-    with `children`, its webhook deliveries too."""
+    with `children`, its analysis and webhook deliveries too."""
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as db:
@@ -45,6 +46,7 @@ async def session_queries(
         # An endpoint's workflow ID is reused by its next session: keep this session's runs.
         queries = [f"WorkflowId = '{_literal(row.workflow_id)}' AND ParleySessionId = '{sid}'"]
     if children:
+        queries.append(f"WorkflowId = '{_literal(session_analysis_workflow_id(session_id))}'")
         queries.append(f"WorkflowId STARTS_WITH '{_literal(f'webhook-{session_id}:')}'")
     return queries
 

@@ -18,18 +18,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from src.workflows.chat_session import ChatSessionWorkflow
-from src.workflows.stateless_finish import StatelessFinishWorkflow
-from src.workflows.stateless_turn import StatelessTurnWorkflow
-from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
-
-# What the worker registers (src/worker.py); replay must see the same set.
-WORKFLOWS: tuple[type, ...] = (
-    ChatSessionWorkflow,
-    StatelessTurnWorkflow,
-    StatelessFinishWorkflow,
-    WebhookDeliveryWorkflow,
-)
+from src.workflows.registry import WORKFLOWS
 
 NONDETERMINISM_HINT = (
     "the workflow code now issues a different command at this point than the recorded history "

@@ -32,10 +32,7 @@ from src.observability import worker_runtime
 from src.secret_box import SecretBox
 from src.temporal_client import connect_temporal
 from src.tools.url_guard import Resolver, system_resolver
-from src.workflows.chat_session import ChatSessionWorkflow
-from src.workflows.stateless_finish import StatelessFinishWorkflow
-from src.workflows.stateless_turn import StatelessTurnWorkflow
-from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
+from src.workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +73,7 @@ async def running_worker(
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[
-            ChatSessionWorkflow,
-            StatelessTurnWorkflow,
-            StatelessFinishWorkflow,
-            WebhookDeliveryWorkflow,
-        ],
+        workflows=list(WORKFLOWS),
         activities=[
             store.record_opened,
             store.record_messages,

@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowHandle
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.tables import AuditEvent, ChatSession
+from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
@@ -159,16 +160,12 @@ async def test_worker_killed_mid_pipeline_resumes_without_repeating_steps(
             second.send_signal(signal.SIGINT)
             await second.wait()
     assert row is not None
-    history = await temporal_client.get_workflow_handle(row.workflow_id).fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    runs = await finish_runs(temporal_client, row.workflow_id, session["id"])
 
     assert ended.json()["is_final"] is True
-    assert scheduled.count("session_store.persist_final") == 1
-    assert scheduled.count("analysis.analyze_session") == 1  # one activity, retried inside
+    assert runs["session_store.persist_final"][0] == 1
+    assert runs["analysis.analyze_session"][0] == 1  # one activity, retried inside
+    assert runs["session_store.persist_artifact"][0] == 1  # one artifact
     assert final["artifact"]["summary"].startswith("summary of")
     assert len(hooks.accepted(session["id"], "session.finished")) == 1
 
@@ -237,6 +234,17 @@ async def activity_runs(client: Client, workflow_id: str) -> dict[str, tuple[int
     return {name: (count, attempts.get(name, 0)) for name, count in scheduled.items()}
 
 
+async def finish_runs(
+    client: Client, workflow_id: str, session_id: str
+) -> dict[str, tuple[int, int]]:
+    """`activity_runs` of the finish pipeline: the session's run writes the final record, its
+    analysis workflow (started once that is written) the rest."""
+    return {
+        **await activity_runs(client, workflow_id),
+        **await activity_runs(client, session_analysis_workflow_id(session_id)),
+    }
+
+
 def analysis_calls(llm: FakeLLM, summary_prompt: str) -> int:
     return sum(1 for r in llm.requests if r["messages"][0]["content"] == summary_prompt)
 
@@ -286,9 +294,12 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
         else:
             ended = await http.post(f"/chats/{session['id']}/end")
             await llm.wait_held(tag, 1)
+            analysis = temporal_client.get_workflow_handle(
+                session_analysis_workflow_id(session["id"])
+            )
             async with database_writes_held(settings.database_url, session["id"]):
                 llm.release_held(tag)  # the analysis completes; its write waits for the lock
-                await wait_activity_started(workflow, step)
+                await wait_activity_started(analysis, step)
                 await kill(first)
         no_worker_up = (await http.get(f"/chats/{session['id']}")).json()
         second = await start_worker_process(settings, log)
@@ -302,7 +313,7 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
         finally:
             second.send_signal(signal.SIGINT)
             await second.wait()
-    runs = await activity_runs(temporal_client, workflow.id)
+    runs = await finish_runs(temporal_client, workflow.id, session["id"])
     async with db() as s:
         finish_events = Counter(
             (
@@ -369,8 +380,8 @@ async def test_worker_killed_during_webhook_delivery_delivers_once(
         finally:
             second.send_signal(signal.SIGINT)
             await second.wait()
-    session_runs = await activity_runs(
-        temporal_client, (await stored_session(db, session["id"])).workflow_id
+    session_runs = await finish_runs(
+        temporal_client, (await stored_session(db, session["id"])).workflow_id, session["id"]
     )
     delivery_runs = await activity_runs(temporal_client, delivery.id)
 

@@ -11,13 +11,16 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from src.domain import SessionStatus
+from src.workflows.chat_session_models import SessionState
+from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.chaos.harness import CuttableProxy
 from tests.conftest import WEBHOOK_SECRET as SECRET
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.webhook_receiver import Answer, WebhookReceiver
 from tests.servers import bound_socket, served
-from tests.sessions import open_chat, say, stored_session
+from tests.sessions import endpoint_open_body, open_chat, say, stored_session
 
 ANALYSIS = {
     "summary_prompt": "Summarise the conversation in one sentence.",
@@ -59,9 +62,11 @@ async def delivery_outcome(
     returned, no further attempt can follow, so counting attempts after it is exact."""
 
     async def outcome() -> bool:
-        # The session's run ends once its pipeline has started the delivery workflow.
+        # The session's run ends once it has started the analysis workflow, and that one
+        # once it has started the delivery workflow.
         session = await stored_session(db, session_id)
         await client.get_workflow_handle(session.workflow_id).result()
+        await client.get_workflow_handle(session_analysis_workflow_id(session_id)).result()
         delivery = client.get_workflow_handle(f"webhook-{session_id}:session.finished")
         return bool(await delivery.result())
 
@@ -192,6 +197,50 @@ async def test_a_session_reads_final_at_once_and_gets_its_artifact_when_analysis
     assert while_analysing["final_reason"] == "user_end"
     assert while_analysing["artifact"] is None
     assert delivered_while_analysing == []  # the completion webhook carries the artifact
+    assert analysed["artifact"]["summary"] == "summary of 0 lines"
+    assert delivery.body["data"]["artifact"] == analysed["artifact"]
+
+
+async def test_an_endpoint_opens_its_next_session_while_the_last_one_is_still_analysed(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    receiver: tuple[WebhookReceiver, str],
+    fake_llm: tuple[FakeLLM, str],
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    hooks, url = receiver
+    llm, _ = fake_llm
+    tag = uuid.uuid4().hex[:12]
+    agent_id = await make_agent(
+        model=f"hold-{tag}",  # the model holds the analysis call until released
+        analysis={"summary_prompt": f"Summarise conversation {tag}."},
+        webhook={"url": url, "secret": SECRET},
+    )
+    body = endpoint_open_body(agent_id)
+    first = await http.post("/chats", json=body)
+    workflow_id = (await stored_session(db, first.json()["id"])).workflow_id
+    first_run_id = (await temporal_client.get_workflow_handle(workflow_id).describe()).run_id
+    first_run = temporal_client.get_workflow_handle(
+        workflow_id, run_id=first_run_id, result_type=SessionState
+    )
+
+    await http.post(f"/chats/{first.json()['id']}/end")
+    await llm.wait_held(tag, 1, within=60)
+    second = await http.post("/chats", json=body)
+    closed = await first_run.result()  # the session's run is over, its analysis is not
+    while_analysing = (await http.get(f"/chats/{first.json()['id']}")).json()
+    delivered_while_analysing = list(hooks.attempts(first.json()["id"], "session.finished"))
+    llm.release_held(tag)
+    analysed = await final_with_artifact(http, first.json()["id"])
+    [delivery] = await accepted_deliveries(hooks, first.json()["id"], "session.finished")
+
+    assert closed.status == SessionStatus.FINAL
+    assert second.status_code == 201, second.text  # a new session, not the finishing one
+    assert second.json()["id"] != first.json()["id"]
+    assert (second.json()["is_final"], second.json()["status"]) == (False, "active")
+    assert (while_analysing["status"], while_analysing["artifact"]) == ("final", None)
+    assert delivered_while_analysing == []  # the completion webhook waits for the artifact
     assert analysed["artifact"]["summary"] == "summary of 0 lines"
     assert delivery.body["data"]["artifact"] == analysed["artifact"]
 

@@ -29,6 +29,7 @@ from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from src.workflows.agent_loop import TurnEnd
 from src.workflows.chat_session import (
+    FINISH_ANALYSIS_IN_A_CHILD,
     FINISH_WHEN_BUDGET_USED_UP,
     FINISH_WRITES_REMAINDER,
     KEEP_INACTIVITY_TIMER,
@@ -36,6 +37,7 @@ from src.workflows.chat_session import (
     ChatSessionWorkflow,
 )
 from src.workflows.chat_session_models import SessionStart, SessionState
+from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.conftest import AgentFactory, api_client
 from tests.sessions import open_chat, say
 from tests.test_text_chat import turn, user
@@ -85,6 +87,18 @@ class ChatSessionIgnoringBudgets(ChatSessionWorkflow):
         return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
 
+@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
+class ChatSessionAnalysingInline(ChatSessionWorkflow):
+    """The code from before FINISH_ANALYSIS_IN_A_CHILD: the session's own run analyses."""
+
+    @workflow.run
+    async def run(self, start: SessionStart) -> SessionState:
+        return await super().run(start)
+
+    def _analyse_apart(self) -> bool:
+        return False
+
+
 def golden(name: str) -> list[WorkflowHistory]:
     return load_histories((HISTORIES / f"{name}.json").read_text())
 
@@ -129,6 +143,7 @@ def test_golden_histories_cover_every_kind_of_session() -> None:
         "stateless_turns",
         "budget_finish",
         "stateless_budget",
+        "agent_finish-finish-child-analysis",
     }
 
 
@@ -191,6 +206,26 @@ async def test_the_budget_golden_needs_the_code_that_finishes_on_a_used_up_budge
 
     # The recorded session finished where this code would go on waiting for messages.
     assert report.error is not None and FINISH_WHEN_BUDGET_USED_UP in report.error
+
+
+async def test_the_child_analysis_golden_holds_the_session_its_analysis_and_its_webhook() -> None:
+    histories = golden("agent_finish-finish-child-analysis")
+
+    [session, analysis, delivery] = [h.workflow_id for h in histories]
+    assert session.startswith("chat-")
+    assert analysis.startswith("analysis-")
+    assert delivery == f"webhook-{analysis.removeprefix('analysis-')}:session.finished"
+
+
+async def test_the_child_analysis_golden_breaks_on_code_that_analyses_inline() -> None:
+    changed = [ChatSessionAnalysingInline, *WORKFLOWS[1:]]
+    histories = golden("agent_finish-finish-child-analysis")
+
+    report, *children = await replay_histories(histories, pydantic_data_converter, changed)
+
+    # The recorded session took the child path where this code would analyse itself.
+    assert report.error is not None and FINISH_ANALYSIS_IN_A_CHILD in report.error
+    assert all(child.ok for child in children)
 
 
 async def test_replay_command_passes_a_golden_history(tmp_path: Path) -> None:
@@ -377,6 +412,43 @@ async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
     assert requested["data"] == {"note": "done"}
+
+
+async def test_a_session_with_analysis_ended_now_analyses_in_a_child_and_both_replay(
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    session = await open_chat(http, await make_agent(analysis={"summary_prompt": "Summarise."}))
+    await say(http, session["id"], "hello")
+    await http.post(f"/chats/{session['id']}/end")
+    async with db() as s:
+        row = await s.get(ChatSession, session["id"])
+    assert row is not None
+    handles = [
+        temporal_client.get_workflow_handle(row.workflow_id),
+        temporal_client.get_workflow_handle(session_analysis_workflow_id(session["id"])),
+    ]
+    for handle in handles:
+        await handle.result()
+    histories = [await handle.fetch_history() for handle in handles]
+
+    reports = await replay_histories(histories, pydantic_data_converter)
+
+    assert [r.workflow_type for r in reports] == ["ChatSessionWorkflow", "SessionAnalysisWorkflow"]
+    assert all(r.ok for r in reports), [r.error for r in reports]
+    session_steps, analysis_steps = (scheduled_activities(h) for h in histories)
+    assert "analysis.analyze_session" not in session_steps
+    assert analysis_steps == ["analysis.analyze_session", "session_store.persist_artifact"]
+
+
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 async def test_replay_reads_encrypted_histories_with_the_payload_keys(

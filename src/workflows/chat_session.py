@@ -71,6 +71,10 @@ KEEP_INACTIVITY_TIMER = "keep-one-inactivity-timer-across-turns"
 # A turn answered with the budget message (the LLM activity found the budget used up) finishes
 # the session with reason `budget`; before, such a session went on.
 FINISH_WHEN_BUDGET_USED_UP = "finish-when-the-budget-is-used-up"
+# An agent's post-conversation analysis, artifact and completion webhook run in an abandoned
+# SessionAnalysisWorkflow child: the session closes once its final record is written, and its
+# endpoint can open the next session while the analysis runs.
+FINISH_ANALYSIS_IN_A_CHILD = "finish-analysis-in-a-child-workflow"
 
 # Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
 _ANSWERED_KEYS_KEPT = 256
@@ -289,7 +293,8 @@ class ChatSessionWorkflow:
         return await call_tool(self._start.session_id, self._agent, call, self._pending_events)
 
     async def _finish(self, reason: FinishReason) -> SessionState:
-        """The finish pipeline. The session reads final at once; persistence follows."""
+        """The finish pipeline. The session reads final at once; persistence follows, then
+        the run closes while the agent's analysis (a child it abandons) may still run."""
         self._finishing = True
         if self._inactivity_timer is not None:
             self._inactivity_timer.cancel()
@@ -317,9 +322,15 @@ class ChatSessionWorkflow:
             unrecorded=self._unrecorded(),
             finished_time=workflow.now(),
             retry=self._webhook_retry(),
+            inline=not self._analyse_apart(),
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state(with_messages=False)
+
+    def _analyse_apart(self) -> bool:
+        """Whether the agent's analysis runs in a child this run abandons (sessions finished
+        before FINISH_ANALYSIS_IN_A_CHILD ran it inline)."""
+        return self._agent.has_analysis and workflow.patched(FINISH_ANALYSIS_IN_A_CHILD)
 
     def _should_continue_as_new(self) -> bool:
         return (
