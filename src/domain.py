@@ -240,6 +240,26 @@ def check_json_schema(schema: dict[str, Any]) -> None:
         raise ValueError(f"not a usable JSON schema at {refused}") from None
 
 
+# An agent's session budget, the same in a spec and in a patch.
+BudgetUsd = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="A session's LLM cost in USD past which the agent stops answering and the "
+        "session ends (final_reason `budget`); none: PARLEY_SESSION_BUDGET_USD.",
+    ),
+]
+BudgetMessage = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=16_000,
+        description="What the user reads instead of an answer once the budget is used up.",
+    ),
+]
+
+
 class AgentSpec(Frozen):
     """What a client says an agent is; the server adds id, version and timestamps."""
 
@@ -252,19 +272,8 @@ class AgentSpec(Frozen):
     webhook: CompletionWebhook | None = None
     default_ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
-    budget_usd: float | None = Field(
-        default=None,
-        gt=0,
-        allow_inf_nan=False,
-        description="A session's LLM cost in USD past which the agent stops answering and the "
-        "session ends (final_reason `budget`); none: PARLEY_SESSION_BUDGET_USD.",
-    )
-    budget_message: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=16_000,
-        description="What the user reads instead of an answer once the budget is used up.",
-    )
+    budget_usd: BudgetUsd = None
+    budget_message: BudgetMessage = None
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Default template variable values."
     )
@@ -345,19 +354,8 @@ class AgentPatch(Frozen):
     webhook: CompletionWebhook | None = None
     default_ttl_seconds: int | None = Field(default=None, ge=1, le=86_400)
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
-    budget_usd: float | None = Field(
-        default=None,
-        gt=0,
-        allow_inf_nan=False,
-        description="A session's LLM cost in USD past which the agent stops answering and the "
-        "session ends (final_reason `budget`); none: PARLEY_SESSION_BUDGET_USD.",
-    )
-    budget_message: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=16_000,
-        description="What the user reads instead of an answer once the budget is used up.",
-    )
+    budget_usd: BudgetUsd = None
+    budget_message: BudgetMessage = None
     variables: dict[str, Any] | None = None
 
     def apply(self, spec: AgentSpec, merge_variables: bool) -> AgentSpec:
