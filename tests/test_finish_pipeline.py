@@ -56,6 +56,15 @@ async def accepted_deliveries(
     return await hooks.wait_accepted(session_id, event, count, within=30)
 
 
+async def analysis_held_agent(make_agent: AgentFactory, url: str, tag: str) -> str:
+    """An agent whose model holds its analysis call (model hold-<tag>) until released."""
+    return await make_agent(
+        model=f"hold-{tag}",
+        analysis={"summary_prompt": f"Summarise conversation {tag}."},
+        webhook={"url": url, "secret": SECRET},
+    )
+
+
 async def delivery_outcome(
     client: Client, db: async_sessionmaker[AsyncSession], session_id: str, within: float = 120
 ) -> bool:
@@ -183,11 +192,7 @@ async def test_a_session_reads_final_at_once_and_gets_its_artifact_when_analysis
     hooks, url = receiver
     llm, _ = fake_llm
     tag = uuid.uuid4().hex[:12]
-    agent_id = await make_agent(
-        model=f"hold-{tag}",  # the model holds the analysis call until released
-        analysis={"summary_prompt": f"Summarise conversation {tag}."},
-        webhook={"url": url, "secret": SECRET},
-    )
+    agent_id = await analysis_held_agent(make_agent, url, tag)
     session = await open_chat(http, agent_id)
 
     ended = (await http.post(f"/chats/{session['id']}/end")).json()
@@ -218,11 +223,7 @@ async def test_an_endpoint_opens_its_next_session_while_the_last_one_is_still_an
     hooks, url = receiver
     llm, _ = fake_llm
     tag = uuid.uuid4().hex[:12]
-    agent_id = await make_agent(
-        model=f"hold-{tag}",  # the model holds the analysis call until released
-        analysis={"summary_prompt": f"Summarise conversation {tag}."},
-        webhook={"url": url, "secret": SECRET},
-    )
+    agent_id = await analysis_held_agent(make_agent, url, tag)
     body = endpoint_open_body(agent_id)
     first = await http.post("/chats", json=body)
     workflow_id = (await stored_session(db, first.json()["id"])).workflow_id
