@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         default=7 * 86400.0, gt=0, alias="PARLEY_STATE_MAX_AGE_SECONDS"
     )
     turns_per_run: int = Field(default=500, ge=1, le=1500, alias="PARLEY_TURNS_PER_RUN")
+    # A session hands over to a new run (continue-as-new), even with messages queued, once its
+    # history passes this fraction of the server's limits (50 MB, 51,200 events).
+    history_handover_fraction: float = Field(
+        default=0.5, gt=0, lt=1, alias="PARLEY_HISTORY_HANDOVER_FRACTION"
+    )
+    # Turn outcomes a session keeps by idempotency key (carried across continue-as-new) to
+    # answer a retry at once; an older key is answered from the database.
+    answered_keys_kept: int = Field(default=256, ge=1, le=10_000, alias="PARLEY_ANSWERED_KEYS_KEPT")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
     # On SIGTERM or SIGINT the worker stops taking work and lets calls in flight finish for

@@ -79,6 +79,7 @@ async def running_worker(
             store.record_messages,
             store.persist_final,
             store.persist_artifact,
+            store.find_answered,
             analysis.analyze_session,
             webhooks.deliver,
             webhooks.record_failure,

@@ -21,14 +21,17 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from src.config import Settings
 from src.histories import dump_histories, fetch_histories, session_queries
+from src.workflows.chat_session import ChatSessionWorkflow
+from src.workflows.chat_session_models import UserMessage
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.tool_server import FakeToolServer
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.sessions import open_chat, say, wait_until_final
+from tests.sessions import open_chat, say, stored_session, wait_until_final
 from tests.test_budget import PRICED_MODEL, TINY_BUDGET
 from tests.test_finish_pipeline import accepted_deliveries, finishing_agent
 from tests.test_text_chat import turn, user
@@ -126,6 +129,37 @@ async def test_record_continue_as_new(
             await say(http, session["id"], f"turn {n}")
         await http.post(f"/chats/{session['id']}/end")
     await record(temporal_client, settings, session["id"], "continue_as_new")
+
+
+async def test_record_backlog_handover(
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    worker: None,
+    make_agent: AgentFactory,
+    temporal_client: Client,
+    settings: Settings,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    """Hand-overs with messages queued, a refused channel message, a key answered from the
+    database (continue-as-new-with-a-backlog, validate-channel-messages,
+    idempotency-keys-in-database)."""
+    agent_id = await make_agent(model="slow-100")
+    stack = make_settings(PARLEY_HISTORY_HANDOVER_FRACTION=0.001, PARLEY_ANSWERED_KEYS_KEPT=1)
+    async with serve_api(stack) as url, api_client(url, api_key) as http:
+        session = await open_chat(http, agent_id)
+        row = await stored_session(db, session["id"])
+        handle = temporal_client.get_workflow_handle(row.workflow_id)
+        await handle.signal(ChatSessionWorkflow.receive_message, UserMessage(content=" "))
+        for n in range(4):
+            await handle.signal(
+                ChatSessionWorkflow.receive_message, UserMessage(content=f"sms {n}")
+            )
+        for n in range(3):
+            await say(http, session["id"], f"turn {n}", headers={"Idempotency-Key": f"g-{n}"})
+        await say(http, session["id"], "turn 0", headers={"Idempotency-Key": "g-0"})
+        await http.post(f"/chats/{session['id']}/end")
+    await record(temporal_client, settings, session["id"], "backlog_handover")
 
 
 async def test_record_stateless_turns(

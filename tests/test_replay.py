@@ -144,6 +144,7 @@ def test_golden_histories_cover_every_kind_of_session() -> None:
         "budget_finish",
         "stateless_budget",
         "agent_finish-finish-child-analysis",
+        "backlog_handover",
     }
 
 

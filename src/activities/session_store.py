@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -82,10 +82,25 @@ class MessagesProduced(BaseModel):
     messages: list[Message]
     last_activity: datetime
     events: list[AuditEntry] = Field(default_factory=list)
+    # The idempotency keys of answered user messages among `messages`, by seq.
+    idempotency_keys: dict[int, str] = Field(default_factory=dict)
     # A stateless turn's `additional_data` (the client sends it every turn): it becomes the
     # conversation's stored context, and a difference from the last turn's is audited as
     # `context.changed`. None for sessions, whose context is fixed at open.
     additional_data: dict[str, Any] | None = None
+
+
+class KeyLookup(BaseModel):
+    session_id: str
+    idempotency_key: str
+
+
+class AnsweredTurn(BaseModel):
+    """Where the turn answered for an idempotency key sits in the transcript: the messages
+    after the keyed user message, up to the next user message."""
+
+    first_seq: int
+    count: int
 
 
 class ArtifactReady(BaseModel):
@@ -155,6 +170,26 @@ class SessionStoreActivities:
     async def record_messages(self, produced: MessagesProduced) -> None:
         async with heartbeating(), self._sessions.begin() as db:
             await _write_messages(db, produced)
+
+    @activity.defn(name="session_store.find_answered")
+    async def find_answered(self, lookup: KeyLookup) -> AnsweredTurn | None:
+        async with self._sessions() as db:
+            user_seq = await db.scalar(
+                select(ChatMessage.seq).where(
+                    ChatMessage.session_id == lookup.session_id,
+                    ChatMessage.idempotency_key == lookup.idempotency_key,
+                )
+            )
+            if user_seq is None:
+                return None
+            later = ChatMessage.session_id == lookup.session_id, ChatMessage.seq > user_seq
+            next_user = await db.scalar(
+                select(func.min(ChatMessage.seq)).where(*later, ChatMessage.role == "user")
+            )
+            if next_user is None:  # the last turn: up to the end of the transcript
+                last = await db.scalar(select(func.max(ChatMessage.seq)).where(*later))
+                next_user = (last if last is not None else user_seq) + 1
+        return AnsweredTurn(first_seq=user_seq + 1, count=next_user - user_seq - 1)
 
     @activity.defn(name="session_store.persist_artifact")
     async def persist_artifact(self, ready: ArtifactReady) -> None:
@@ -246,7 +281,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
             "tool_calls": [call.name for call in message.tool_calls],
         }
         audits.append(audit)
-    audits += [
+    events = [
         {
             "event_key": f"{produced.session_id}:{entry.key}",
             "account_id": produced.account_id,
@@ -257,9 +292,18 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         }
         for entry in produced.events
     ]
+    # The log lists events by id, oldest first: insert in time order, an event (a tool call)
+    # before a message of the same instant (the assistant message that carries its result).
+    ordered = sorted(
+        [(audit["time"], 1, n, audit) for n, audit in enumerate(audits)]
+        + [(event["time"], 0, n, event) for n, event in enumerate(events)],
+        key=lambda entry: entry[:3],
+    )
+    audits = [audit for *_, audit in ordered]
     if produced.additional_data is not None:
         audits[:0] = await _replace_context(db, produced, produced.additional_data)
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
+    await _record_keys(db, produced)
     await insert_missing(db, AuditEvent, audits, ["event_key"])
     await db.execute(
         update(ChatSession)
@@ -269,6 +313,29 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         )
         .values(last_activity=produced.last_activity)
     )
+
+
+async def _record_keys(db: AsyncSession, produced: MessagesProduced) -> None:
+    """Set the idempotency keys on their user messages, which an earlier batch may have
+    written already (a write under way while the turn ran). A key is unique per session: a
+    key some message holds already (a turn run twice for it, never expected) stays there."""
+    if not produced.idempotency_keys:
+        return
+    held = set(
+        await db.scalars(
+            select(ChatMessage.idempotency_key).where(
+                ChatMessage.session_id == produced.session_id,
+                ChatMessage.idempotency_key.in_(list(produced.idempotency_keys.values())),
+            )
+        )
+    )
+    for seq, key in produced.idempotency_keys.items():
+        if key not in held:
+            await db.execute(
+                update(ChatMessage)
+                .where(ChatMessage.session_id == produced.session_id, ChatMessage.seq == seq)
+                .values(idempotency_key=key)
+            )
 
 
 async def _replace_context(

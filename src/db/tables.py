@@ -145,6 +145,18 @@ class ChatMessage(Base):
     tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     usage: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The client's Idempotency-Key of an answered user message: a retry with a key the
+    # workflow no longer remembers is answered from here, never with a second turn.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+    __table_args__ = (
+        Index(
+            "uq_chat_messages_session_idempotency_key",
+            "session_id",
+            "idempotency_key",
+            unique=True,
+        ),
+    )
 
 
 class AuditEvent(Base):

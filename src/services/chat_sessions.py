@@ -208,6 +208,8 @@ class ChatSessionService:
             max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
             turns_per_run=self._settings.turns_per_run,
             budget_usd=snapshot.spec.budget_usd or self._settings.session_budget_usd,
+            history_handover_fraction=self._settings.history_handover_fraction,
+            answered_keys_kept=self._settings.answered_keys_kept,
             webhook_retry_window_seconds=self._settings.webhook_retry_window_seconds,
             webhook_retry_initial_seconds=self._settings.webhook_retry_initial_seconds,
         )
@@ -345,8 +347,13 @@ class ChatSessionService:
             self._remember_workflow(address, workflow_id)
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(workflow_id)
         update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
+        # One request id across the retries below: a caller told to retry while its message
+        # waits in a session's queue (a hand-over to the next run) finds it there, queued once.
         message = UserMessage(
-            content=content, idempotency_key=idempotency_key, session_id=session_id
+            content=content,
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            request_id=str(uuid.uuid4()),
         )
 
         async def send_once() -> TurnResult:

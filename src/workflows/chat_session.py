@@ -26,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from src.activities.session_store import (
         LOCAL_STORE_ACTIVITY_OPTIONS,
         STORE_ACTIVITY_OPTIONS,
+        AnsweredTurn,
         AuditEntry,
+        KeyLookup,
         MessagesProduced,
         SessionOpened,
         SessionStoreActivities,
@@ -75,9 +77,13 @@ FINISH_WHEN_BUDGET_USED_UP = "finish-when-the-budget-is-used-up"
 # SessionAnalysisWorkflow child: the session closes once its final record is written, and its
 # endpoint can open the next session while the analysis runs.
 FINISH_ANALYSIS_IN_A_CHILD = "finish-analysis-in-a-child-workflow"
+CONTINUE_WITH_BACKLOG = "continue-as-new-with-a-backlog"
+VALIDATE_CHANNEL_MESSAGES = "validate-channel-messages"
+KEYS_IN_DATABASE = "idempotency-keys-in-database"
 
-# Idempotency keys remembered (and carried across continue-as-new) to answer client retries.
-_ANSWERED_KEYS_KEPT = 256
+# The server's per-run history limits; a run hands over at a fraction of them.
+_HISTORY_BYTES_LIMIT = 50 * 1024 * 1024
+_HISTORY_EVENTS_LIMIT = 51_200
 # Updates a run may take beyond `turns_per_run` while a backlog drains; with turns_per_run
 # at most 1,500 this stays under the server's 2,000 updates per run.
 _BACKLOG_UPDATES = 300
@@ -98,6 +104,9 @@ class ChatSessionWorkflow:
         self._inbox: deque[InboxItem] = deque(carried.inbox if carried else [])
         # Successful outcomes by idempotency key, to answer a client's retry.
         self._answered: dict[str, TurnOutcome] = dict(carried.answered) if carried else {}
+        self._keys_forgotten = carried.keys_forgotten if carried else False
+        # Idempotency keys of answered user messages not yet recorded, by seq.
+        self._message_keys: dict[int, str] = {}
         # Inbox item ids queued or being answered, whichever path (update, signal) brought them.
         self._taken: set[str] = {item.id for item in self._inbox}
         # Outcomes of turns whose update callers are still waiting, and how many wait.
@@ -108,11 +117,13 @@ class ChatSessionWorkflow:
         self._opened = carried is not None
         self._status = SessionStatus.ACTIVE
         self._final_reason: FinishReason | None = None
-        self._end_requested = False
-        self._note: str | None = None
+        self._end_requested = carried.end_requested if carried else False
+        self._note: str | None = carried.note if carried else None
         self._finishing = False
         self._draining = False
+        self._handing_over = False
         self._updates_this_run = 0
+        self._turns_this_run = 0
         self._flushing: asyncio.Task[None] | None = None
         self._pending_events: list[AuditEntry] = []
         self._inactivity_timer: asyncio.Task[None] | None = None
@@ -126,13 +137,13 @@ class ChatSessionWorkflow:
             if self._open_error is not None:
                 return await self._finish(FinishReason.ERROR)
         while True:
-            # Hand over to a new run between turns, never with a backlog or an end pending.
-            if not self._has_work() and self._should_continue_as_new():
+            if self._handover_due():
                 await self._continue_as_new()
             if not await self._wait_for_work():
                 return await self._finish(FinishReason.TTL)
             if self._inbox:
                 finish = await self._answer(self._inbox.popleft())
+                self._turns_this_run += 1
                 if finish is not None:
                     return await self._finish(finish)
                 if self._updates_this_run >= self._start.turns_per_run + _BACKLOG_UPDATES:
@@ -332,17 +343,43 @@ class ChatSessionWorkflow:
         before FINISH_ANALYSIS_IN_A_CHILD ran it inline)."""
         return self._agent.has_analysis and workflow.patched(FINISH_ANALYSIS_IN_A_CHILD)
 
+    def _handover_due(self) -> bool:
+        """Whether to hand over to a new run before the next turn: at the turn count, when the
+        server suggests it, or when history passes the set fraction of its limits; with a
+        backlog too (the inbox is carried), but not when only the end request is left."""
+        if self._end_requested and not self._inbox:
+            return False
+        due = self._should_continue_as_new()
+        if due and not self._has_work():
+            return True  # the one hand-over of histories from before CONTINUE_WITH_BACKLOG
+        # Otherwise a run hands over only once it has answered a turn: the retries of the
+        # callers it inherited count as updates, and its start alone may pass a very small
+        # fraction; without this, runs would hand the backlog on without ever answering.
+        if self._turns_this_run > 0 and (due or self._history_near_limit()):
+            return workflow.patched(CONTINUE_WITH_BACKLOG)
+        return False
+
     def _should_continue_as_new(self) -> bool:
         return (
             self._updates_this_run >= self._start.turns_per_run
             or workflow.info().is_continue_as_new_suggested()
         )
 
+    def _history_near_limit(self) -> bool:
+        info, fraction = workflow.info(), self._start.history_handover_fraction
+        return (
+            info.get_current_history_size() > fraction * _HISTORY_BYTES_LIMIT
+            or info.get_current_history_length() > fraction * _HISTORY_EVENTS_LIMIT
+        )
+
     async def _continue_as_new(self) -> None:
         """Hand over to a fresh run, with every message recorded and every handler done.
         Updates arriving meanwhile are refused with `Draining`; the API retries them and they
-        land on the new run. Signals are queued and carried over."""
+        land on the new run. Queued messages (signals and updates alike) are carried over, in
+        order; the callers waiting on them are told `Draining` too, and their retry waits on
+        the same item in the new run. A pending end request is carried as well."""
         self._draining = True
+        self._handing_over = True  # releases the waiting callers: handlers cannot cross over
         await self._recorded_all()
         await workflow.wait_condition(workflow.all_handlers_finished)
         carried = CarriedState(
@@ -350,11 +387,17 @@ class ChatSessionWorkflow:
             recorded_count=self._recorded,
             created_time=self._created_time,
             last_activity=self._last_activity,
-            inbox=list(self._inbox),
+            inbox=[
+                item.model_copy(update={"awaited": True}) if item.id in self._waiters else item
+                for item in self._inbox
+            ],
             answered={
                 key: outcome.model_copy(update={"messages": [], "messages_dropped": True})
                 for key, outcome in self._answered.items()
             },
+            end_requested=self._end_requested,
+            note=self._note,
+            keys_forgotten=self._keys_forgotten,
         )
         workflow.continue_as_new(
             self._start.model_copy(update={"carried": carried, "agent": self._agent})
@@ -380,14 +423,29 @@ class ChatSessionWorkflow:
     async def send_message(self, message: UserMessage) -> TurnResult:
         self._updates_this_run += 1
         key = message.idempotency_key
-        if key is not None and key in self._answered:
-            return _turn_result(self._answered[key])
-        item_id = key if key is not None else str(workflow.uuid4())
+        item_id = key or message.request_id
+        if item_id is not None and item_id in self._answered:
+            return _turn_result(self._answered[item_id])
+        if key is not None and self._may_be_recorded(key):
+            answered = await self._find_answered(key)
+            if answered is not None:
+                return TurnResult(
+                    messages=None,
+                    is_final=False,
+                    first_seq=answered.first_seq,
+                    count=answered.count,
+                )
+            if key in self._answered:  # answered while the database was asked
+                return _turn_result(self._answered[key])
+        if item_id is None:
+            item_id = str(workflow.uuid4())
         self._waiters[item_id] += 1
         if item_id not in self._taken:
             self._taken.add(item_id)
             self._inbox.append(InboxItem(id=item_id, content=message.content, idempotency_key=key))
-        await workflow.wait_condition(lambda: item_id in self._outcomes)
+        await workflow.wait_condition(lambda: item_id in self._outcomes or self._handing_over)
+        if item_id not in self._outcomes:
+            raise ApplicationError("the session is moving to a new run", type=DRAINING)
         outcome = self._outcomes[item_id]
         self._waiters[item_id] -= 1
         if self._waiters[item_id] <= 0:
@@ -398,14 +456,41 @@ class ChatSessionWorkflow:
     @send_message.validator
     def _validate_message(self, message: UserMessage) -> None:
         self._refuse_other_session(message.session_id)
-        if message.idempotency_key is not None and message.idempotency_key in self._answered:
+        item_id = message.idempotency_key or message.request_id
+        if item_id is not None and item_id in self._answered:
             return
+        if item_id is not None and item_id in self._taken and not self._draining:
+            return  # a retry of a message queued here (carried over from the last run)
         self._refuse_if_closing()
         self._check_content(message.content)
 
+    def _may_be_recorded(self, key: str) -> bool:
+        """Whether a key unknown here may belong to a turn answered long ago: only once some
+        key was forgotten (the database is asked then)."""
+        return (
+            self._keys_forgotten
+            and key not in self._answered
+            and key not in self._taken
+            and workflow.patched(KEYS_IN_DATABASE)
+        )
+
+    async def _find_answered(self, key: str) -> AnsweredTurn | None:
+        return await workflow.execute_local_activity_method(
+            SessionStoreActivities.find_answered,
+            KeyLookup(session_id=self._start.session_id, idempotency_key=key),
+            summary="look up an idempotency key",
+            **LOCAL_STORE_ACTIVITY_OPTIONS,
+        )
+
     @workflow.signal(name="receive_message")
-    def receive_message(self, message: UserMessage) -> None:
-        """A message from an asynchronous channel: queued like any other, nobody waits on it."""
+    async def receive_message(self, message: UserMessage) -> None:
+        """A message from an asynchronous channel: queued like any other, nobody waits on it.
+        The sender cannot be refused, so a message the update would refuse is audited as
+        `message.refused` instead of being queued."""
+        refusal = self._refusal(message)
+        if refusal is not None and workflow.patched(VALIDATE_CHANNEL_MESSAGES):
+            await self._audit_refusal(message, refusal)
+            return
         if self._finishing or self._end_requested:
             workflow.logger.warning(
                 "session %s is final; a channel message was not answered",
@@ -418,6 +503,52 @@ class ChatSessionWorkflow:
         item_id = key or str(workflow.uuid4())
         self._taken.add(item_id)
         self._inbox.append(InboxItem(id=item_id, content=message.content, idempotency_key=key))
+
+    def _refusal(self, message: UserMessage) -> str | None:
+        """Why a channel message would be refused, in the words of the update's errors."""
+        if message.session_id is not None and message.session_id != self._start.session_id:
+            return "another_session"
+        if self._finishing or self._end_requested:
+            return "session_final"
+        if not message.content.strip():
+            return "empty"
+        if len(message.content) > self._start.max_message_chars:
+            return "too_large"
+        return None
+
+    async def _audit_refusal(self, message: UserMessage, reason: str) -> None:
+        """Leaves the refusal in the audit log (no content: it may be what was wrong). Once
+        the session is finishing, written here and now: nothing else would write it."""
+        workflow.logger.warning(
+            "session %s refused a channel message: %s", self._start.session_id, reason
+        )
+        entry = AuditEntry(
+            key=f"message.refused:{workflow.uuid4()}",
+            kind="message.refused",
+            data={
+                "reason": reason,
+                "chars": len(message.content),
+                "idempotency_key": message.idempotency_key,
+            },
+            time=workflow.now(),
+        )
+        if not (self._finishing or self._end_requested):
+            self._pending_events.append(entry)
+            self._record_in_background()
+            return
+        await workflow.execute_local_activity_method(
+            SessionStoreActivities.record_messages,
+            MessagesProduced(
+                session_id=self._start.session_id,
+                account_id=self._start.account_id,
+                first_seq=self._recorded,
+                messages=[],
+                last_activity=self._last_activity,
+                events=[entry],
+            ),
+            summary="record a refused channel message",
+            **LOCAL_STORE_ACTIVITY_OPTIONS,
+        )
 
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
@@ -433,7 +564,11 @@ class ChatSessionWorkflow:
                     time=workflow.now(),
                 )
             )
-        await workflow.wait_condition(lambda: self._status == SessionStatus.FINAL)
+        await workflow.wait_condition(
+            lambda: self._status == SessionStatus.FINAL or self._handing_over
+        )
+        if self._status != SessionStatus.FINAL:  # carried over: the retry waits in the next run
+            raise ApplicationError("the session is moving to a new run", type=DRAINING)
         return self._state(with_messages=False)
 
     @end.validator
@@ -455,6 +590,7 @@ class ChatSessionWorkflow:
     def _unrecorded(self) -> MessagesProduced:
         """Messages and audit events not yet written; the events are handed over (taken)."""
         events, self._pending_events = self._pending_events, []
+        keys, self._message_keys = self._message_keys, {}
         return MessagesProduced(
             session_id=self._start.session_id,
             account_id=self._start.account_id,
@@ -462,6 +598,7 @@ class ChatSessionWorkflow:
             messages=self._messages[self._recorded - self._first_seq :],
             last_activity=self._last_activity,
             events=events,
+            idempotency_keys=keys,
         )
 
     def _record_in_background(self) -> None:
@@ -535,10 +672,16 @@ class ChatSessionWorkflow:
         if self._waiters[item.id] > 0:
             self._outcomes[item.id] = outcome
         # A failed turn is not remembered: retrying the same key runs the turn again.
-        if item.idempotency_key is not None and outcome.error_type is None:
-            self._answered[item.idempotency_key] = outcome
-            while len(self._answered) > _ANSWERED_KEYS_KEPT:
+        if outcome.error_type is not None:
+            return
+        if item.idempotency_key is not None:
+            # recorded with the user message: the database answers once memory has let go
+            self._message_keys[outcome.first_seq - 1] = item.idempotency_key
+        if item.idempotency_key is not None or item.awaited:
+            self._answered[item.id] = outcome
+            while len(self._answered) > self._start.answered_keys_kept:
                 del self._answered[next(iter(self._answered))]
+                self._keys_forgotten = True
 
     def _refuse_other_session(self, session_id: str | None) -> None:
         if session_id is not None and session_id != self._start.session_id:

@@ -14,6 +14,9 @@ class InboxItem(BaseModel):
     id: str
     content: str
     idempotency_key: str | None = None
+    # A caller waited on this item when its run handed over with a backlog: the caller was
+    # told to retry, so the next run remembers the outcome by `id` to answer that retry.
+    awaited: bool = False
 
 
 class TurnOutcome(BaseModel):
@@ -37,6 +40,12 @@ class CarriedState(BaseModel):
     last_activity: datetime
     inbox: list[InboxItem]
     answered: dict[str, TurnOutcome]
+    # An end request still waiting for the backlog to drain when the run handed over.
+    end_requested: bool = False
+    note: str | None = None
+    # Whether some idempotency key was dropped from `answered`: a key not found there is then
+    # looked up in the database before it runs a turn.
+    keys_forgotten: bool = False
 
 
 class SessionStart(BaseModel):
@@ -54,6 +63,12 @@ class SessionStart(BaseModel):
     turns_per_run: int
     # USD of LLM cost past which the session is answered with the budget message and ends.
     budget_usd: float | None = None
+    # Hand over to a new run, backlog or not, once history passes this fraction of the
+    # server's limits (50 MB, 51,200 events).
+    history_handover_fraction: float = 0.5
+    # Outcomes kept in memory (and carried across continue-as-new) by idempotency key; older
+    # keys are answered from the database.
+    answered_keys_kept: int = 256
     webhook_retry_window_seconds: float = 86_400
     webhook_retry_initial_seconds: float = 1.0
     carried: CarriedState | None = None
@@ -68,6 +83,9 @@ class OpenRequest(BaseModel):
 class UserMessage(BaseModel):
     content: str
     idempotency_key: str | None = None
+    # Fixed by the API for one request across its retries: a message without a key keeps its
+    # identity when its caller is told to retry against the next run.
+    request_id: str | None = None
     # The session the caller means; a workflow ID outlives sessions (external endpoints).
     session_id: str | None = None
 
