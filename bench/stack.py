@@ -29,10 +29,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from src.config import SEARCH_ATTRIBUTES
 from src.db.engine import create_engine, migrate_async
 from src.db.tables import Base
 from src.dev_stack import dev_server_tuning_args, temporal_cli
+from src.search_attributes import SEARCH_ATTRIBUTES
 from src.services.accounts import new_api_key
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,16 +20,6 @@ _PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
 
 LLMProvider = Literal["openai", "scripted"]
 
-# Search attributes the session workflow sets; the dev server registers them at start and
-# a cluster needs them created once (`temporal operator search-attribute create`).
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "ParleySessionId": "Keyword",
-    "ParleyAgentId": "Keyword",
-    "ParleyChannel": "Keyword",
-    "ParleyStatus": "Keyword",
-    "ParleyFinalReason": "Keyword",
-}
-
 
 class Settings(BaseSettings):
     """Parley's configuration, read from the environment (and `.env` if present)."""

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from src.config import SEARCH_ATTRIBUTES, Settings, is_loopback
+from src.config import Settings, is_loopback
 from src.db.engine import create_engine, migrate, session_factory
 from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
 from src.errors import NotFound
+from src.search_attributes import SEARCH_ATTRIBUTES
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
 from src.state_envelope import create_private_file, new_key_setting

@@ -23,16 +23,14 @@ from typing import Any, Protocol, TypeVar
 
 from temporalio import activity, workflow
 from temporalio.client import Interceptor
-from temporalio.common import SearchAttributeKey
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 from temporalio.worker import Interceptor as WorkerInterceptor
 
 from src.config import Settings
+from src.search_attributes import SESSION_ID
 
 _TRACING_READY = False
-# Set by both workflows when they start (src/workflows/chat_session.py, stateless_turn.py).
-_SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
 # The session the running activity works for (each activity runs in a task of its own).
 _activity_session: ContextVar[str | None] = ContextVar("parley_activity_session", default=None)
 
@@ -158,7 +156,7 @@ def _temporal_context() -> dict[str, str | None]:
     if workflow.in_workflow():
         run = workflow.info()
         return {
-            "session_id": run.typed_search_attributes.get(_SESSION_ID),
+            "session_id": run.typed_search_attributes.get(SESSION_ID),
             "workflow_id": run.workflow_id,
             "run_id": run.run_id,
             "workflow_type": run.workflow_type,

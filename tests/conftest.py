@@ -21,10 +21,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from src.api.app import create_app
-from src.config import SEARCH_ATTRIBUTES, Settings
+from src.config import Settings
 from src.db.engine import create_engine, migrate_async, session_factory
 from src.db.tables import Base
 from src.dev_stack import temporal_cli
+from src.search_attributes import SEARCH_ATTRIBUTES
 from src.services.accounts import new_api_key, register_api_key
 from src.worker import running_worker
 from tests.fakes.llm_server import FakeLLM

@@ -18,7 +18,8 @@ from packaging.specifiers import SpecifierSet
 from sqlalchemy.engine import make_url
 
 from src.cli import main as parley_main
-from src.config import SEARCH_ATTRIBUTES, Settings
+from src.config import Settings
+from src.search_attributes import SEARCH_ATTRIBUTES
 from src.state_envelope import new_key_setting
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,12 +9,13 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from src.activities.llm import LLM_ACTIVITY_OPTIONS, LLMActivities, SessionTurnRequest
+from src.activities.llm import LLMActivities, SessionTurnRequest
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import Message
 from src.llm.providers import ModelProviders
 from src.secret_box import SecretBox
+from src.workflows import activity_options
 from tests.conftest import AgentFactory
 from tests.sessions import open_chat
 
@@ -43,5 +44,5 @@ async def test_llm_activity_heartbeats_during_a_slow_model_call(
     assert reply.content == "echo: think slowly"
     assert len(beats) >= 2  # one at the start, more while the 2.5 s answer is awaited
     assert (
-        LLM_ACTIVITY_OPTIONS["heartbeat_timeout"] < LLM_ACTIVITY_OPTIONS["start_to_close_timeout"]
+        activity_options.LLM["heartbeat_timeout"] < activity_options.LLM["start_to_close_timeout"]
     )

@@ -21,21 +21,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from src.config import Settings
 from src.db.tables import ChatSession
-from src.domain import FinishReason
 from src.histories import load_histories
 from src.replay import WORKFLOWS, exit_status, replay_histories
 from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
-from src.workflows.agent_loop import TurnEnd
-from src.workflows.chat_session import (
-    FINISH_ANALYSIS_IN_A_CHILD,
-    FINISH_WHEN_BUDGET_USED_UP,
-    FINISH_WRITES_REMAINDER,
-    KEEP_INACTIVITY_TIMER,
-    RECORD_LOCALLY,
-    ChatSessionWorkflow,
-)
+from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import SessionStart, SessionState
 from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.conftest import AgentFactory, api_client
@@ -58,45 +49,6 @@ class ChatSessionWithExtraTimer(ChatSessionWorkflow):
     async def _open(self) -> None:
         await workflow.sleep(0.01)
         await super()._open()
-
-
-@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
-class ChatSessionFinishingUnguarded(ChatSessionWorkflow):
-    """The finish change of FINISH_WRITES_REMAINDER made without workflow.patched: finishing
-    no longer records what is pending before persist_final, on every path."""
-
-    @workflow.run
-    async def run(self, start: SessionStart) -> SessionState:
-        return await super().run(start)
-
-    async def _recorded_all(self) -> None:
-        if self._flushing is not None:
-            await self._flushing
-
-
-@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
-class ChatSessionIgnoringBudgets(ChatSessionWorkflow):
-    """The code from before FINISH_WHEN_BUDGET_USED_UP: a turn answered with the budget
-    message leaves the session open."""
-
-    @workflow.run
-    async def run(self, start: SessionStart) -> SessionState:
-        return await super().run(start)
-
-    def _finish_reason(self, turn: TurnEnd) -> FinishReason | None:
-        return FinishReason.AGENT_FINISH if turn.agent_finished else None
-
-
-@workflow.defn(name="ChatSessionWorkflow", sandboxed=False)
-class ChatSessionAnalysingInline(ChatSessionWorkflow):
-    """The code from before FINISH_ANALYSIS_IN_A_CHILD: the session's own run analyses."""
-
-    @workflow.run
-    async def run(self, start: SessionStart) -> SessionState:
-        return await super().run(start)
-
-    def _analyse_apart(self) -> bool:
-        return False
 
 
 def golden(name: str) -> list[WorkflowHistory]:
@@ -143,7 +95,6 @@ def test_golden_histories_cover_every_kind_of_session() -> None:
         "stateless_turns",
         "budget_finish",
         "stateless_budget",
-        "agent_finish-finish-child-analysis",
         "backlog_handover",
     }
 
@@ -182,51 +133,13 @@ async def test_a_nondeterministic_change_is_reported_with_the_event_it_breaks_at
     assert report.hint is not None and "workflow.patched" in report.hint
 
 
-async def test_the_finish_change_without_its_patch_would_break_recorded_sessions() -> None:
-    events = events_of(HISTORIES / "plain_chat.json")
-    changed = [ChatSessionFinishingUnguarded, *WORKFLOWS[1:]]
-
-    [report] = await replay_histories(golden("plain_chat"), pydantic_data_converter, changed)
-
-    # The recorded session wrote its end request with record_messages before persist_final.
-    scheduled = [
-        (int(e["eventId"]), e["activityTaskScheduledEventAttributes"]["activityType"]["name"])
-        for e in events
-        if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
-    ]
-    final = [name for _, name in scheduled].index("session_store.persist_final")
-    assert scheduled[final - 1][1] == "session_store.record_messages"
-    assert report.event_id == scheduled[final - 1][0]
-    assert report.error is not None and "session_store.persist_final" in report.error
-
-
-async def test_the_budget_golden_needs_the_code_that_finishes_on_a_used_up_budget() -> None:
-    changed = [ChatSessionIgnoringBudgets, *WORKFLOWS[1:]]
-
-    [report] = await replay_histories(golden("budget_finish"), pydantic_data_converter, changed)
-
-    # The recorded session finished where this code would go on waiting for messages.
-    assert report.error is not None and FINISH_WHEN_BUDGET_USED_UP in report.error
-
-
 async def test_the_child_analysis_golden_holds_the_session_its_analysis_and_its_webhook() -> None:
-    histories = golden("agent_finish-finish-child-analysis")
+    histories = golden("agent_finish")
 
     [session, analysis, delivery] = [h.workflow_id for h in histories]
     assert session.startswith("chat-")
     assert analysis.startswith("analysis-")
     assert delivery == f"webhook-{analysis.removeprefix('analysis-')}:session.finished"
-
-
-async def test_the_child_analysis_golden_breaks_on_code_that_analyses_inline() -> None:
-    changed = [ChatSessionAnalysingInline, *WORKFLOWS[1:]]
-    histories = golden("agent_finish-finish-child-analysis")
-
-    report, *children = await replay_histories(histories, pydantic_data_converter, changed)
-
-    # The recorded session took the child path where this code would analyse itself.
-    assert report.error is not None and FINISH_ANALYSIS_IN_A_CHILD in report.error
-    assert all(child.ok for child in children)
 
 
 async def test_replay_command_passes_a_golden_history(tmp_path: Path) -> None:
@@ -380,7 +293,7 @@ async def test_replay_of_an_unknown_session_says_so(settings: Settings) -> None:
     assert "no session 'no-such-session'" in output
 
 
-async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
+async def test_a_session_ended_now_replays_without_patch_markers(
     http: httpx.AsyncClient,
     make_agent: AgentFactory,
     temporal_client: Client,
@@ -399,17 +312,13 @@ async def test_a_session_ended_now_takes_the_patched_finish_and_replays(
     [report] = await replay_histories([history], pydantic_data_converter)
     events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
 
-    patches = [
-        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert [p["id"] for p in patches] == [
-        KEEP_INACTIVITY_TIMER,
-        RECORD_LOCALLY,
-        FINISH_WRITES_REMAINDER,
-    ]
+    # Parley has not been released: every change so far is the one path, no patch guards it.
+    assert "core_patch" not in markers
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
     assert requested["data"] == {"note": "done"}

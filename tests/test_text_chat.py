@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import uuid
 from typing import Any
 
@@ -21,13 +20,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from src.config import SEARCH_ATTRIBUTES, Settings
+from src.config import Settings
 from src.db.tables import AuditEvent, ChatSession
 from src.dev_stack import temporal_cli
 from src.replay import replay_histories
+from src.search_attributes import SEARCH_ATTRIBUTES
 from src.state_envelope import StateSealer, new_key_setting
 from src.worker import running_worker
-from src.workflows.stateless_turn import ANSWER_BEFORE_FINISH, OPEN_WHEN_ANSWERED
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
@@ -660,7 +659,7 @@ async def test_a_state_older_than_the_maximum_age_is_refused(
     assert within_age.status_code == 200, within_age.text
 
 
-async def test_a_conversation_finished_now_takes_the_patched_paths_and_replays(
+async def test_a_conversation_opens_when_answered_finishes_after_answering_and_replays(
     http: httpx.AsyncClient, make_agent: AgentFactory, temporal_client: Client
 ) -> None:
     agent_id = await make_agent()
@@ -675,15 +674,22 @@ async def test_a_conversation_finished_now_takes_the_patched_paths_and_replays(
 
     reports = await replay_histories(histories, pydantic_data_converter)
 
-    patches = [
+    steps = [
         [
-            json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)[
-                "id"
-            ]
+            e.activity_task_scheduled_event_attributes.activity_type.name
             for e in h.events
-            if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         ]
         for h in histories
     ]
-    assert patches == [[OPEN_WHEN_ANSWERED], [ANSWER_BEFORE_FINISH], []]
+    # The first turn records the conversation once answered; the finishing turn records it
+    # final and leaves analysis and the webhook to its finish child.
+    assert steps[0] == [
+        "llm.complete_session_turn",
+        "session_store.record_opened",
+        "session_store.record_messages",
+    ]
+    assert steps[1][-1] == "session_store.persist_final"
+    assert "session_store.record_messages" not in steps[1]
+    assert "session_store.persist_final" in steps[2]
     assert [(r.workflow_id, r.error) for r in reports] == [(h.workflow_id, None) for h in histories]

@@ -11,9 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from src.activities.llm import LLM_ACTIVITY_OPTIONS
-from src.activities.webhook_tools import TOOL_ACTIVITY_OPTIONS
 from src.config import Settings
+from src.workflows import activity_options
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat, say
@@ -55,8 +54,8 @@ async def test_sigterm_lets_a_model_call_in_flight_finish(
 
 def test_the_default_shutdown_grace_outlasts_the_model_and_tool_calls() -> None:
     grace = timedelta(seconds=Settings.model_fields["worker_shutdown_seconds"].default)
-    assert grace >= LLM_ACTIVITY_OPTIONS["start_to_close_timeout"]
-    assert grace >= TOOL_ACTIVITY_OPTIONS["start_to_close_timeout"]
+    assert grace >= activity_options.LLM["start_to_close_timeout"]
+    assert grace >= activity_options.WEBHOOK_TOOL["start_to_close_timeout"]
 
 
 async def wait_for_line(log: Path, text: str, within: float = 60) -> None:

@@ -8,14 +8,11 @@ times, then recorded as failed with the reason.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
-from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
@@ -29,21 +26,11 @@ from src.domain import (
     StructuredOutputResult,
     Usage,
 )
-from src.llm.providers import LLM_REJECTED, ModelProviders
+from src.failures import FailureType
+from src.llm.providers import ModelProviders
 from src.llm.types import TRANSCRIPT_HEADER, LLMReply
 from src.llm.types import ChatMessage as WireMessage
 from src.tools.json_schemas import SchemaRefused, validation_errors
-
-ANALYSIS_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=5),
-    "heartbeat_timeout": timedelta(seconds=10),
-    "schedule_to_close_timeout": timedelta(minutes=30),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=60),
-    ),
-}
 
 
 class AnalysisRequest(BaseModel):
@@ -88,7 +75,7 @@ class AnalysisActivities:
                 reply = await self._ask(agent, result, settings.summary_prompt, transcript, [])
                 result.artifact.summary = (reply.content or "").strip()
             except ApplicationError as error:
-                if error.type != LLM_REJECTED:
+                if error.type != FailureType.LLM_REJECTED:
                     raise
                 result.artifact.summary_error = error.message
         for output in settings.structured_outputs:
@@ -114,7 +101,7 @@ class AnalysisActivities:
             try:
                 reply = await self._ask(agent, result, instruction, transcript, follow_up, True)
             except ApplicationError as refused:
-                if refused.type != LLM_REJECTED:
+                if refused.type != FailureType.LLM_REJECTED:
                     raise
                 return StructuredOutputResult(
                     status="failed", error=refused.message, attempts=attempt

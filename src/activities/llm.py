@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
@@ -35,7 +34,8 @@ from src.domain import (
     WebhookTool,
     render_template,
 )
-from src.llm.providers import LLM_REJECTED, ModelProviders
+from src.failures import FailureType
+from src.llm.providers import ModelProviders
 from src.llm.types import (
     ChatMessage as WireMessage,
 )
@@ -45,22 +45,6 @@ from src.llm.types import (
 )
 from src.observability import record_llm_call
 from src.templates import DEFAULT_MAX_RENDERED_CHARS, template_values
-
-# The call heartbeats, so a worker that dies mid-call is noticed within seconds and the turn
-# is retried elsewhere, not after the whole start-to-close timeout.
-LLM_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=120),
-    "heartbeat_timeout": timedelta(seconds=10),
-    "schedule_to_close_timeout": timedelta(minutes=10),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(milliseconds=500),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        non_retryable_error_types=[LLM_REJECTED],
-    ),
-}
-
-PROMPT_TOO_LARGE = "PromptTooLarge"
 
 _BUILTIN_TOOL_SCHEMAS: dict[str, ToolSchema] = {
     FINISH_THE_CONVERSATION: {
@@ -183,7 +167,9 @@ class LLMActivities:
         except TemplateTooLarge as error:
             # Checked at open; a session opened under a higher limit fails its turns clearly.
             raise ApplicationError(
-                f"the agent's system_prompt {error}", type=PROMPT_TOO_LARGE, non_retryable=True
+                f"the agent's system_prompt {error}",
+                type=FailureType.PROMPT_TOO_LARGE,
+                non_retryable=True,
             ) from None
         if request.opening is None:
             await record_missing_variables(

@@ -8,17 +8,12 @@ the model its outcome is unknown, never with a second request."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
-
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
 from src.activities.webhook_tools import (
-    TOOL_REFUSED,
     ToolInvocation,
     ToolRejected,
     ToolResult,
@@ -31,6 +26,7 @@ from src.config import Settings
 from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.domain import McpToolDefinition, McpTools, SessionAgent
+from src.failures import FailureType
 from src.observability import measured_tool_call
 from src.tools.json_schemas import schema_problem
 from src.tools.mcp_client import (
@@ -44,30 +40,6 @@ from src.tools.mcp_client import (
 )
 from src.tools.url_guard import Resolver, UrlRefused, system_resolver
 
-DISCOVERY_FAILED = "ToolDiscoveryFailed"
-DISCOVERY_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=120),
-    "heartbeat_timeout": timedelta(seconds=10),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_attempts=3,
-        non_retryable_error_types=[DISCOVERY_FAILED],
-    ),
-}
-# Retries are for failures before the call is sent; after, the activity returns a result.
-# Start-to-close outlasts the longest server timeout (300 s) plus spawn and shutdown.
-MCP_CALL_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=330),
-    "heartbeat_timeout": timedelta(seconds=5),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=6,
-        non_retryable_error_types=[TOOL_REFUSED],
-    ),
-}
 OUTCOME_UNKNOWN = "the tool call may or may not have run"
 
 
@@ -109,7 +81,7 @@ class McpToolActivities:
                 except (McpCommandRefused, UrlRefused) as error:
                     raise ApplicationError(
                         f"MCP server tools[{index}] refused: {error}",
-                        type=DISCOVERY_FAILED,
+                        type=FailureType.TOOL_DISCOVERY_FAILED,
                         non_retryable=True,
                     ) from None
                 except McpError as error:
@@ -130,7 +102,7 @@ class McpToolActivities:
                         raise ApplicationError(
                             f"MCP server tools[{index}] offers {tool.name!r}, a name another "
                             "tool of this agent already has",
-                            type=DISCOVERY_FAILED,
+                            type=FailureType.TOOL_DISCOVERY_FAILED,
                             non_retryable=True,
                         )
                     taken.add(tool.name)

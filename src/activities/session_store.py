@@ -6,7 +6,7 @@ activity again after a worker crash.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -14,41 +14,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
 from src.db.tables import AuditEvent, ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
+from src.failures import FailureType
 from src.templates import context_changes, context_opened
-
-# Database writes retry for a long time: an unreachable database delays persistence, it
-# never loses it. Only a constraint violation (a real conflict) stops the retries.
-_STORE_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["EndpointBusy"],
-)
-
-# The writes heartbeat: a worker killed mid-write (a write waiting on a lock, say) is noticed
-# after 10 s, not after the whole start-to-close timeout.
-STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "heartbeat_timeout": timedelta(seconds=10),
-    "retry_policy": _STORE_RETRY_POLICY,
-}
-
-# A turn's messages are written by a local activity inside the workflow task that answers the
-# turn: no activity task and no extra workflow task on the server per turn (+34% turns/s
-# under load on PostgreSQL; bench/). Past `local_retry_threshold` the retries wait on server timers,
-# so an unreachable database delays the write, never the reply.
-LOCAL_STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=10),
-    "retry_policy": _STORE_RETRY_POLICY,
-    "local_retry_threshold": timedelta(seconds=2),
-}
 
 
 class SessionOpened(BaseModel):
@@ -162,7 +135,7 @@ class SessionStoreActivities:
         except IntegrityError as error:
             raise ApplicationError(
                 "another active session already holds this external endpoint",
-                type="EndpointBusy",
+                type=FailureType.ENDPOINT_BUSY,
                 non_retryable=True,
             ) from error
 

@@ -6,37 +6,23 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable
-from datetime import timedelta
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
+from src.failures import FailureType
 from src.observability import measured_tool_call
 from src.tools.json_schemas import SchemaRefused, validation_errors
 from src.tools.pinned_http import pinned_client, pinned_to, read_capped
 from src.tools.signing import signature_headers
 from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
 
-TOOL_REFUSED = "ToolRefused"
-# Heartbeats let Temporal notice a dead worker within seconds, not after the whole timeout.
-TOOL_ACTIVITY_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=150),
-    "heartbeat_timeout": timedelta(seconds=5),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=6,
-        non_retryable_error_types=[TOOL_REFUSED],
-    ),
-}
 _RETRYABLE_STATUSES = {408, 425, 429}
 
 
@@ -81,7 +67,7 @@ async def rejections_as_results(call: Awaitable[ToolResult]) -> ToolResult:
 def refuse(message: str) -> ApplicationError:
     """A failure retrying cannot fix; the model sees the message as the tool's result. The
     message is a failure's, in Temporal history: it must hold no conversation content."""
-    return ApplicationError(message, type=TOOL_REFUSED, non_retryable=True)
+    return ApplicationError(message, type=FailureType.TOOL_REFUSED, non_retryable=True)
 
 
 def parse_arguments(arguments: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -35,16 +35,15 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
 from src.db.upsert import insert_missing
 from src.domain import Artifact, Usage
+from src.failures import FailureType
 from src.tools.pinned_http import pinned_client, pinned_to
 from src.tools.signing import signature_headers
 from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
+from src.workflows.activity_options import WEBHOOK_MAXIMUM_RETRY_INTERVAL
 
-WEBHOOK_REJECTED = "WebhookRejected"
 EVENT_HEADER = "X-Parley-Event"
 _RETRYABLE_STATUSES = {408, 425, 429}
 RECEIVER_TIMEOUT_SECONDS = 30
-# The longest wait between two attempts, the retry policy's and a Retry-After's alike.
-MAXIMUM_RETRY_INTERVAL = timedelta(minutes=30)
 
 
 class WebhookDelivery(BaseModel):
@@ -58,9 +57,6 @@ class WebhookDelivery(BaseModel):
     data: dict[str, Any] | None = None
     retry_window_seconds: float
     retry_initial_seconds: float
-    # Set by the workflow when it records an accepted delivery itself (`record_delivery`);
-    # unset (deliveries scheduled by older workflow code), the activity records it.
-    records_delivery: bool = False
 
 
 class DeliveryOutcome(BaseModel):
@@ -92,16 +88,13 @@ class WebhookActivities:
         self._http = pinned_client()
 
     @activity.defn(name="webhooks.deliver")
-    async def deliver(self, delivery: WebhookDelivery) -> DeliveryOutcome | None:
-        """The outcome of an accepted delivery when `records_delivery`, else None."""
+    async def deliver(self, delivery: WebhookDelivery) -> DeliveryOutcome:
+        """The outcome of an accepted delivery; the workflow records it with
+        `record_delivery`, so a failing audit write is retried without posting again."""
         # Heartbeats let another worker take over within seconds when this one dies
         # mid-delivery, instead of after the whole start-to-close timeout.
         async with heartbeating():
-            outcome = await self._deliver(delivery)
-            if delivery.records_delivery:
-                return outcome
-            await self._record_delivery(delivery, outcome)
-            return None
+            return await self._deliver(delivery)
 
     @activity.defn(name="webhooks.record_delivery")
     async def record_delivery(self, record: DeliveryRecord) -> None:
@@ -136,7 +129,7 @@ class WebhookActivities:
         snapshot = await self._snapshots.load(delivery.snapshot_id)
         target = snapshot.spec.webhook
         if target is None:
-            raise ApplicationError("the agent has no webhook", type=WEBHOOK_REJECTED,
+            raise ApplicationError("the agent has no webhook", type=FailureType.WEBHOOK_REJECTED,
                                    non_retryable=True)  # fmt: skip
         data = delivery.data if delivery.data is not None else await self.final_session(delivery)
         body = json.dumps(
@@ -201,10 +194,13 @@ class WebhookActivities:
             },
         )
         if status is not None and status < 500 and status not in _RETRYABLE_STATUSES:
-            raise ApplicationError(f"the receiver refused the event: {problem}",
-                                   type=WEBHOOK_REJECTED, non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"the receiver refused the event: {problem}",
+                type=FailureType.WEBHOOK_REJECTED,
+                non_retryable=True,
+            )
         if status is None and problem.startswith("refused"):
-            raise ApplicationError(problem, type=WEBHOOK_REJECTED, non_retryable=True)
+            raise ApplicationError(problem, type=FailureType.WEBHOOK_REJECTED, non_retryable=True)
         raise ApplicationError(
             f"delivery failed: {problem}",
             next_retry_delay=_next_retry_delay(delivery, attempt, retry_after),
@@ -292,5 +288,5 @@ def _next_retry_delay(
     if retry_after is None:
         return None
     backoff = delivery.retry_initial_seconds * 2.0 ** min(attempt - 1, 64)
-    longest = MAXIMUM_RETRY_INTERVAL.total_seconds()
+    longest = WEBHOOK_MAXIMUM_RETRY_INTERVAL.total_seconds()
     return timedelta(seconds=min(max(retry_after, backoff), longest))

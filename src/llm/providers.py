@@ -8,6 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 from src.config import Settings
 from src.domain import ModelConfig
+from src.failures import FailureType
 from src.llm.openai_chat import OpenAIChatProvider
 from src.llm.scripted import ScriptedProvider
 from src.llm.types import (
@@ -18,8 +19,6 @@ from src.llm.types import (
     ModelProvider,
     ToolSchema,
 )
-
-LLM_REJECTED = "LLMRequestRejected"
 
 
 class ModelProviders:
@@ -47,7 +46,9 @@ class ModelProviders:
         try:
             return await provider.complete(model, messages, tools, json_output)
         except LLMRejectedRequest as error:
-            raise ApplicationError(str(error), type=LLM_REJECTED, non_retryable=True) from None
+            raise ApplicationError(
+                str(error), type=FailureType.LLM_REJECTED, non_retryable=True
+            ) from None
         except LLMRateLimited as error:
             delay = timedelta(seconds=error.retry_after) if error.retry_after else None
             raise ApplicationError(

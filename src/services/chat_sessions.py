@@ -56,24 +56,15 @@ from src.errors import (
     QuotaExceeded,
     Unavailable,
 )
+from src.failures import FailureType
 from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
+from src.search_attributes import FINAL_REASON, SESSION_ID, STATUS
 from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
 from src.templates import render_for_caller, template_values
-from src.workflows.chat_session import (
-    DRAINING,
-    FINAL_REASON,
-    INVALID_MESSAGE,
-    MESSAGE_TOO_LARGE,
-    OPEN_FAILED,
-    SESSION_FINAL,
-    SESSION_ID,
-    STATUS,
-    TURN_FAILED,
-    ChatSessionWorkflow,
-)
+from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
     EndRequest,
     OpenRequest,
@@ -114,11 +105,11 @@ def _not_admitted(error: RPCError) -> bool:
 
 
 _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
-    SESSION_FINAL: Conflict,
-    INVALID_MESSAGE: InvalidInput,
-    MESSAGE_TOO_LARGE: PayloadTooLarge,
-    TURN_FAILED: AgentFailed,
-    OPEN_FAILED: AgentFailed,
+    FailureType.SESSION_FINAL: Conflict,
+    FailureType.INVALID_MESSAGE: InvalidInput,
+    FailureType.MESSAGE_TOO_LARGE: PayloadTooLarge,
+    FailureType.TURN_FAILED: AgentFailed,
+    FailureType.OPEN_FAILED: AgentFailed,
 }
 
 
@@ -238,7 +229,9 @@ class ChatSessionService:
         # A session on this endpoint that is finishing refuses joiners; once its run has
         # closed, the same workflow ID starts a new session.
         try:
-            result = await _retrying(open_once, {SESSION_FINAL, DRAINING}, _HANDOVER_WAIT_SECONDS)
+            result = await _retrying(
+                open_once, {FailureType.SESSION_FINAL, FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS
+            )
         except Conflict:
             raise Unavailable(
                 "the previous session on this endpoint is still closing; retry the request"
@@ -364,7 +357,7 @@ class ChatSessionService:
             )
 
         try:
-            result = await _retrying(send_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+            result = await _retrying(send_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
         except NotFound:
             self._workflow_ids.pop(address, None)
             raise Conflict("the session is final; open a new one") from None
@@ -397,7 +390,7 @@ class ChatSessionService:
                 )
 
             try:
-                await _retrying(end_once, {DRAINING}, _HANDOVER_WAIT_SECONDS)
+                await _retrying(end_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
             except (NotFound, Conflict):
                 pass  # the session closed a moment ago; the database has the final record
         return await self.get(account_id, session_id)

@@ -39,13 +39,13 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, ChatSession
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message, SessionStatus
 from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailable
+from src.failures import FailureType
 from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.state_envelope import StateRejected, StateSealer
 from src.templates import render_for_caller, template_values
 from src.workflows.stateless_turn import (
-    TURN_FAILED,
     StatelessTurnInput,
     StatelessTurnOutput,
     StatelessTurnWorkflow,
@@ -321,7 +321,7 @@ class TextChatService:
 
 def _turn_failure(error: WorkflowFailureError) -> Exception:
     cause = error.cause
-    if isinstance(cause, ApplicationError) and cause.type == TURN_FAILED:
+    if isinstance(cause, ApplicationError) and cause.type == FailureType.TURN_FAILED:
         return AgentFailed(cause.message)
     if isinstance(cause, TerminatedError | CancelledError | TimedOutError):
         # Running the turn again with the same state is safe: if it had got as far as

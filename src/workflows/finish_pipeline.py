@@ -13,12 +13,12 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.session_store import (
-        STORE_ACTIVITY_OPTIONS,
         MessagesProduced,
         SessionFinished,
         SessionStoreActivities,
     )
     from src.domain import FinishReason, SessionAgent
+    from src.workflows import activity_options
     from src.workflows.session_analysis import (
         SessionAnalysis,
         analyse_and_report,
@@ -50,8 +50,9 @@ async def run_finish_pipeline(
             unrecorded=unrecorded,
             finished_time=finished_time,
         ),
-        summary=f"persist final session ({reason.value})",
-        **STORE_ACTIVITY_OPTIONS,
+        **activity_options.titled(
+            activity_options.STORE, f"persist final session ({reason.value})"
+        ),
     )
     job = SessionAnalysis(
         session_id=session_id,

@@ -12,28 +12,23 @@ from datetime import datetime
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.analysis import (
-        ANALYSIS_ACTIVITY_OPTIONS,
         AnalysisActivities,
         AnalysisRequest,
     )
     from src.activities.session_store import (
-        STORE_ACTIVITY_OPTIONS,
         ArtifactReady,
         SessionStoreActivities,
     )
     from src.domain import Artifact, SessionAgent
+    from src.search_attributes import AGENT_ID, SESSION_ID
+    from src.workflows import activity_options
     from src.workflows.webhook_events import WebhookRetry, raise_webhook_event
-
-# The session's own keys (src/workflows/chat_session.py), so the Temporal UI finds a session's
-# analysis by its id; no status: the analysis is not a session.
-_SESSION_ID = SearchAttributeKey.for_keyword("ParleySessionId")
-_AGENT_ID = SearchAttributeKey.for_keyword("ParleyAgentId")
 
 
 class SessionAnalysis(BaseModel):
@@ -60,8 +55,7 @@ async def analyse_and_report(job: SessionAnalysis) -> None:
             result = await workflow.execute_activity_method(
                 AnalysisActivities.analyze_session,
                 AnalysisRequest(session_id=job.session_id, snapshot_id=job.agent.snapshot_id),
-                summary="post-conversation analysis",
-                **ANALYSIS_ACTIVITY_OPTIONS,
+                **activity_options.titled(activity_options.ANALYSIS, "post-conversation analysis"),
             )
             artifact, usage = result.artifact, result.usage
         except ActivityError as error:
@@ -76,8 +70,7 @@ async def analyse_and_report(job: SessionAnalysis) -> None:
                 usage=usage,
                 time=workflow.now(),
             ),
-            summary="persist analysis",
-            **STORE_ACTIVITY_OPTIONS,
+            **activity_options.titled(activity_options.STORE, "persist analysis"),
         )
     await raise_webhook_event(
         session_id=job.session_id,
@@ -111,6 +104,6 @@ class SessionAnalysisWorkflow:
     @workflow.run
     async def run(self, job: SessionAnalysis) -> None:
         workflow.upsert_search_attributes(
-            [_SESSION_ID.value_set(job.session_id), _AGENT_ID.value_set(job.agent.id)]
+            [SESSION_ID.value_set(job.session_id), AGENT_ID.value_set(job.agent.id)]
         )
         await analyse_and_report(job)

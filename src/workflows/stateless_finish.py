@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from src import search_attributes
     from src.activities.session_store import MessagesProduced
     from src.domain import FinishReason, SessionAgent, SessionStatus
-    from src.workflows.chat_session import AGENT_ID, CHANNEL, FINAL_REASON, SESSION_ID, STATUS
     from src.workflows.finish_pipeline import run_finish_pipeline
     from src.workflows.webhook_events import WebhookRetry
 
@@ -45,13 +45,8 @@ class StatelessFinishWorkflow:
     @workflow.run
     async def run(self, finish: StatelessFinish) -> None:
         workflow.upsert_search_attributes(
-            [
-                SESSION_ID.value_set(finish.call_id),
-                AGENT_ID.value_set(finish.agent.id),
-                CHANNEL.value_set(finish.channel),
-                STATUS.value_set(SessionStatus.FINAL.value),
-                FINAL_REASON.value_set(finish.reason.value),
-            ]
+            search_attributes.conversation(finish.call_id, finish.agent.id, finish.channel)
+            + search_attributes.status(SessionStatus.FINAL.value, finish.reason.value)
         )
         await run_finish_pipeline(
             agent=finish.agent,

@@ -23,24 +23,25 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.llm import UnrecordedOpening
-    from src.activities.mcp_tools import (
-        DISCOVERY_ACTIVITY_OPTIONS,
-        DiscoveryRequest,
-        McpToolActivities,
-    )
     from src.activities.session_store import (
-        STORE_ACTIVITY_OPTIONS,
         AuditEntry,
         MessagesProduced,
         SessionFinished,
         SessionOpened,
         SessionStoreActivities,
     )
-    from src.domain import FinishReason, Message, SessionAgent, SessionStatus
-    from src.workflows.agent_activities import ask_model, call_tool, failure_reason
+    from src.domain import FinishReason, Message, SessionAgent
+    from src.failures import FailureType
+    from src.workflows import activity_options
+    from src.workflows.agent_calls import ask_model, call_tool, failure_reason
     from src.workflows.agent_loop import run_agent_turn
-    from src.workflows.chat_session import AGENT_ID, CHANNEL, FINAL_REASON, SESSION_ID, STATUS
-    from src.workflows.finish_pipeline import run_finish_pipeline
+    from src.workflows.conversation_open import (
+        ToolsUnavailable,
+        freeze_agent,
+        mark_final,
+        name_conversation,
+        record_opened,
+    )
     from src.workflows.stateless_finish import (
         StatelessFinish,
         StatelessFinishWorkflow,
@@ -48,18 +49,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.workflows.webhook_events import WebhookRetry
 
-TURN_FAILED = "TurnFailed"
 STATELESS_KIND = "stateless"
-
-# Patch ids (workflow.patched): persisted in history, never rename or reuse one.
-# A first turn records the conversation after the model answered, not before asking it.
-OPEN_WHEN_ANSWERED = "stateless-open-when-answered"
-# A finishing turn records the conversation final and answers; analysis and the completion
-# webhook run in a StatelessFinishWorkflow child the turn abandons.
-ANSWER_BEFORE_FINISH = "stateless-answer-before-finish"
-# A turn answered with the budget message (the LLM activity found the conversation's budget
-# used up) finishes the conversation with reason `budget`; before, the conversation went on.
-FINISH_WHEN_BUDGET_USED_UP = "stateless-finish-when-the-budget-is-used-up"
 
 
 class StatelessTurnInput(BaseModel):
@@ -98,109 +88,34 @@ class StatelessTurnOutput(BaseModel):
 class StatelessTurnWorkflow:
     @workflow.run
     async def run(self, turn: StatelessTurnInput) -> StatelessTurnOutput:
-        agent = turn.agent
         started = workflow.now()
-        workflow.upsert_search_attributes(
-            [
-                SESSION_ID.value_set(turn.call_id),
-                AGENT_ID.value_set(agent.id),
-                CHANNEL.value_set(turn.channel),
-                STATUS.value_set(SessionStatus.ACTIVE.value),
-            ]
-        )
-        open_when_answered = turn.first_turn and workflow.patched(OPEN_WHEN_ANSWERED)
+        name_conversation(turn.call_id, turn.agent.id, turn.channel)
+        agent = await _frozen_agent(turn) if turn.first_turn else turn.agent
+        messages, reason, audit = await self._answer(turn, agent)
         if turn.first_turn:
-            agent = await self._discover(turn)
-            if not open_when_answered:  # recorded before OPEN_WHEN_ANSWERED: open first
-                await self._record_opened(turn, agent, started)
-        opening = (
-            UnrecordedOpening(
-                account_id=turn.account_id, snapshot_id=agent.snapshot_id, channel=turn.channel
-            )
-            if open_when_answered
-            else None
-        )
-        messages = list(turn.new_messages)
-        audit: list[AuditEntry] = []
-        agent_finished = budget_used_up = False
-        if messages:
-            try:
-                ended = await run_agent_turn(
-                    agent,
-                    turn.max_tool_steps,
-                    lambda allow: ask_model(
-                        turn.call_id,
-                        agent,
-                        turn.seen_count,
-                        messages,
-                        allow,
-                        turn.additional_data,
-                        opening,
-                        turn.budget_usd,
-                    ),
-                    lambda call: call_tool(turn.call_id, agent, call, audit),
-                    messages.append,
-                )
-                agent_finished = ended.agent_finished
-                budget_used_up = ended.budget_used_up and workflow.patched(
-                    FINISH_WHEN_BUDGET_USED_UP
-                )
-            except ActivityError as error:
-                # Nothing is recorded: the client may retry this turn with the same state.
-                raise ApplicationError(
-                    f"the agent could not answer: {failure_reason(error)}",
-                    type=TURN_FAILED,
-                    non_retryable=True,
-                ) from None
-        last_activity = messages[-1].time if messages else workflow.now()
-        if open_when_answered:
             audit += _missing_variable_entries(turn.missing_variables, started)
         produced = MessagesProduced(
             session_id=turn.call_id,
             account_id=turn.account_id,
             first_seq=turn.seen_count,
             messages=messages,
-            last_activity=last_activity,
+            last_activity=messages[-1].time if messages else workflow.now(),
             events=audit,
             additional_data=turn.additional_data,
         )
         count = turn.seen_count + len(messages)
-        reason = (
-            FinishReason.BUDGET
-            if budget_used_up
-            else FinishReason.AGENT_FINISH
-            if agent_finished
-            else FinishReason.USER_END
-            if turn.end_conversation
-            else None
-        )
-        if open_when_answered:
-            await self._record_opened(turn, agent, started)
-        if reason is not None and workflow.patched(ANSWER_BEFORE_FINISH):
+        if turn.first_turn:  # recorded once answered: a failed first turn leaves nothing
+            await record_opened(_opened_record(turn, agent, started), "record conversation opened")
+        if reason is not None:
             await self._finish_before_answering(turn, agent, reason, produced, count)
         else:
             await workflow.execute_activity_method(
                 SessionStoreActivities.record_messages,
                 produced,
-                summary=f"record {len(messages)} message(s)",
-                **STORE_ACTIVITY_OPTIONS,
+                **activity_options.titled(
+                    activity_options.STORE, f"record {len(messages)} message(s)"
+                ),
             )
-            if reason is not None:  # recorded before ANSWER_BEFORE_FINISH: the whole pipeline
-                _mark_final(reason)
-                await run_finish_pipeline(
-                    agent=agent,
-                    reason=reason,
-                    note=None,
-                    unrecorded=MessagesProduced(
-                        session_id=turn.call_id,
-                        account_id=turn.account_id,
-                        first_seq=count,
-                        messages=[],
-                        last_activity=last_activity,
-                    ),
-                    finished_time=workflow.now(),
-                    retry=turn.webhook_retry,
-                )
         return StatelessTurnOutput(
             messages=messages[len(turn.new_messages) :],
             is_finished=reason is not None,
@@ -209,6 +124,54 @@ class StatelessTurnWorkflow:
             message_count=count,
             input_digest=turn.input_digest,
         )
+
+    async def _answer(
+        self, turn: StatelessTurnInput, agent: SessionAgent
+    ) -> tuple[list[Message], FinishReason | None, list[AuditEntry]]:
+        """The turn's messages (the client's new ones, then the agent's), why the
+        conversation finishes with it if it does, and the tool calls' audit entries."""
+        messages = list(turn.new_messages)
+        audit: list[AuditEntry] = []
+        # The conversation is recorded after the first answer: the LLM activity learns what
+        # it needs to render the prompt from the opening instead of the database.
+        opening = (
+            UnrecordedOpening(
+                account_id=turn.account_id, snapshot_id=agent.snapshot_id, channel=turn.channel
+            )
+            if turn.first_turn
+            else None
+        )
+        if not messages:
+            return messages, FinishReason.USER_END if turn.end_conversation else None, audit
+        try:
+            ended = await run_agent_turn(
+                agent,
+                turn.max_tool_steps,
+                lambda allow: ask_model(
+                    turn.call_id,
+                    agent,
+                    turn.seen_count,
+                    messages,
+                    allow,
+                    turn.additional_data,
+                    opening,
+                    turn.budget_usd,
+                ),
+                lambda call: call_tool(turn.call_id, agent, call, audit),
+                messages.append,
+            )
+        except ActivityError as error:
+            # Nothing is recorded: the client may retry this turn with the same state.
+            raise ApplicationError(
+                f"the agent could not answer: {failure_reason(error)}",
+                type=FailureType.TURN_FAILED,
+                non_retryable=True,
+            ) from None
+        if ended.budget_used_up:
+            return messages, FinishReason.BUDGET, audit
+        if ended.agent_finished:
+            return messages, FinishReason.AGENT_FINISH, audit
+        return messages, FinishReason.USER_END if turn.end_conversation else None, audit
 
     async def _finish_before_answering(
         self,
@@ -221,7 +184,7 @@ class StatelessTurnWorkflow:
         """Record the turn's messages and the final status in one write, so the conversation
         reads final when the client has its answer; then leave analysis and the completion
         webhook to a child workflow that outlives this turn."""
-        _mark_final(reason)
+        mark_final(reason.value)
         finished_time = workflow.now()
         await workflow.execute_activity_method(
             SessionStoreActivities.persist_final,
@@ -233,8 +196,9 @@ class StatelessTurnWorkflow:
                 unrecorded=produced,
                 finished_time=finished_time,
             ),
-            summary=f"persist final session ({reason.value})",
-            **STORE_ACTIVITY_OPTIONS,
+            **activity_options.titled(
+                activity_options.STORE, f"persist final session ({reason.value})"
+            ),
         )
         try:
             await workflow.start_child_workflow(
@@ -259,51 +223,32 @@ class StatelessTurnWorkflow:
         except WorkflowAlreadyStartedError:
             pass  # started before: the pipeline runs once
 
-    async def _discover(self, turn: StatelessTurnInput) -> SessionAgent:
-        """The first turn freezes the agent, discovering its MCP tools."""
-        agent = turn.agent
-        if not agent.needs_discovery:
-            return agent
-        try:
-            return await workflow.execute_activity_method(
-                McpToolActivities.discover,
-                DiscoveryRequest(account_id=turn.account_id, snapshot_id=agent.snapshot_id),
-                summary="discover MCP tools",
-                **DISCOVERY_ACTIVITY_OPTIONS,
-            )
-        except ActivityError as error:
-            raise ApplicationError(
-                f"the agent's tools are unavailable: {failure_reason(error)}",
-                type=TURN_FAILED,
-                non_retryable=True,
-            ) from None
 
-    async def _record_opened(
-        self, turn: StatelessTurnInput, agent: SessionAgent, opened_time: datetime
-    ) -> None:
-        await workflow.execute_activity_method(
-            SessionStoreActivities.record_opened,
-            SessionOpened(
-                session_id=turn.call_id,
-                account_id=turn.account_id,
-                workflow_id=workflow.info().workflow_id,
-                agent=agent,
-                channel=turn.channel,
-                external_id=None,
-                endpoint_hash=None,
-                additional_data=turn.additional_data,
-                ttl_seconds=0,
-                time=opened_time,
-                kind=STATELESS_KIND,
-            ),
-            summary="record conversation opened",
-            **STORE_ACTIVITY_OPTIONS,
-        )
+async def _frozen_agent(turn: StatelessTurnInput) -> SessionAgent:
+    """The first turn freezes the agent, discovering its MCP tools."""
+    try:
+        return await freeze_agent(turn.account_id, turn.agent)
+    except ToolsUnavailable as error:
+        raise ApplicationError(
+            str(error), type=FailureType.TURN_FAILED, non_retryable=True
+        ) from None
 
 
-def _mark_final(reason: FinishReason) -> None:
-    workflow.upsert_search_attributes(
-        [STATUS.value_set(SessionStatus.FINAL.value), FINAL_REASON.value_set(reason.value)]
+def _opened_record(
+    turn: StatelessTurnInput, agent: SessionAgent, opened_time: datetime
+) -> SessionOpened:
+    return SessionOpened(
+        session_id=turn.call_id,
+        account_id=turn.account_id,
+        workflow_id=workflow.info().workflow_id,
+        agent=agent,
+        channel=turn.channel,
+        external_id=None,
+        endpoint_hash=None,
+        additional_data=turn.additional_data,
+        ttl_seconds=0,
+        time=opened_time,
+        kind=STATELESS_KIND,
     )
 
 

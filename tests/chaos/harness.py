@@ -21,8 +21,9 @@ from typing import Any
 
 import httpx
 
-from src.config import SEARCH_ATTRIBUTES, Settings
+from src.config import Settings
 from src.dev_stack import temporal_cli
+from src.search_attributes import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("PARLEY_CHAOS", "").lower() == "full"

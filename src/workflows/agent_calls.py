@@ -11,20 +11,19 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.llm import (
-        LLM_ACTIVITY_OPTIONS,
         LLMActivities,
         SessionTurnRequest,
         UnrecordedOpening,
     )
-    from src.activities.mcp_tools import MCP_CALL_ACTIVITY_OPTIONS, McpToolActivities
+    from src.activities.mcp_tools import McpToolActivities
     from src.activities.session_store import AuditEntry
     from src.activities.webhook_tools import (
-        TOOL_ACTIVITY_OPTIONS,
         ToolInvocation,
         WebhookToolActivities,
     )
     from src.domain import Message, SessionAgent
     from src.llm.types import LLMReply, LLMToolCall
+    from src.workflows import activity_options
 
 
 async def ask_model(
@@ -52,8 +51,7 @@ async def ask_model(
             opening=opening,
             budget_usd=budget_usd,
         ),
-        summary=f"LLM {agent.model_name}",
-        **LLM_ACTIVITY_OPTIONS,
+        **activity_options.titled(activity_options.LLM, f"LLM {agent.model_name}"),
     )
 
 
@@ -76,15 +74,13 @@ async def call_tool(
             result = await workflow.execute_activity_method(
                 McpToolActivities.call,
                 invocation,
-                summary=f"tool {call.name} (MCP)",
-                **MCP_CALL_ACTIVITY_OPTIONS,
+                **activity_options.titled(activity_options.MCP_CALL, f"tool {call.name} (MCP)"),
             )
         else:
             result = await workflow.execute_activity_method(
                 WebhookToolActivities.call,
                 invocation,
-                summary=f"tool {call.name}",
-                **TOOL_ACTIVITY_OPTIONS,
+                **activity_options.titled(activity_options.WEBHOOK_TOOL, f"tool {call.name}"),
             )
     except ActivityError as error:
         audit.append(_tool_audit(invocation, started, failure_reason(error)))

@@ -1,0 +1,35 @@
+"""What a session refuses of a user message, for updates (the caller gets an error) and
+signals (nobody to answer: the refusal is audited as `message.refused`)."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from src.failures import FailureType
+
+
+def check_content(content: str, max_chars: int) -> None:
+    if not content.strip():
+        raise ApplicationError("the message is empty", type=FailureType.INVALID_MESSAGE)
+    if len(content) > max_chars:
+        raise ApplicationError(
+            f"the message has {len(content)} characters; the limit is {max_chars}",
+            type=FailureType.MESSAGE_TOO_LARGE,
+        )
+
+
+def channel_refusal(
+    content: str, for_session: str | None, session_id: str, closing: bool, max_chars: int
+) -> str | None:
+    """Why a channel message is refused, in the words of the update's errors; None takes it."""
+    if for_session is not None and for_session != session_id:
+        return "another_session"
+    if closing:
+        return "session_final"
+    if not content.strip():
+        return "empty"
+    if len(content) > max_chars:
+        return "too_large"
+    return None

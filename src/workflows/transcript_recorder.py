@@ -1,0 +1,132 @@
+"""The session's transcript in this run and its writing to the database.
+
+The transcript lives in the database; a run holds only the messages it produced, their
+sequence numbers (`first_seq` is the run's first), how many are written, and the audit events
+waiting to be written. Writes run in the background, one at a time, as local activities inside
+the workflow task that answers the turn, so a caller never waits for the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from src.activities.session_store import AuditEntry, MessagesProduced, SessionStoreActivities
+    from src.domain import Message
+    from src.workflows import activity_options
+    from src.workflows.chat_session_models import CarriedState
+
+
+class TranscriptRecorder:
+    def __init__(
+        self, session_id: str, account_id: str, carried: CarriedState | None, now: datetime
+    ) -> None:
+        self._session_id = session_id
+        self._account_id = account_id
+        self.first_seq = carried.first_seq if carried else 0
+        self.recorded = carried.recorded_count if carried else 0
+        self.messages: list[Message] = []
+        self.last_activity = carried.last_activity if carried else now
+        self._events: list[AuditEntry] = []
+        # Idempotency keys of answered user messages not yet written, by seq.
+        self._keys: dict[int, str] = {}
+        self._writing: asyncio.Task[None] | None = None
+
+    @property
+    def count(self) -> int:
+        """Messages in the whole transcript, earlier runs' included."""
+        return self.first_seq + len(self.messages)
+
+    @property
+    def pending_events(self) -> list[AuditEntry]:
+        """Audit events to be written with the next batch (tool calls append theirs)."""
+        return self._events
+
+    def append(self, message: Message) -> None:
+        self.messages.append(message)
+        self.last_activity = message.time
+
+    def add_event(self, entry: AuditEntry) -> None:
+        self._events.append(entry)
+
+    def key_message(self, seq: int, key: str) -> None:
+        """The user message at `seq` was answered for `key`: written with it, so the database
+        answers a retry once the session has let the key go."""
+        self._keys[seq] = key
+
+    def unrecorded_messages(self) -> list[Message]:
+        return self.messages[self.recorded - self.first_seq :]
+
+    def take_unrecorded(self) -> MessagesProduced:
+        """Messages and audit events not yet written; the events and keys are handed over."""
+        events, self._events = self._events, []
+        keys, self._keys = self._keys, {}
+        return MessagesProduced(
+            session_id=self._session_id,
+            account_id=self._account_id,
+            first_seq=self.recorded,
+            messages=self.unrecorded_messages(),
+            last_activity=self.last_activity,
+            events=events,
+            idempotency_keys=keys,
+        )
+
+    def record_in_background(self) -> None:
+        """Write what is new without making the waiting caller wait."""
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._record_until_caught_up())
+
+    async def recorded_all(self) -> None:
+        self.record_in_background()
+        assert self._writing is not None
+        await self._writing
+
+    async def write_under_way(self) -> None:
+        """Waits only for a write already started (persist_final writes the rest)."""
+        if self._writing is not None:
+            await self._writing
+
+    async def record_now(self, entry: AuditEntry) -> None:
+        """Writes one audit event at once, outside the batches (once the session finishes,
+        nothing else would write it)."""
+        await workflow.execute_local_activity_method(
+            SessionStoreActivities.record_messages,
+            MessagesProduced(
+                session_id=self._session_id,
+                account_id=self._account_id,
+                first_seq=self.recorded,
+                messages=[],
+                last_activity=self.last_activity,
+                events=[entry],
+            ),
+            **activity_options.titled(activity_options.LOCAL_STORE, f"record {entry.kind}"),
+        )
+
+    async def _record_until_caught_up(self) -> None:
+        while self.recorded < self.count or self._events or self._keys:
+            batch = self.take_unrecorded()
+            await workflow.execute_local_activity_method(
+                SessionStoreActivities.record_messages,
+                batch,
+                **activity_options.titled(activity_options.LOCAL_STORE, _record_summary(batch)),
+            )
+            self.recorded = batch.first_seq + len(batch.messages)
+
+
+def _record_summary(batch: MessagesProduced) -> str:
+    """What a write holds, in words, for the Temporal UI: "record user, assistant (2 tool
+    calls), assistant"."""
+    parts = []
+    for message in batch.messages:
+        calls = len(message.tool_calls)
+        parts.append(
+            f"{message.role} ({calls} tool call{'s' if calls > 1 else ''})"
+            if calls
+            else message.role
+        )
+    if batch.events:
+        parts.append(f"{len(batch.events)} audit event{'s' if len(batch.events) > 1 else ''}")
+    return "record " + (", ".join(parts) or "nothing new")
