@@ -18,6 +18,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from src.temporal_client import parley_plugin
 from src.workflows.registry import WORKFLOWS
 
 NONDETERMINISM_HINT = (
@@ -89,7 +90,9 @@ async def replay_histories(
     `runtime` lets the CLI replay with Core's console logging off."""
     if not histories:
         return []
-    replayer = Replayer(workflows=list(workflows), data_converter=data_converter, runtime=runtime)
+    replayer = Replayer(
+        workflows=list(workflows), plugins=[parley_plugin(data_converter)], runtime=runtime
+    )
     failures = await _replay(replayer, histories)
     reports = []
     for history, failure in zip(histories, failures, strict=True):

@@ -15,7 +15,6 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from src.activities.analysis import AnalysisActivities
 from src.activities.llm import LLMActivities
@@ -30,20 +29,10 @@ from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
 from src.secret_box import SecretBox
-from src.temporal_client import connect_temporal
+from src.temporal_client import carries_parley_plugin, connect_temporal, settings_plugin
 from src.tools.url_guard import Resolver, system_resolver
-from src.workflows.registry import WORKFLOWS
 
 log = logging.getLogger(__name__)
-
-# Parley's own modules are passed through the workflow sandbox: loaded once, not imported
-# again for every workflow run the worker starts. Re-importing them per run cost ~210 KiB per
-# cached session instead of ~120, and a quarter of the worker's CPU while evicted sessions came
-# back (bench/). Workflow code stays deterministic by construction (workflow.now(), uuid4(),
-# no I/O, no mutable module state) and the replay tests check it.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("src")
-)
 
 
 @asynccontextmanager
@@ -73,7 +62,9 @@ async def running_worker(
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=list(WORKFLOWS),
+        # The workflows and the sandbox come with the client's plugin (connect_temporal), or
+        # with the same plugin here for a client made elsewhere.
+        plugins=[] if carries_parley_plugin(client) else [settings_plugin(settings)],
         activities=[
             store.record_opened,
             store.record_messages,
@@ -90,7 +81,6 @@ async def running_worker(
             mcp_tools.call,
         ],
         max_cached_workflows=settings.max_cached_workflows,
-        workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
     )
     try:
