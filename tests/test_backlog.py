@@ -123,7 +123,7 @@ async def test_a_tool_call_event_is_listed_before_the_message_that_carries_it(
     agent_id = await make_agent(model="tool-lookup_order", tools=[webhook_tool(f"{base}/echo")])
     session = await open_chat(http, agent_id)
 
-    await say(http, session["id"], '{"id": "A-17"}')
+    await say(http, session["id"], '{"id": "B-42"}')
     await http.post(f"/chats/{session['id']}/end")
     events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
 

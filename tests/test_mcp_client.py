@@ -289,10 +289,12 @@ async def test_a_call_whose_send_was_claimed_before_is_not_sent() -> None:
 
 async def test_slow_http_tool_times_out_with_an_unknown_outcome() -> None:
     async with served(mcp_http_app()) as base:
-        server = McpServer(url=f"{base}/mcp", timeout_seconds=0.5)
+        # Long enough for the session to open on a loaded machine (the call must be sent for
+        # its outcome to be unknown), far shorter than the tool's sleep.
+        server = McpServer(url=f"{base}/mcp", timeout_seconds=3)
 
-        with pytest.raises(McpOutcomeUnknown, match=r"did not answer within 0\.5 s"):
-            await call_tool(server, LOOPBACK_POLICY, "sleep", {"seconds": 5})
+        with pytest.raises(McpOutcomeUnknown, match=r"did not answer within 3 s"):
+            await call_tool(server, LOOPBACK_POLICY, "sleep", {"seconds": 30})
 
 
 def test_result_text_joins_text_and_describes_other_content() -> None:
