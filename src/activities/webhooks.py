@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -132,53 +133,19 @@ class WebhookActivities:
             raise ApplicationError("the agent has no webhook", type=FailureType.WEBHOOK_REJECTED,
                                    non_retryable=True)  # fmt: skip
         data = delivery.data if delivery.data is not None else await self.final_session(delivery)
-        body = json.dumps(
-            {
-                "event": delivery.event_type,
-                "event_id": delivery.event_id,
-                "occurred_time": delivery.occurred_time.isoformat(),
-                "session_id": delivery.session_id,
-                "data": data,
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-            default=str,
-        ).encode()
+        body = _event_body(delivery, data)
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": delivery.event_id,
             EVENT_HEADER: delivery.event_type,
             **signature_headers(target.signing_secrets, body, int(time.time())),
         }
-        started = time.monotonic()
-        retry_after: float | None = None
-        try:
-            checked = await resolve_checked(
-                target.url, self._settings.tool_url_allowlist, self._resolver
+        answer = await self._post(target.url, body, headers)
+        if answer.problem is None:
+            assert answer.status is not None
+            return DeliveryOutcome(
+                attempt=attempt, status_code=answer.status, duration_ms=answer.duration_ms
             )
-            # Streamed and closed unread: only the status and headers matter, so a receiver's
-            # endless body costs nothing. The timeout bounds the whole exchange.
-            with pinned_to(checked):
-                async with (
-                    asyncio.timeout(RECEIVER_TIMEOUT_SECONDS),
-                    self._http.stream("POST", target.url, content=body, headers=headers,
-                                      timeout=RECEIVER_TIMEOUT_SECONDS) as response,
-                ):  # fmt: skip
-                    status: int | None = response.status_code
-                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
-            problem = None if 200 <= response.status_code < 300 else f"HTTP {status}"
-            if 300 <= response.status_code < 400:
-                problem = f"HTTP {status}: redirects are not followed"
-        except UrlRefused as error:
-            status, problem = None, f"refused: {error}"
-        except httpx.HTTPError as error:
-            status, problem = None, f"{type(error).__name__}"
-        except TimeoutError:
-            status, problem = None, "Timeout"
-        duration_ms = round((time.monotonic() - started) * 1000)
-        if problem is None:
-            assert status is not None
-            return DeliveryOutcome(attempt=attempt, status_code=status, duration_ms=duration_ms)
         await self._record(
             delivery,
             f"attempt:{attempt}",
@@ -187,24 +154,42 @@ class WebhookActivities:
                 "event": delivery.event_type,
                 "event_id": delivery.event_id,
                 "attempt": attempt,
-                "status_code": status,
-                "error": problem,
-                "retry_after_seconds": retry_after,
-                "duration_ms": duration_ms,
+                "status_code": answer.status,
+                "error": answer.problem,
+                "retry_after_seconds": answer.retry_after,
+                "duration_ms": answer.duration_ms,
             },
         )
-        if status is not None and status < 500 and status not in _RETRYABLE_STATUSES:
-            raise ApplicationError(
-                f"the receiver refused the event: {problem}",
-                type=FailureType.WEBHOOK_REJECTED,
-                non_retryable=True,
-            )
-        if status is None and problem.startswith("refused"):
-            raise ApplicationError(problem, type=FailureType.WEBHOOK_REJECTED, non_retryable=True)
-        raise ApplicationError(
-            f"delivery failed: {problem}",
-            next_retry_delay=_next_retry_delay(delivery, attempt, retry_after),
-        )
+        raise _failed_attempt(delivery, attempt, answer)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> _ReceiverAnswer:
+        """One POST to the checked, pinned address; never raises for the receiver's sake."""
+        started = time.monotonic()
+        status: int | None = None
+        retry_after: float | None = None
+        try:
+            checked = await resolve_checked(url, self._settings.tool_url_allowlist, self._resolver)
+            # Streamed and closed unread: only the status and headers matter, so a receiver's
+            # endless body costs nothing. The timeout bounds the whole exchange.
+            with pinned_to(checked):
+                async with (
+                    asyncio.timeout(RECEIVER_TIMEOUT_SECONDS),
+                    self._http.stream("POST", url, content=body, headers=headers,
+                                      timeout=RECEIVER_TIMEOUT_SECONDS) as response,
+                ):  # fmt: skip
+                    status = response.status_code
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            problem = None if 200 <= status < 300 else f"HTTP {status}"
+            if 300 <= status < 400:
+                problem = f"HTTP {status}: redirects are not followed"
+        except UrlRefused as error:
+            status, problem = None, f"refused: {error}"
+        except httpx.HTTPError as error:
+            status, problem = None, f"{type(error).__name__}"
+        except TimeoutError:
+            status, problem = None, "Timeout"
+        duration_ms = round((time.monotonic() - started) * 1000)
+        return _ReceiverAnswer(status, problem, retry_after, duration_ms)
 
     @activity.defn(name="webhooks.record_failure")
     async def record_failure(self, delivery: WebhookDelivery) -> None:
@@ -277,6 +262,49 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass(frozen=True)
+class _ReceiverAnswer:
+    status: int | None  # None: no HTTP answer (refused address, connection error, timeout)
+    problem: str | None  # None: accepted
+    retry_after: float | None
+    duration_ms: int
+
+
+def _event_body(delivery: WebhookDelivery, data: dict[str, Any] | None) -> bytes:
+    return json.dumps(
+        {
+            "event": delivery.event_type,
+            "event_id": delivery.event_id,
+            "occurred_time": delivery.occurred_time.isoformat(),
+            "session_id": delivery.session_id,
+            "data": data,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+        default=str,
+    ).encode()
+
+
+def _failed_attempt(
+    delivery: WebhookDelivery, attempt: int, answer: _ReceiverAnswer
+) -> ApplicationError:
+    """A 4xx (other than 408, 425, 429) or a refused address is not retried; anything else is,
+    after the receiver's Retry-After when it asks for longer than the backoff."""
+    status, problem = answer.status, answer.problem or ""
+    if status is not None and status < 500 and status not in _RETRYABLE_STATUSES:
+        return ApplicationError(
+            f"the receiver refused the event: {problem}",
+            type=FailureType.WEBHOOK_REJECTED,
+            non_retryable=True,
+        )
+    if status is None and problem.startswith("refused"):
+        return ApplicationError(problem, type=FailureType.WEBHOOK_REJECTED, non_retryable=True)
+    return ApplicationError(
+        f"delivery failed: {problem}",
+        next_retry_delay=_next_retry_delay(delivery, attempt, answer.retry_after),
+    )
 
 
 def _next_retry_delay(
