@@ -20,6 +20,23 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "new-key":
+        from src.state_envelope import new_key_setting
+
+        if not args.id.isalnum():
+            parser.error("--id must be letters and digits")
+        print(new_key_setting(args.id))
+        return
+    settings = _settings_or_exit()
+    configure_logging(settings)
+    if args.command in ("replay", "history"):
+        _quiet_unless(args.verbose)
+    _run(args, settings)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dev", help="run the whole dev stack in the foreground")
@@ -54,26 +71,21 @@ def main(argv: list[str] | None = None) -> None:
     export = history_commands.add_parser("export", help="save every run's history to a JSON file")
     _add_history_source(export, with_file=False)
     export.add_argument("-o", "--output", required=True, help="the JSON file to write")
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.command == "new-key":
-        from src.state_envelope import new_key_setting
 
-        if not args.id.isalnum():
-            parser.error("--id must be letters and digits")
-        print(new_key_setting(args.id))
-        return
+def _settings_or_exit() -> Settings:
     try:
-        settings = load_settings()
+        return load_settings()
     except ValidationError as error:
         problems = "\n".join(
             f"  {problem['msg'].removeprefix('Value error, ')}" for problem in error.errors()
         )
         print(f"parley: the configuration is not valid:\n{problems}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(settings)
-    if args.command in ("replay", "history"):
-        _quiet_unless(args.verbose)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "dev":
         from src.dev_stack import DevStack
 
