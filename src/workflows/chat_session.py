@@ -11,7 +11,6 @@ time. The parts: `SessionInbox` (queue, waiters, remembered outcomes), `Transcri
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -51,17 +50,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.workflows.finish_pipeline import run_finish_pipeline
     from src.workflows.idle_timer import IdleTimer
-    from src.workflows.message_checks import channel_refusal, check_content
+    from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
+    from src.workflows.run_handover import RunHandover
     from src.workflows.session_inbox import SessionInbox
     from src.workflows.transcript_recorder import TranscriptRecorder
-    from src.workflows.webhook_events import WebhookRetry, raise_webhook_event
-
-# The server's per-run history limits; a run hands over at a fraction of them.
-_HISTORY_BYTES_LIMIT = 50 * 1024 * 1024
-_HISTORY_EVENTS_LIMIT = 51_200
-# Updates a run may take beyond `turns_per_run` while a backlog drains; with turns_per_run
-# at most 1,500 this stays under the server's 2,000 updates per run.
-_BACKLOG_UPDATES = 300
+    from src.workflows.webhook_events import SessionEvents, WebhookRetry
 
 
 @workflow.defn(name="ChatSessionWorkflow")
@@ -76,6 +69,15 @@ class ChatSessionWorkflow:
             start.session_id, start.account_id, carried, workflow.now()
         )
         self._idle = IdleTimer(timedelta(seconds=start.ttl_seconds))
+        self._handover = RunHandover(start.turns_per_run, start.history_handover_fraction)
+        self._events = SessionEvents(
+            start.session_id,
+            start.account_id,
+            WebhookRetry(
+                window_seconds=start.webhook_retry_window_seconds,
+                initial_seconds=start.webhook_retry_initial_seconds,
+            ),
+        )
         self._created_time = carried.created_time if carried else workflow.now()
         self._opened = carried is not None
         self._open_error: str | None = None
@@ -88,8 +90,6 @@ class ChatSessionWorkflow:
         # retries), and waiting callers are released to retry there.
         self._draining = False
         self._handing_over = False
-        self._updates_this_run = 0
-        self._turns_this_run = 0
 
     # ---- the session's life -------------------------------------------------------------
 
@@ -100,18 +100,16 @@ class ChatSessionWorkflow:
             if self._open_error is not None:
                 return await self._finish(FinishReason.ERROR)
         while True:
-            if self._handover_due():
+            if self._handover.due(bool(self._inbox), self._end_requested):
                 await self._continue_as_new()
             if not await self._idle.wait(self._has_work):
                 return await self._finish(FinishReason.TTL)
             if self._inbox:
                 finish = await self._answer(self._inbox.next())
-                self._turns_this_run += 1
+                self._handover.turns += 1
                 if finish is not None:
                     return await self._finish(finish)
-                if self._updates_this_run >= self._start.turns_per_run + _BACKLOG_UPDATES:
-                    # A backlog that never empties: refuse new updates (the API retries them
-                    # against the next run) before the server's per-run update limit.
+                if self._handover.backlog_never_empties():
                     self._draining = True
             elif self._end_requested:
                 return await self._finish(FinishReason.USER_END)
@@ -135,7 +133,8 @@ class ChatSessionWorkflow:
         self._opened = True  # the open update answers now; webhook events follow
         if self._open_error is not None:
             return
-        await self._raise_event(
+        await self._events.raise_event(
+            self._agent,
             "session.opened",
             "session.opened",
             {
@@ -146,8 +145,7 @@ class ChatSessionWorkflow:
                 "created_time": self._created_time.isoformat(),
             },
         )
-        for index in range(len(self._transcript.messages)):
-            await self._raise_message_event(index)
+        await self._raise_messages(0)
 
     async def _answer(self, item: InboxItem) -> FinishReason | None:
         """Run one agent turn for a user message; returns why the session finishes with it
@@ -183,9 +181,8 @@ class ChatSessionWorkflow:
         if outcome.error_type is None and item.idempotency_key is not None:
             transcript.key_message(outcome.first_seq - 1, item.idempotency_key)
         self._inbox.settle(item, outcome)
-        self._describe()
-        for index in range(produced_from - 1, len(transcript.messages)):
-            await self._raise_message_event(index)
+        transcript.describe(self._status.value)
+        await self._raise_messages(produced_from - 1)
         return finish
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
@@ -213,7 +210,7 @@ class ChatSessionWorkflow:
         self._final_reason = reason
         self._inbox.close(_final_outcome())
         mark_final(reason.value)
-        self._describe()
+        self._transcript.describe(self._status.value)
         await self._transcript.write_under_way()
         await run_finish_pipeline(
             agent=self._agent,
@@ -221,35 +218,11 @@ class ChatSessionWorkflow:
             note=self._note,
             unrecorded=self._transcript.take_unrecorded(),
             finished_time=workflow.now(),
-            retry=self._webhook_retry(),
+            retry=self._events.retry,
             inline=not self._agent.has_analysis,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state(with_messages=False)
-
-    def _handover_due(self) -> bool:
-        """Whether to hand over to a new run before the next turn: at the turn count, when the
-        server suggests it, or when history passes the set fraction of its limits; with a
-        backlog too (the inbox is carried), but not when only the end request is left."""
-        if self._end_requested and not self._inbox:
-            return False
-        due = (
-            self._updates_this_run >= self._start.turns_per_run
-            or workflow.info().is_continue_as_new_suggested()
-        )
-        if due and not self._has_work():
-            return True
-        # With a backlog a run hands over only once it has answered a turn: the retries of the
-        # callers it inherited count as updates, and its start alone may pass a very small
-        # fraction; without this, runs would hand the backlog on without ever answering.
-        return self._turns_this_run > 0 and (due or self._history_near_limit())
-
-    def _history_near_limit(self) -> bool:
-        info, fraction = workflow.info(), self._start.history_handover_fraction
-        return (
-            info.get_current_history_size() > fraction * _HISTORY_BYTES_LIMIT
-            or info.get_current_history_length() > fraction * _HISTORY_EVENTS_LIMIT
-        )
 
     async def _continue_as_new(self) -> None:
         """Hand over to a fresh run, with every message recorded and every handler done.
@@ -280,7 +253,7 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="open")
     async def open(self, request: OpenRequest) -> OpenResult:
-        self._updates_this_run += 1
+        self._handover.updates += 1
         await workflow.wait_condition(lambda: self._opened)
         if self._open_error is not None:
             raise ApplicationError(self._open_error, type=FailureType.OPEN_FAILED)
@@ -294,7 +267,7 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="send_message")
     async def send_message(self, message: UserMessage) -> TurnResult:
-        self._updates_this_run += 1
+        self._handover.updates += 1
         key = message.idempotency_key
         item_id = key or message.request_id
         if (answered := self._inbox.answered(item_id)) is not None:
@@ -358,16 +331,7 @@ class ChatSessionWorkflow:
         workflow.logger.warning(
             "session %s refused a channel message: %s", self._start.session_id, reason
         )
-        entry = AuditEntry(
-            key=f"message.refused:{workflow.uuid4()}",
-            kind="message.refused",
-            data={
-                "reason": reason,
-                "chars": len(message.content),
-                "idempotency_key": message.idempotency_key,
-            },
-            time=workflow.now(),
-        )
+        entry = refusal_entry(len(message.content), message.idempotency_key, reason)
         if self._finishing or self._end_requested:
             await self._transcript.record_now(entry)  # no later batch would write it
             return
@@ -376,7 +340,7 @@ class ChatSessionWorkflow:
 
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
-        self._updates_this_run += 1
+        self._handover.updates += 1
         if not self._finishing and not self._end_requested:
             self._end_requested = True
             self._note = request.note
@@ -421,41 +385,12 @@ class ChatSessionWorkflow:
             time=self._created_time,
         )
 
-    async def _raise_message_event(self, index: int) -> None:
-        seq = self._transcript.first_seq + index
-        message = self._transcript.messages[index]
-        await self._raise_event(
-            "message", f"message:{seq}", {"seq": seq, **message.model_dump(mode="json")}
-        )
-
-    async def _raise_event(self, event_type: str, key: str, data: dict[str, Any]) -> None:
-        await raise_webhook_event(
-            session_id=self._start.session_id,
-            account_id=self._start.account_id,
-            agent=self._agent,
-            event_type=event_type,
-            key=key,
-            occurred_time=workflow.now(),
-            retry=self._webhook_retry(),
-            data=data,
-        )
-
-    def _webhook_retry(self) -> WebhookRetry:
-        return WebhookRetry(
-            window_seconds=self._start.webhook_retry_window_seconds,
-            initial_seconds=self._start.webhook_retry_initial_seconds,
-        )
-
-    def _describe(self) -> None:
-        """What the Temporal UI shows as the session's current details: status and the tail
-        of the transcript, tool calls included."""
-        lines = [f"**{self._status.value}** · {self._transcript.count} messages"]
-        for message in self._transcript.messages[-6:]:
-            for call in message.tool_calls:
-                lines.append(f"- tool `{call.name}` → {_clip(call.response or '', 80)}")
-            if message.content:
-                lines.append(f"- {message.role}: {_clip(message.content, 160)}")
-        workflow.set_current_details("\n".join(lines))
+    async def _raise_messages(self, from_index: int) -> None:
+        """The `message` events of this run's messages from `from_index` on."""
+        transcript = self._transcript
+        for index in range(from_index, len(transcript.messages)):
+            message = transcript.messages[index]
+            await self._events.raise_message(self._agent, transcript.first_seq + index, message)
 
     def _refuse_other_session(self, session_id: str | None) -> None:
         if session_id is not None and session_id != self._start.session_id:
@@ -487,11 +422,6 @@ def _finish_reason(turn: TurnEnd) -> FinishReason | None:
     if turn.budget_used_up:
         return FinishReason.BUDGET
     return FinishReason.AGENT_FINISH if turn.agent_finished else None
-
-
-def _clip(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _draining() -> ApplicationError:

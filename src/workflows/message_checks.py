@@ -7,6 +7,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from src.activities.session_store import AuditEntry
     from src.failures import FailureType
 
 
@@ -33,3 +34,14 @@ def channel_refusal(
     if len(content) > max_chars:
         return "too_large"
     return None
+
+
+def refusal_entry(chars: int, idempotency_key: str | None, reason: str) -> AuditEntry:
+    """The `message.refused` audit event: why and how long, never the content (it may be
+    what was wrong)."""
+    return AuditEntry(
+        key=f"message.refused:{workflow.uuid4()}",
+        kind="message.refused",
+        data={"reason": reason, "chars": chars, "idempotency_key": idempotency_key},
+        time=workflow.now(),
+    )

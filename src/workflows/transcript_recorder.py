@@ -57,6 +57,17 @@ class TranscriptRecorder:
         answers a retry once the session has let the key go."""
         self._keys[seq] = key
 
+    def describe(self, status: str) -> None:
+        """What the Temporal UI shows as the session's current details: status and the tail
+        of the transcript, tool calls included."""
+        lines = [f"**{status}** · {self.count} messages"]
+        for message in self.messages[-6:]:
+            for call in message.tool_calls:
+                lines.append(f"- tool `{call.name}` → {_clip(call.response or '', 80)}")
+            if message.content:
+                lines.append(f"- {message.role}: {_clip(message.content, 160)}")
+        workflow.set_current_details("\n".join(lines))
+
     def unrecorded_messages(self) -> list[Message]:
         return self.messages[self.recorded - self.first_seq :]
 
@@ -130,3 +141,8 @@ def _record_summary(batch: MessagesProduced) -> str:
     if batch.events:
         parts.append(f"{len(batch.events)} audit event{'s' if len(batch.events) > 1 else ''}")
     return "record " + (", ".join(parts) or "nothing new")
+
+
+def _clip(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -13,7 +13,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.webhooks import WebhookDelivery
-    from src.domain import SessionAgent
+    from src.domain import Message, SessionAgent
     from src.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 
@@ -58,3 +58,30 @@ async def raise_webhook_event(
         )
     except WorkflowAlreadyStartedError:
         pass  # raised before (e.g. by the previous run): delivered once, not twice
+
+
+class SessionEvents:
+    """The webhook events one session raises, under keys unique within it."""
+
+    def __init__(self, session_id: str, account_id: str, retry: WebhookRetry) -> None:
+        self._session_id = session_id
+        self._account_id = account_id
+        self.retry = retry
+
+    async def raise_event(
+        self, agent: SessionAgent, event_type: str, key: str, data: dict[str, Any]
+    ) -> None:
+        await raise_webhook_event(
+            session_id=self._session_id,
+            account_id=self._account_id,
+            agent=agent,
+            event_type=event_type,
+            key=key,
+            occurred_time=workflow.now(),
+            retry=self.retry,
+            data=data,
+        )
+
+    async def raise_message(self, agent: SessionAgent, seq: int, message: Message) -> None:
+        data = {"seq": seq, **message.model_dump(mode="json")}
+        await self.raise_event(agent, "message", f"message:{seq}", data)
