@@ -56,17 +56,20 @@ LLM = ActivityConfig(
     ),
 )
 
+# A tool call is retried a few times; a refusal (the caller's own error) never.
+_TOOL_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=[FailureType.TOOL_REFUSED],
+)
+
 # A webhook tool: the call's own timeout is at most 120 s (the agent's setting).
 WEBHOOK_TOOL = ActivityConfig(
     start_to_close_timeout=timedelta(seconds=150),
     heartbeat_timeout=timedelta(seconds=5),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=6,
-        non_retryable_error_types=[FailureType.TOOL_REFUSED],
-    ),
+    retry_policy=_TOOL_RETRY_POLICY,
 )
 
 MCP_DISCOVERY = ActivityConfig(
@@ -85,13 +88,7 @@ MCP_DISCOVERY = ActivityConfig(
 MCP_CALL = ActivityConfig(
     start_to_close_timeout=timedelta(seconds=330),
     heartbeat_timeout=timedelta(seconds=5),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=6,
-        non_retryable_error_types=[FailureType.TOOL_REFUSED],
-    ),
+    retry_policy=_TOOL_RETRY_POLICY,
 )
 
 ANALYSIS = ActivityConfig(

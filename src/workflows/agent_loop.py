@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from src.domain import FINISH_THE_CONVERSATION, Message, SessionAgent, ToolCall, Usage
+    from src.domain import (
+        FINISH_THE_CONVERSATION,
+        FinishReason,
+        Message,
+        SessionAgent,
+        ToolCall,
+        Usage,
+    )
     from src.llm.types import LLMReply, LLMToolCall
 
 FINISH_ACKNOWLEDGED = "The conversation will end after your reply. Say goodbye now."
@@ -30,6 +37,13 @@ class TurnEnd:
     agent_finished: bool
     # The session's budget was used up: the turn ends with the budget message, unanswered.
     budget_used_up: bool = False
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        """Why the conversation finishes with this turn, if it does."""
+        if self.budget_used_up:
+            return FinishReason.BUDGET
+        return FinishReason.AGENT_FINISH if self.agent_finished else None
 
 
 async def run_agent_turn(

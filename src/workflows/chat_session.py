@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from src.llm.types import LLMReply, LLMToolCall
     from src.workflows import activity_options
     from src.workflows.agent_calls import ask_model, call_tool, failure_reason
-    from src.workflows.agent_loop import TurnEnd, run_agent_turn
+    from src.workflows.agent_loop import run_agent_turn
     from src.workflows.chat_session_models import (
         CarriedState,
         EndRequest,
@@ -162,7 +162,7 @@ class ChatSessionWorkflow:
                 self._run_tool,
                 transcript.append,
             )
-            finish = _finish_reason(turn)
+            finish = turn.finish_reason
             outcome = TurnOutcome(
                 messages=transcript.messages[produced_from:],
                 is_final=finish is not None,
@@ -415,13 +415,6 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
         )
-
-
-def _finish_reason(turn: TurnEnd) -> FinishReason | None:
-    """Why the session finishes after this turn, if it does."""
-    if turn.budget_used_up:
-        return FinishReason.BUDGET
-    return FinishReason.AGENT_FINISH if turn.agent_finished else None
 
 
 def _draining() -> ApplicationError:

@@ -167,11 +167,10 @@ class StatelessTurnWorkflow:
                 type=FailureType.TURN_FAILED,
                 non_retryable=True,
             ) from None
-        if ended.budget_used_up:
-            return messages, FinishReason.BUDGET, audit
-        if ended.agent_finished:
-            return messages, FinishReason.AGENT_FINISH, audit
-        return messages, FinishReason.USER_END if turn.end_conversation else None, audit
+        reason = ended.finish_reason
+        if reason is None and turn.end_conversation:
+            reason = FinishReason.USER_END
+        return messages, reason, audit
 
     async def _finish_before_answering(
         self,
