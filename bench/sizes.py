@@ -1,6 +1,6 @@
-"""Benchmark sizes: `full` (the default, what README reports) or `small` (PARLEY_BENCH_SCALE=
-small: every benchmark in reduced form, a few minutes in all); any size can be overridden by
-its own variable, e.g. PARLEY_BENCH_IDLE_SESSIONS=2000."""
+"""Benchmark sizes: `full` (the default, what docs/benchmarks.md reports) or `small`
+(PARLEY_BENCH_SCALE=small: every benchmark in reduced form, a few minutes in all); any size can
+be overridden by its own variable, e.g. PARLEY_BENCH_IDLE_SESSIONS=2000."""
 
 from __future__ import annotations
 

@@ -37,10 +37,10 @@ from src.workflows.registry import WORKFLOWS
 log = logging.getLogger(__name__)
 
 # Parley's own modules are passed through the workflow sandbox: loaded once, not imported
-# again for every workflow run the worker starts. Re-importing them per run cost ~210 KiB per
-# cached session instead of ~120, and a quarter of the worker's CPU while evicted sessions came
-# back (bench/). Workflow code stays deterministic by construction (workflow.now(), uuid4(),
-# no I/O, no mutable module state) and the replay tests check it.
+# again for every workflow run the worker starts. Re-importing them per run cost memory for
+# every cached session and worker CPU whenever evicted sessions came back (docs/benchmarks.md).
+# Workflow code stays deterministic by construction (workflow.now(), uuid4(), no I/O, no
+# mutable module state) and the replay tests check it.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("src")
 )
@@ -53,7 +53,8 @@ async def running_worker(
     """A started worker; when the block exits it stops polling and gives activities in flight
     `worker_shutdown_seconds` to finish before they are cancelled.
     `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers)."""
-    # No pre-ping: it was a third of the worker's database time under load (bench/).
+    # No pre-ping: its round trip was a large share of the worker's database time under load
+    # (docs/benchmarks.md).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
     snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))

@@ -41,9 +41,9 @@ STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
 }
 
 # A turn's messages are written by a local activity inside the workflow task that answers the
-# turn: no activity task and no extra workflow task on the server per turn (+34% turns/s
-# under load on PostgreSQL; bench/). Past `local_retry_threshold` the retries wait on server timers,
-# so an unreachable database delays the write, never the reply.
+# turn: no activity task and no extra workflow task on the server per turn, whose persistence
+# is what limits turns/s under load (docs/benchmarks.md). Past `local_retry_threshold` the
+# retries wait on server timers, so an unreachable database delays the write, never the reply.
 LOCAL_STORE_ACTIVITY_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": _STORE_RETRY_POLICY,
