@@ -3,16 +3,37 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency of Parley and of its `test` extra, pinned with hashes; `make lock` writes it.
+LOCK := requirements.lock
 
-.PHONY: dev test test-sqlite test-postgres chaos bench lint install clean
+.PHONY: dev test test-sqlite test-postgres chaos bench lint format install lock clean
 
-$(STAMP): pyproject.toml
+# The venv holds exactly the locked versions, then Parley itself (editable, nothing more);
+# `pip check` fails when pyproject.toml asks for something the lock lacks: run `make lock`.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerates the lock from pyproject.toml with uv (installed in its own small venv under
+# build/), keeping the pins already in it; `make lock LOCK_FLAGS=--upgrade` moves every pin to
+# the newest release allowed. --universal: one lock for Linux, macOS and Windows.
+UV_VERSION := 0.13.9
+UV := build/uv/bin/uv
+LOCK_FLAGS ?=
+
+$(UV):
+	$(PYTHON) -m venv build/uv
+	build/uv/bin/pip install --quiet 'uv==$(UV_VERSION)'
+
+lock: $(UV)
+	$(UV) pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command 'make lock' --quiet $(LOCK_FLAGS) -o $(LOCK)
 
 dev: $(STAMP)
 	$(BIN)/parley dev
@@ -44,10 +65,19 @@ chaos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# What ruff reads; mypy's files are listed in pyproject.toml ([tool.mypy]).
+PYTHON_FILES := src tests bench worker.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench worker.py
-	$(BIN)/ruff format --check src tests bench worker.py
+	$(BIN)/ruff check $(PYTHON_FILES)
+	$(BIN)/ruff format --check $(PYTHON_FILES)
 	$(BIN)/mypy
+
+# Rewrites the files: the fixes ruff can make, then the formatting (fixes can leave lines to
+# reformat, so format goes last). Whatever is left, `make lint` reports.
+format: $(STAMP)
+	$(BIN)/ruff check --fix $(PYTHON_FILES)
+	$(BIN)/ruff format $(PYTHON_FILES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -77,13 +77,16 @@ class FloorWorkflow:
 
     @workflow.update(name="turn")
     async def turn(self, turn: Turn) -> str:
+        reply: str
         if turn.local_activity:
-            return await workflow.execute_local_activity(
+            reply = await workflow.execute_local_activity(
                 "bench.complete", turn, result_type=str, **_ACTIVITY_OPTIONS
             )
-        return await workflow.execute_activity(
-            "bench.complete", turn, result_type=str, **_ACTIVITY_OPTIONS
-        )
+        else:
+            reply = await workflow.execute_activity(
+                "bench.complete", turn, result_type=str, **_ACTIVITY_OPTIONS
+            )
+        return reply
 
     @workflow.signal(name="stop")
     def stop(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
@@ -140,7 +140,15 @@ def _turn_of(event: HistoryEvent, current: int) -> int:
     return int(content.split()[1]) if content.startswith("turn ") else current
 
 
-def _window(per_turn: dict[int, dict[str, int]], last: int) -> dict[str, float]:
+class Window(TypedDict):
+    """Mean events and bytes per turn over the turns `first-last`."""
+
+    turns: str
+    events: float
+    bytes: float
+
+
+def _window(per_turn: dict[int, dict[str, int]], last: int) -> Window:
     """Mean events and bytes per turn over the `_WINDOW` turns ending at `last`."""
     turns = [
         per_turn.get(n, {"events": 0, "bytes": 0}) for n in range(last - _WINDOW + 1, last + 1)

@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
@@ -137,7 +137,7 @@ def floor_update(
 
 
 async def _interleaved(
-    drivers: dict[str, Callable[[int], Awaitable[float | None]]],
+    drivers: Mapping[str, Callable[[int], Awaitable[float | None]]],
     count: int,
     cpu: dict[str, dict[str, float]] | None = None,
     pids: dict[str, int] | None = None,
@@ -187,7 +187,7 @@ async def _start(client: Client, workflow: str) -> WorkflowHandle[Any, Any]:
 async def _floor_open(client: Client) -> str:
     """The floor of an open: update-with-start whose update runs one (empty) activity."""
     workflow_id = f"bench-open-{uuid.uuid4()}"
-    result = await client.execute_update_with_start_workflow(
+    result: str = await client.execute_update_with_start_workflow(
         "turn",
         Turn(content="open", call_model=False),
         start_workflow_operation=WithStartWorkflowOperation(

@@ -58,8 +58,8 @@ def temporal_cli() -> str:
 
 
 # The dev server keeps every workflow on one history shard, whose transfer queue by default
-# polls for new tasks at most 20 times a second: each turn then waits ~25 ms for the task that
-# wakes the session after its LLM activity (bench/: update + activity 50 ms → 15 ms at p50).
+# polls for new tasks at most 20 times a second: the task that wakes a session after its LLM
+# activity then waits for the next poll, on every turn (docs/benchmarks.md).
 DEV_SERVER_DYNAMIC_CONFIG: dict[str, str] = {"history.transferProcessorMaxPollRPS": "1000"}
 
 

@@ -29,9 +29,10 @@ from src.workflows.registry import WORKFLOWS
 PLUGIN_NAME = "parley"
 
 # Parley's own modules are passed through the workflow sandbox: loaded once, not imported
-# again for every workflow run the worker starts (measured in bench/: memory per cached
-# session and worker CPU). Workflow code stays deterministic by construction (workflow.now(),
-# uuid4(), no I/O, no mutable module state) and the replay tests check it.
+# again for every workflow run the worker starts: re-importing them per run cost memory for
+# every cached session and worker CPU whenever evicted sessions came back (docs/benchmarks.md).
+# Workflow code stays deterministic by construction (workflow.now(), uuid4(), no I/O, no
+# mutable module state) and the replay tests check it.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("src")
 )

@@ -42,7 +42,8 @@ async def running_worker(
     """A started worker; when the block exits it stops polling and gives activities in flight
     `worker_shutdown_seconds` to finish before they are cancelled.
     `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers)."""
-    # No pre-ping: it was a third of the worker's database time under load (bench/).
+    # No pre-ping: its round trip was a large share of the worker's database time under load
+    # (docs/benchmarks.md).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
     snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))

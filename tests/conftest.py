@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -138,7 +138,7 @@ def make_settings(
             "PARLEY_MAX_ACTIVE_SESSIONS": 0,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **values)
 
     return build
 
@@ -206,7 +206,12 @@ async def other_http(api_url: str, other_api_key: str) -> AsyncIterator[httpx.As
         yield client
 
 
-AgentFactory = Callable[..., Any]
+class AgentFactory(Protocol):
+    """`make_agent`: creates an agent and returns its id."""
+
+    async def __call__(
+        self, model: str = "echo", client: httpx.AsyncClient | None = None, **spec: Any
+    ) -> str: ...
 
 
 @pytest.fixture(scope="session")

@@ -333,7 +333,8 @@ async def test_a_session_stored_with_an_unknown_timezone_still_answers_in_utc(
 async def test_a_template_that_renders_past_the_limit_is_422_at_open(
     http: httpx.AsyncClient, make_agent: AgentFactory, field: str
 ) -> None:
-    agent_id = await make_agent(**{field: "{{a}}" * 3000})
+    spec: dict[str, Any] = {field: "{{a}}" * 3000}
+    agent_id = await make_agent(**spec)
     body = {"agent_id": agent_id, "channel": "web", "additional_data": {"a": "x" * 30_000}}
 
     response = await http.post("/chats", json=body)

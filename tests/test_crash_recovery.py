@@ -185,13 +185,13 @@ async def database_writes_held(database_url: str, session_id: str) -> AsyncItera
     on PostgreSQL (SELECT ... FOR UPDATE); the database's write lock on SQLite (BEGIN
     IMMEDIATE: SQLite locks no finer). Reads go on meanwhile; released on exit."""
     if database_url.startswith("sqlite"):
-        connection = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
+        sqlite = sqlite3.connect(database_url.split("///", 1)[-1], isolation_level=None)
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            sqlite.execute("BEGIN IMMEDIATE")
             yield
         finally:
-            connection.execute("ROLLBACK")
-            connection.close()
+            sqlite.execute("ROLLBACK")
+            sqlite.close()
         return
     engine = create_engine(database_url)
     try:

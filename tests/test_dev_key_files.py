@@ -40,7 +40,7 @@ def file_calls_and_umask(mask: int) -> Iterator[list[tuple[str, tuple[Any, ...]]
 
 def test_dev_key_files_are_created_with_mode_0600_and_never_chmodded(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    settings = Settings(_env_file=None, PARLEY_DATA_DIR=data_dir)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, PARLEY_DATA_DIR=data_dir)
     stack = DevStack(settings)
 
     with file_calls_and_umask(0) as calls:  # a permissive umask must not matter

@@ -243,8 +243,8 @@ async def test_ctrl_c_stops_everything_even_with_a_worker_stuck_in_a_call_and_qu
     process, output = await _started_stack(env)
     assert process.stdout is not None
     drain = asyncio.create_task(_drain(process.stdout, output))
-    banner = dict(
-        found.groups()
+    banner: dict[str, str] = dict(
+        (found[1], found[2])
         for line in output
         if (found := re.match(r"\s+(API key|API|demo agent)\s+(\S+)", line))
     )

@@ -25,7 +25,7 @@ from tests.sessions import open_chat
 
 
 def _message(role: str, content: str) -> Message:
-    return Message(role=role, content=content, time=datetime.now(UTC))  # type: ignore[arg-type]
+    return Message(role=role, content=content, time=datetime.now(UTC))
 
 
 async def test_each_turn_sends_the_whole_transcript_recorded_in_steps(

@@ -212,7 +212,7 @@ async def test_http_headers_reach_the_server() -> None:
 
 
 async def test_loopback_url_is_refused_unless_allow_listed() -> None:
-    closed = McpPolicy(allowed_commands=frozenset(), url_allowlist=UrlAllowlist.parse([]))
+    closed = McpPolicy(allowed_commands=McpCommandAllowlist(), url_allowlist=UrlAllowlist.parse([]))
     async with served(mcp_http_app()) as base:
         server = McpServer(url=f"{base}/mcp")
 

@@ -113,4 +113,4 @@ def test_an_empty_setting_allows_no_command() -> None:
 )
 def test_a_malformed_setting_stops_the_server_at_startup(setting: str) -> None:
     with pytest.raises(ValidationError, match=r"PARLEY_MCP_COMMANDS|MCP command pattern"):
-        Settings(_env_file=None, PARLEY_MCP_COMMANDS=setting)  # type: ignore[call-arg]
+        Settings(_env_file=None, PARLEY_MCP_COMMANDS=setting)

@@ -22,12 +22,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from src.config import Settings
 from src.db.tables import ChatSession
 from src.histories import load_histories
-from src.replay import WORKFLOWS, exit_status, replay_histories
+from src.replay import exit_status, replay_histories
 from src.state_envelope import new_key_setting
 from src.temporal_client import connect_temporal
 from src.worker import running_worker
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import SessionStart, SessionState
+from src.workflows.registry import WORKFLOWS
 from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.conftest import AgentFactory, api_client
 from tests.sessions import open_chat, say
@@ -253,7 +254,8 @@ async def test_a_session_on_a_reused_endpoint_exports_only_its_own_runs(
         async with db() as s:
             row = await s.get(ChatSession, session["id"])
         assert row is not None
-        await temporal_client.get_workflow_handle(row.workflow_id).result()
+        workflow_id = row.workflow_id  # the endpoint's: the same for both sessions
+        await temporal_client.get_workflow_handle(workflow_id).result()
         sessions.append(session["id"])
     by_session, by_workflow = tmp_path / "session.json", tmp_path / "workflow.json"
 
@@ -261,7 +263,7 @@ async def test_a_session_on_a_reused_endpoint_exports_only_its_own_runs(
         "history", "export", "--session", sessions[0], "-o", str(by_session), **cli_env(settings)
     )
     await parley(
-        "history", "export", "--workflow-id", row.workflow_id, "-o", str(by_workflow),
+        "history", "export", "--workflow-id", workflow_id, "-o", str(by_workflow),
         **cli_env(settings),
     )  # fmt: skip
 

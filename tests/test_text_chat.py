@@ -194,7 +194,7 @@ async def forget_turn(client: Client, workflow_id: str) -> None:
             workflow_execution=WorkflowExecution(workflow_id=workflow_id),
         )
     )
-    for _ in range(600):  # deletion is asynchronous on the server (~30 s on the dev server)
+    for _ in range(600):  # deletion is asynchronous on the server, and slow on the dev server
         try:
             await client.get_workflow_handle(workflow_id).describe()
         except RPCError as error:

@@ -26,8 +26,7 @@ def create_engine(database_url: str, pre_ping: bool = True) -> AsyncEngine:
         # exception messages, and so out of logs and Temporal history.
         # One connection per process: SQLite takes one writer at a time, and writers that
         # collide wait in its busy handler, which sleeps up to 100 ms a try. A single
-        # connection queues them in the process instead (bench/: 1,000 sessions talking at
-        # once had collapsed to ~1 turn/s).
+        # connection queues them in the process instead (docs/benchmarks.md).
         engine = create_async_engine(
             database_url,
             connect_args={"timeout": 30},

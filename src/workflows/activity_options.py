@@ -33,7 +33,8 @@ STORE = ActivityConfig(
 )
 
 # A turn's messages are written by a local activity inside the workflow task that answers the
-# turn: no activity task and no extra workflow task on the server per turn. Past
+# turn: no activity task and no extra workflow task on the server per turn, whose persistence
+# is what limits turns/s under load (docs/benchmarks.md). Past
 # `local_retry_threshold` the retries wait on server timers, so an unreachable database delays
 # the write, never the reply.
 LOCAL_STORE = LocalActivityConfig(

@@ -14,16 +14,18 @@ import socket
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from src.config import Settings
 from src.dev_stack import temporal_cli
 from src.search_attributes import SEARCH_ATTRIBUTES
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 FULL = os.environ.get("PARLEY_CHAOS", "").lower() == "full"
@@ -413,5 +415,5 @@ async def transcript(http: httpx.AsyncClient, session_id: str) -> list[dict[str,
     return list(response.json()["messages"])
 
 
-async def gather_all(awaitables: list[Awaitable[Any]], within: float) -> list[Any]:
+async def gather_all(awaitables: Sequence[Awaitable[T]], within: float) -> list[T]:
     return list(await asyncio.wait_for(asyncio.gather(*awaitables), within))

@@ -113,7 +113,7 @@ def _start_turns(
     """One turn per session, each re-asked until answered; `refused` is set once every
     client has been told at least once to retry."""
     clients_refused: set[str] = set()
-    pending = []
+    pending: list[asyncio.Future[Asked]] = []
     for sid in sessions:
         question = f"round {round_number} {marker()}"
         questions[sid].append(question)
