@@ -248,8 +248,9 @@ class WebhookActivities:
         await self._http.aclose()
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header (delta-seconds or an HTTP-date) in seconds from now."""
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A Retry-After header (delta-seconds or an HTTP-date) in seconds from `now` (the
+    current time when not given); None when there is none or it is not one of the two."""
     if value is None:
         return None
     value = value.strip()
@@ -261,7 +262,7 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 @dataclass(frozen=True)

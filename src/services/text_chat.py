@@ -107,6 +107,28 @@ def transcript_digest(messages: list[Message]) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+def open_conversation_state(
+    sealer: StateSealer, sealed: str, *, account_id: str, max_age_seconds: float, now: datetime
+) -> ConversationState:
+    """The conversation a client's `state` continues, if this server sealed it for this
+    account, less than `max_age_seconds` before `now`, and the conversation is not finished
+    (400 for a state that cannot be trusted or has expired, 409 for a finished one)."""
+    try:
+        payload = sealer.open(sealed)
+        state = ConversationState.model_validate(payload)
+    except StateRejected as error:
+        raise BadState(f"invalid state: {error}") from None
+    except ValueError:
+        raise BadState("invalid state: not a Parley conversation state") from None
+    if state.account_id != account_id:
+        raise BadState("invalid state: it belongs to another account")
+    if state.finished:
+        raise Conflict(_FINISHED)
+    if state.issued_time is None or (now - state.issued_time).total_seconds() > max_age_seconds:
+        raise BadState(_EXPIRED.format(max_age=max_age_seconds))
+    return state
+
+
 class TextChatService:
     def __init__(
         self,
@@ -207,24 +229,13 @@ class TextChatService:
         )
 
     def _open_state(self, account_id: str, sealed: str) -> ConversationState:
-        try:
-            payload = self._sealer.open(sealed)
-            state = ConversationState.model_validate(payload)
-        except StateRejected as error:
-            raise BadState(f"invalid state: {error}") from None
-        except ValueError:
-            raise BadState("invalid state: not a Parley conversation state") from None
-        if state.account_id != account_id:
-            raise BadState("invalid state: it belongs to another account")
-        if state.finished:
-            raise Conflict(_FINISHED)
-        max_age = self._settings.state_max_age_seconds
-        if (
-            state.issued_time is None
-            or (datetime.now(UTC) - state.issued_time).total_seconds() > max_age
-        ):
-            raise BadState(_EXPIRED.format(max_age=max_age))
-        return state
+        return open_conversation_state(
+            self._sealer,
+            sealed,
+            account_id=account_id,
+            max_age_seconds=self._settings.state_max_age_seconds,
+            now=datetime.now(UTC),
+        )
 
     async def _superseded(self, state: ConversationState) -> str | None:
         """Why `state` may no longer start a turn, if the database shows the conversation
