@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from src.activities.webhooks import (
-    MAXIMUM_RETRY_INTERVAL,
     WebhookDelivery,
     _next_retry_delay,
     retry_after_seconds,
 )
 from src.llm.openai_chat import _retry_after_seconds as model_retry_after
+from src.workflows.activity_options import WEBHOOK_MAXIMUM_RETRY_INTERVAL as MAXIMUM_RETRY_INTERVAL
 
 NOW = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
 
