@@ -71,7 +71,9 @@ MAX_TOOL_PAGES = 50
 MAX_MESSAGE_CHARS = 300
 
 
-class McpToolDefinition(BaseModel):
+class ListedTool(BaseModel):
+    """A tool as an MCP server lists it (the agent keeps it as a domain McpToolDefinition)."""
+
     name: str
     description: str
     input_schema: dict[str, Any]
@@ -113,19 +115,19 @@ class McpPolicy:
     response_max_bytes: int = 4 * 1024 * 1024
 
 
-async def list_tools(server: McpServer, policy: McpPolicy) -> list[McpToolDefinition]:
+async def list_tools(server: McpServer, policy: McpPolicy) -> list[ListedTool]:
     """The server's tools, all pages.
 
     Raises McpError, McpCommandRefused or url_guard.UrlRefused.
     """
 
-    async def operation(client: Client) -> list[McpToolDefinition]:
-        tools: list[McpToolDefinition] = []
+    async def operation(client: Client) -> list[ListedTool]:
+        tools: list[ListedTool] = []
         cursor: str | None = None
         for _ in range(MAX_TOOL_PAGES):
             page = await client.list_tools(cursor=cursor)
             tools.extend(
-                McpToolDefinition(
+                ListedTool(
                     name=tool.name,
                     description=tool.description or "",
                     input_schema=tool.input_schema,
