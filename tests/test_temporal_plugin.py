@@ -8,7 +8,6 @@ import uuid
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from src.config import Settings
 from src.payload_codec import EncryptionCodec
 from src.state_envelope import new_key_setting
 from src.temporal_client import (
@@ -41,8 +40,10 @@ async def test_connect_temporal_gives_the_client_the_plugin_and_its_workers_inhe
 
 
 async def test_a_worker_on_a_client_made_elsewhere_gets_the_same_workflows_and_sandbox(
-    temporal_client: Client, settings: Settings
+    temporal_client: Client, make_settings: SettingsFactory
 ) -> None:
+    # A queue of its own: the suite's worker polls the default one on this client.
+    settings = make_settings(TEMPORAL_TASK_QUEUE=f"plugin-{uuid.uuid4().hex[:8]}")
     assert not carries_parley_plugin(temporal_client)
 
     async with running_worker(settings, temporal_client) as worker:
