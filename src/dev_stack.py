@@ -22,9 +22,11 @@ import httpx
 
 from src.config import Settings, is_loopback
 from src.db.engine import create_engine, migrate, session_factory
+from src.db.snapshots import SnapshotStore
 from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
 from src.errors import NotFound
 from src.search_attributes import SEARCH_ATTRIBUTES
+from src.secret_box import SecretBox
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
 from src.state_envelope import create_private_file, new_key_setting
@@ -252,7 +254,8 @@ class DevStack:
         try:
             sessions = session_factory(engine)
             await register_api_key(sessions, api_key)
-            agents = AgentService(self.settings, sessions)
+            secrets = SecretBox(self.settings.secret_keys())
+            agents = AgentService(self.settings, sessions, SnapshotStore(sessions, secrets))
             id_file = data_dir / "demo-agent-id"
             if id_file.exists():
                 try:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
+from src.db.snapshots import SnapshotStore
+from src.secret_box import SecretBox
 from src.services.agents import AgentService
 
 
 async def reseal_stored_secrets(settings: Settings) -> str:
     engine = create_engine(settings.database_url)
     try:
-        changed, unreadable = await AgentService(settings, session_factory(engine)).reseal()
+        sessions = session_factory(engine)
+        snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
+        changed, unreadable = await AgentService(settings, sessions, snapshots).reseal()
     finally:
         await engine.dispose()
     report = f"{changed} row(s) resealed with key {settings.secret_keys()[0].key_id!r}"

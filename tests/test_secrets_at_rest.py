@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import AgentSpec, CompletionWebhook, WebhookTool
 from src.secret_box import SecretBox, SecretUnreadable
@@ -100,6 +101,10 @@ async def test_agent_versions_and_snapshots_hold_no_secret_in_clear_and_sessions
     assert verify(signing, {k.title(): v for k, v in call.headers.items()}, call.body)
 
 
+def agent_service(settings: Settings, db: async_sessionmaker[AsyncSession]) -> AgentService:
+    return AgentService(settings, db, SnapshotStore(db, SecretBox(settings.secret_keys())))
+
+
 async def test_secrets_sealed_with_an_old_key_still_open_when_a_new_key_is_put_first(
     make_settings: SettingsFactory, db: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -112,13 +117,13 @@ async def test_secrets_sealed_with_an_old_key_still_open_when_a_new_key_is_put_f
         tools=[WebhookTool(name="t", url="http://127.0.0.1:9/t", headers={"X-Key": "hdr-1"})],
         webhook=CompletionWebhook(url="http://127.0.0.1:9/done", secret=signing),
     )
-    before = AgentService(make_settings(PARLEY_SECRET_KEYS=old), db)
+    before = agent_service(make_settings(PARLEY_SECRET_KEYS=old), db)
     created = await before.create(account, spec)
 
-    after = AgentService(make_settings(PARLEY_SECRET_KEYS=f"{new},{old}"), db)
+    after = agent_service(make_settings(PARLEY_SECRET_KEYS=f"{new},{old}"), db)
     read = await after.get(account, created.id)
     resealed, unreadable = await after.reseal(account)
-    only_new = AgentService(make_settings(PARLEY_SECRET_KEYS=new), db)
+    only_new = agent_service(make_settings(PARLEY_SECRET_KEYS=new), db)
     [stored] = await raw_version_specs(db, created.id)
 
     assert read.spec.webhook is not None and read.spec.webhook.secret == signing

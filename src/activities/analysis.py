@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.db.queries import transcript
 from src.db.snapshots import SnapshotStore
-from src.db.tables import ChatMessage, message_of_row
 from src.domain import (
     AgentSnapshot,
     Artifact,
@@ -64,15 +63,10 @@ class AnalysisActivities:
         if settings is None:
             return result
         async with self._sessions() as db:
-            rows = await db.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.session_id == request.session_id)
-                .order_by(ChatMessage.seq)
-            )
-            transcript = transcript_text([message_of_row(row) for row in rows])
+            conversation = transcript_text(await transcript(db, request.session_id))
         if settings.summary_prompt:
             try:
-                reply = await self._ask(agent, result, settings.summary_prompt, transcript, [])
+                reply = await self._ask(agent, result, settings.summary_prompt, conversation, [])
                 result.artifact.summary = (reply.content or "").strip()
             except ApplicationError as error:
                 if error.type != FailureType.LLM_REJECTED:
@@ -80,7 +74,7 @@ class AnalysisActivities:
                 result.artifact.summary_error = error.message
         for output in settings.structured_outputs:
             result.artifact.structured_outputs[output.name] = await self._extract(
-                agent, result, output, transcript
+                agent, result, output, conversation
             )
         return result
 

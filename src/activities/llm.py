@@ -7,13 +7,12 @@ messages it has not recorded yet; the transcript itself never travels through wo
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import LRUCache
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -21,8 +20,9 @@ from temporalio.exceptions import ApplicationError
 from src.activities.heartbeats import heartbeating
 from src.costs import DEFAULT_PRICES, ModelPrice, llm_cost
 from src.db.audit import record_missing_variables
+from src.db.queries import transcript
 from src.db.snapshots import SnapshotStore
-from src.db.tables import ChatMessage, ChatSession, message_of_row
+from src.db.tables import ChatSession
 from src.domain import (
     DEFAULT_BUDGET_MESSAGE,
     FINISH_THE_CONVERSATION,
@@ -88,6 +88,7 @@ class SessionTurnRequest(BaseModel):
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
 _CACHED_TRANSCRIPT_MESSAGES = 20_000
+_CACHED_CONTEXTS = 4096
 
 
 @dataclass
@@ -121,12 +122,16 @@ class LLMActivities:
         self._snapshots = snapshots
         self._max_rendered_chars = max_rendered_chars
         # What a session's turns need besides its transcript is frozen at open: cache it.
-        self._contexts: OrderedDict[str, _SessionContext] = OrderedDict()
+        self._contexts: LRUCache[str, _SessionContext] = LRUCache(_CACHED_CONTEXTS)
         # Recorded messages are only ever inserted, never changed: keep each session's recorded
         # transcript (wire form) between turns and read only the rows recorded since, so a turn
-        # costs the new messages, not the whole conversation again.
-        self._transcripts: OrderedDict[str, _RecordedTranscript] = OrderedDict()
-        self._transcript_messages = 0
+        # costs the new messages, not the whole conversation again. Sized in messages; a
+        # transcript longer than the whole cache counts as all of it, so it is still kept,
+        # alone, until the next one comes.
+        self._transcripts: LRUCache[str, _RecordedTranscript] = LRUCache(
+            _CACHED_TRANSCRIPT_MESSAGES,
+            getsizeof=lambda kept: min(len(kept.wire), _CACHED_TRANSCRIPT_MESSAGES),
+        )
 
     @activity.defn(name="llm.complete_session_turn")
     async def complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
@@ -206,7 +211,6 @@ class LLMActivities:
         start = known.count if known is not None else 0
         context = self._contexts.get(session_id)
         if context is not None and known is not None and start == recorded_count:
-            self._transcripts.move_to_end(session_id)
             return context, known  # nothing recorded since this session's last turn
         async with self._sessions() as db:
             if context is None:
@@ -220,47 +224,21 @@ class LLMActivities:
                     additional_data=row.additional_data,
                     external_id=row.external_id,
                 )
-                self._remember(session_id, context)
-            rows = (
-                await db.scalars(
-                    select(ChatMessage)
-                    .where(
-                        ChatMessage.session_id == session_id,
-                        ChatMessage.seq >= start,
-                        ChatMessage.seq < recorded_count,
-                    )
-                    .order_by(ChatMessage.seq)
-                )
-            ).all()
-        if start + len(rows) != recorded_count:
+                self._contexts[session_id] = context
+            messages = await transcript(db, session_id, start, recorded_count)
+        if start + len(messages) != recorded_count:
             raise ApplicationError(
                 f"session {session_id}: expected {recorded_count} recorded messages, "
-                f"found {start + len(rows)}"
+                f"found {start + len(messages)}"
             )
-        messages = [message_of_row(row) for row in rows]
-        transcript = _RecordedTranscript(
+        recorded = _RecordedTranscript(
             count=recorded_count,
             wire=(known.wire if known is not None else []) + to_wire_messages(messages),
             usages=(known.usages if known is not None else [])
             + [m.usage for m in messages if m.usage is not None],
         )
-        self._keep_transcript(session_id, transcript)
-        return context, transcript
-
-    def _remember(self, session_id: str, context: _SessionContext) -> None:
-        self._contexts[session_id] = context
-        while len(self._contexts) > 4096:
-            self._contexts.popitem(last=False)
-
-    def _keep_transcript(self, session_id: str, transcript: _RecordedTranscript) -> None:
-        replaced = self._transcripts.pop(session_id, None)
-        self._transcript_messages += len(transcript.wire) - (len(replaced.wire) if replaced else 0)
-        self._transcripts[session_id] = transcript
-        while (
-            self._transcript_messages > _CACHED_TRANSCRIPT_MESSAGES and len(self._transcripts) > 1
-        ):
-            _, dropped = self._transcripts.popitem(last=False)
-            self._transcript_messages -= len(dropped.wire)
+        self._transcripts[session_id] = recorded
+        return context, recorded
 
 
 def tool_schemas(agent: AgentSnapshot) -> list[ToolSchema]:

@@ -17,7 +17,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
-from src.db.tables import AuditEvent, ChatMessage, ChatSession
+from src.db.queries import AuditRow, audit_row, insert_audit_rows
+from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
 from src.failures import FailureType
@@ -116,22 +117,32 @@ class SessionStoreActivities:
             "created_time": opened.time,
             "last_activity": opened.time,
         }
-        audit = _audit(opened.session_id, opened.account_id, "session.opened", opened.time)
-        audit["data"] = {
-            "agent_id": opened.agent.id,
-            "agent_version": opened.agent.version,
-            "channel": opened.channel,
-        }
-        context = _audit(opened.session_id, opened.account_id, "context.set", opened.time)
-        context["data"] = context_opened(opened.additional_data, opened.channel, opened.external_id)
+        audit = audit_row(
+            opened.session_id,
+            opened.account_id,
+            "session.opened",
+            opened.time,
+            {
+                "agent_id": opened.agent.id,
+                "agent_version": opened.agent.version,
+                "channel": opened.channel,
+            },
+        )
+        context = audit_row(
+            opened.session_id,
+            opened.account_id,
+            "context.set",
+            opened.time,
+            context_opened(opened.additional_data, opened.channel, opened.external_id),
+        )
         try:
             async with heartbeating(), self._sessions.begin() as db:
                 if opened.endpoint_hash is not None:
                     await _close_stale_sessions(db, opened)
                 await insert_missing(db, ChatSession, [row], ["id"])
                 # One statement each, so the log lists the open before its context.
-                await insert_missing(db, AuditEvent, [audit], ["event_key"])
-                await insert_missing(db, AuditEvent, [context], ["event_key"])
+                await insert_audit_rows(db, [audit])
+                await insert_audit_rows(db, [context])
         except IntegrityError as error:
             raise ApplicationError(
                 "another active session already holds this external endpoint",
@@ -169,12 +180,17 @@ class SessionStoreActivities:
         failed = sorted(
             name for name, r in ready.artifact.structured_outputs.items() if r.status == "failed"
         )
-        audit = _audit(ready.session_id, ready.account_id, "finish.analysis", ready.time)
-        audit["data"] = {
-            "summary": ready.artifact.summary is not None,
-            "structured_outputs": sorted(ready.artifact.structured_outputs),
-            "failed": failed,
-        }
+        audit = audit_row(
+            ready.session_id,
+            ready.account_id,
+            "finish.analysis",
+            ready.time,
+            {
+                "summary": ready.artifact.summary is not None,
+                "structured_outputs": sorted(ready.artifact.structured_outputs),
+                "failed": failed,
+            },
+        )
         async with heartbeating(), self._sessions.begin() as db:
             await db.execute(
                 update(ChatSession)
@@ -184,7 +200,7 @@ class SessionStoreActivities:
                     analysis_usage=[u.model_dump(mode="json") for u in ready.usage],
                 )
             )
-            await insert_missing(db, AuditEvent, [audit], ["event_key"])
+            await insert_audit_rows(db, [audit])
 
     @activity.defn(name="session_store.persist_final")
     async def persist_final(self, finished: SessionFinished) -> None:
@@ -201,14 +217,14 @@ class SessionStoreActivities:
                     last_activity=finished.unrecorded.last_activity,
                 )
             )
-            audit = _audit(
+            audit = audit_row(
                 finished.session_id,
                 finished.account_id,
                 "session.finished",
                 finished.finished_time,
+                {"reason": finished.reason.value, "note": finished.note},
             )
-            audit["data"] = {"reason": finished.reason.value, "note": finished.note}
-            await insert_missing(db, AuditEvent, [audit], ["event_key"])
+            await insert_audit_rows(db, [audit])
 
 
 async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None:
@@ -232,7 +248,8 @@ async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None
 
 
 async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
-    rows, audits = [], []
+    rows: list[dict[str, Any]] = []
+    audits: list[AuditRow] = []
     for offset, message in enumerate(produced.messages):
         seq = produced.first_seq + offset
         rows.append(
@@ -246,23 +263,29 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 "time": message.time,
             }
         )
-        audit = _audit(produced.session_id, produced.account_id, "message", message.time)
-        audit["event_key"] += f":{seq}"
-        audit["data"] = {
-            "seq": seq,
-            "role": message.role,
-            "tool_calls": [call.name for call in message.tool_calls],
-        }
-        audits.append(audit)
+        audits.append(
+            audit_row(
+                produced.session_id,
+                produced.account_id,
+                "message",
+                message.time,
+                {
+                    "seq": seq,
+                    "role": message.role,
+                    "tool_calls": [call.name for call in message.tool_calls],
+                },
+                event_key=f"{produced.session_id}:message:{seq}",
+            )
+        )
     events = [
-        {
-            "event_key": f"{produced.session_id}:{entry.key}",
-            "account_id": produced.account_id,
-            "session_id": produced.session_id,
-            "kind": entry.kind,
-            "data": entry.data,
-            "time": entry.time,
-        }
+        audit_row(
+            produced.session_id,
+            produced.account_id,
+            entry.kind,
+            entry.time,
+            entry.data,
+            event_key=f"{produced.session_id}:{entry.key}",
+        )
         for entry in produced.events
     ]
     # The log lists events by id, oldest first: insert in time order, an event (a tool call)
@@ -277,7 +300,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         audits[:0] = await _replace_context(db, produced, produced.additional_data)
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await _record_keys(db, produced)
-    await insert_missing(db, AuditEvent, audits, ["event_key"])
+    await insert_audit_rows(db, audits)
     await db.execute(
         update(ChatSession)
         .where(
@@ -313,7 +336,7 @@ async def _record_keys(db: AsyncSession, produced: MessagesProduced) -> None:
 
 async def _replace_context(
     db: AsyncSession, produced: MessagesProduced, additional_data: dict[str, Any]
-) -> list[dict[str, Any]]:
+) -> list[AuditRow]:
     """Store a stateless turn's `additional_data` as the conversation's context; if it differs
     from the last recorded turn's, the `context.changed` event (names only) to write with the
     turn. A retry after this committed finds nothing changed, and the event key (the turn's
@@ -332,18 +355,14 @@ async def _replace_context(
         .values(additional_data=additional_data)
     )
     time = produced.messages[0].time if produced.messages else produced.last_activity
-    event = _audit(produced.session_id, produced.account_id, "context.changed", time)
-    event["event_key"] += f":{produced.first_seq}"
-    event["data"] = changes
-    return [event]
-
-
-def _audit(session_id: str, account_id: str, kind: str, time: datetime) -> dict[str, Any]:
-    return {
-        "event_key": f"{session_id}:{kind}",
-        "account_id": account_id,
-        "session_id": session_id,
-        "kind": kind,
-        "data": {},
-        "time": time,
-    }
+    key = f"{produced.session_id}:context.changed:{produced.first_seq}"
+    return [
+        audit_row(
+            produced.session_id,
+            produced.account_id,
+            "context.changed",
+            time,
+            changes,
+            event_key=key,
+        )
+    ]

@@ -24,7 +24,6 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -32,9 +31,9 @@ from temporalio.exceptions import ApplicationError
 from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.costs import session_costs
+from src.db.queries import audit_row, insert_audit_rows, transcript
 from src.db.snapshots import SnapshotStore
-from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
-from src.db.upsert import insert_missing
+from src.db.tables import ChatSession
 from src.domain import Artifact, Usage
 from src.failures import FailureType
 from src.tools.pinned_http import pinned_client, pinned_to
@@ -204,12 +203,7 @@ class WebhookActivities:
             row = await db.get(ChatSession, delivery.session_id)
             if row is None:
                 raise ApplicationError(f"session {delivery.session_id} is not in the database")
-            rows = await db.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.session_id == row.id)
-                .order_by(ChatMessage.seq)
-            )
-            messages = [message_of_row(r) for r in rows]
+            messages = await transcript(db, row.id)
         analysis = [Usage.model_validate(u) for u in row.analysis_usage or []]
         cost, costs = session_costs(messages, analysis, self._settings.model_prices)
         artifact = Artifact.model_validate(row.artifact) if row.artifact else None
@@ -233,16 +227,16 @@ class WebhookActivities:
     async def _record(
         self, delivery: WebhookDelivery, suffix: str, kind: str, data: dict[str, Any]
     ) -> None:
-        event = {
-            "event_key": f"{delivery.event_id}:{suffix}",
-            "account_id": delivery.account_id,
-            "session_id": delivery.session_id,
-            "kind": kind,
-            "data": data,
-            "time": datetime.now(UTC),
-        }
+        event = audit_row(
+            delivery.session_id,
+            delivery.account_id,
+            kind,
+            datetime.now(UTC),
+            data,
+            event_key=f"{delivery.event_id}:{suffix}",
+        )
         async with self._sessions.begin() as db:
-            await insert_missing(db, AuditEvent, [event], ["event_key"])
+            await insert_audit_rows(db, [event])
 
     async def close(self) -> None:
         await self._http.aclose()

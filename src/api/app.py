@@ -15,6 +15,8 @@ from src.api.metrics import measure_requests, trace_requests
 from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
+from src.db.snapshots import SnapshotStore
+from src.secret_box import SecretBox
 from src.services.accounts import ApiKeyAuthenticator, register_api_key
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
@@ -32,7 +34,10 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.api_key is not None:
             await register_api_key(sessions, settings.api_key.get_secret_value())
         temporal = await connect_temporal(settings)
-        agent_service = AgentService(settings, sessions)
+        # One snapshot cache for every service: a snapshot saved at open is read from it at
+        # the next turn.
+        snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
+        agent_service = AgentService(settings, sessions, snapshots)
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -41,8 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RequestRateLimiter(settings.rate_limit_per_minute),
             active_sessions=ActiveSessionsCount(engine, settings.metrics_cache_seconds),
             agents=agent_service,
-            chats=ChatSessionService(settings, temporal, sessions, agent_service),
-            text_chat=TextChatService(settings, temporal, sessions, agent_service),
+            chats=ChatSessionService(settings, temporal, sessions, agent_service, snapshots),
+            text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
         )
         try:
             yield

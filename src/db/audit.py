@@ -7,8 +7,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.db.tables import AuditEvent
-from src.db.upsert import insert_missing
+from src.db.queries import audit_row, insert_audit_rows
 
 TemplateName = Literal["system_prompt", "first_message"]
 
@@ -23,18 +22,19 @@ async def record_missing_variables(
     """One `template.missing_variable` event per variable and template, however often the
     template is rendered (the system prompt is, at every turn)."""
     now = datetime.now(UTC)
+    kind = "template.missing_variable"
     events = [
-        {
-            "event_key": f"{session_id}:template.missing_variable:{template}:{name}",
-            "account_id": account_id,
-            "session_id": session_id,
-            "kind": "template.missing_variable",
-            "data": {"variable": name, "template": template},
-            "time": now,
-        }
+        audit_row(
+            session_id,
+            account_id,
+            kind,
+            now,
+            {"variable": name, "template": template},
+            event_key=f"{session_id}:{kind}:{template}:{name}",
+        )
         for name in sorted(set(missing))
     ]
     if not events:
         return
     async with sessions.begin() as db:
-        await insert_missing(db, AuditEvent, events, ["event_key"])
+        await insert_audit_rows(db, events)

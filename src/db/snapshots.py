@@ -3,9 +3,9 @@ are sealed on the way into the database and opened on the way out (src/secret_bo
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import UTC, datetime
 
+from cachetools import LRUCache
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +25,7 @@ class SnapshotStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], secrets: SecretBox) -> None:
         self._sessions = sessions
         self._secrets = secrets
-        self._cache: OrderedDict[str, AgentSnapshot] = OrderedDict()
+        self._cache: LRUCache[str, AgentSnapshot] = LRUCache(_CACHED_SNAPSHOTS)
 
     async def save(self, account_id: str, snapshot: AgentSnapshot) -> str:
         snapshot_id = snapshot.snapshot_id
@@ -40,7 +40,7 @@ class SnapshotStore:
             }
             async with self._sessions.begin() as db:
                 await insert_missing(db, AgentSnapshotRow, [row], ["id"])
-            self._remember(snapshot_id, snapshot)
+            self._cache[snapshot_id] = snapshot
         return snapshot_id
 
     async def load(self, snapshot_id: str) -> AgentSnapshot:
@@ -51,7 +51,7 @@ class SnapshotStore:
             if row is None:
                 raise SnapshotNotFound(f"agent snapshot {snapshot_id} is not in the database")
             snapshot = self._open(row)
-            self._remember(snapshot_id, snapshot)
+            self._cache[snapshot_id] = snapshot
         return snapshot
 
     async def erase_unused_secrets(self, account_id: str, agent_id: str) -> int:
@@ -124,9 +124,3 @@ class SnapshotStore:
         except SecretUnreadable:
             return set()
         return {snapshot.model_copy(update={"mcp_tools": [], "mcp_discovered": False}).snapshot_id}
-
-    def _remember(self, snapshot_id: str, snapshot: AgentSnapshot) -> None:
-        self._cache[snapshot_id] = snapshot
-        self._cache.move_to_end(snapshot_id)
-        while len(self._cache) > _CACHED_SNAPSHOTS:
-            self._cache.popitem(last=False)

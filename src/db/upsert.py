@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -13,7 +13,7 @@ from sqlalchemy.orm import DeclarativeBase
 async def insert_missing(
     session: AsyncSession,
     table: type[DeclarativeBase],
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     conflict_columns: Sequence[str],
 ) -> None:
     if not rows:

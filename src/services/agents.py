@@ -10,11 +10,12 @@ import uuid
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
+from src.db.queries import newest_first, page_of
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import (
@@ -27,7 +28,7 @@ from src.domain import (
     WebhookTool,
 )
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
-from src.pagination import decode_cursor, encode_cursor
+from src.pagination import encode_cursor
 from src.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets
 from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
@@ -43,11 +44,16 @@ class AgentRecord(BaseModel):
 
 
 class AgentService:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        snapshots: SnapshotStore,
+    ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._secrets = SecretBox(settings.secret_keys())
-        self._snapshots = SnapshotStore(sessions, self._secrets)
+        self._snapshots = snapshots
 
     async def create(self, account_id: str, spec: AgentSpec) -> AgentRecord:
         self.check_outbound(spec)
@@ -150,22 +156,11 @@ class AgentService:
                 and_(AgentVersion.id == latest.c.id, AgentVersion.version == latest.c.version),
             )
             .where(AgentVersion.deleted.is_(False))
-            .order_by(latest.c.first_created.desc(), AgentVersion.id.desc())
-            .limit(limit + 1)
         )
-        if cursor:
-            created, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    latest.c.first_created < created,
-                    and_(latest.c.first_created == created, AgentVersion.id < last_id),
-                )
-            )
+        query = newest_first(query, latest.c.first_created, AgentVersion.id, limit, cursor)
         async with self._sessions() as db:
-            rows = list((await db.execute(query)).all())
-        page = rows[:limit]
-        more = len(rows) > limit
-        next_cursor = encode_cursor(page[-1][1], page[-1][0].id) if more and page else None
+            rows = (await db.execute(query)).all()
+        page, next_cursor = page_of(rows, limit, lambda row: encode_cursor(row[1], row[0].id))
         return [self._record(row) for row, _ in page], next_cursor
 
     async def resolve(

@@ -10,13 +10,13 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from cachetools import LRUCache
 from pydantic import BaseModel
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -33,8 +33,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from src.config import Settings
 from src.costs import session_costs
 from src.db.audit import TemplateName, record_missing_variables
+from src.db.queries import audit_page, newest_first, page_of, transcript
 from src.db.snapshots import SnapshotStore
-from src.db.tables import AuditEvent, ChatMessage, ChatSession, message_of_row
+from src.db.tables import AuditEvent, ChatSession
 from src.domain import (
     AgentPatch,
     AgentSpec,
@@ -57,9 +58,8 @@ from src.errors import (
     Unavailable,
 )
 from src.failures import FailureType
-from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
+from src.pagination import encode_cursor
 from src.search_attributes import FINAL_REASON, SESSION_ID, STATUS
-from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
@@ -136,16 +136,17 @@ class ChatSessionService:
         client: Client,
         sessions: async_sessionmaker[AsyncSession],
         agents: AgentService,
+        snapshots: SnapshotStore,
     ) -> None:
         self._settings = settings
         self._client = client
         self._sessions = sessions
         self._agents = agents
-        self._snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
+        self._snapshots = snapshots
         # The workflow a session lives in never changes: remembered at the first message, so a
         # turn needs no database read. A session that has become final since is refused by
         # Temporal itself: its run is closed, or its validator refuses another session's message.
-        self._workflow_ids: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._workflow_ids: LRUCache[tuple[str, str], str] = LRUCache(_REMEMBERED_SESSIONS)
 
     async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
         """Open a session, or join the active one on the same external endpoint.
@@ -305,22 +306,13 @@ class ChatSessionService:
             query = query.where(ChatSession.agent_id == filters.agent_id)
         if filters.channel is not None:
             query = query.where(ChatSession.channel == filters.channel)
-        if cursor:
-            created, last_id = decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    ChatSession.created_time < created,
-                    and_(ChatSession.created_time == created, ChatSession.id < last_id),
-                )
-            )
-        query = query.order_by(ChatSession.created_time.desc(), ChatSession.id.desc())
+        query = newest_first(query, ChatSession.created_time, ChatSession.id, limit, cursor)
         async with self._sessions() as db:
-            rows = list((await db.scalars(query.limit(limit + 1))).all())
-        page = rows[:limit]
-        items = [_summary_of_row(row) for row in page]
-        more = len(rows) > limit
-        next_cursor = encode_cursor(page[-1].created_time, page[-1].id) if more and page else None
-        return items, next_cursor
+            rows = (await db.scalars(query)).all()
+        page, next_cursor = page_of(
+            rows, limit, lambda row: encode_cursor(row.created_time, row.id)
+        )
+        return [_summary_of_row(row) for row in page], next_cursor
 
     async def send(
         self, account_id: str, session_id: str, content: str, idempotency_key: str | None
@@ -337,7 +329,7 @@ class ChatSessionService:
             if row.status == SessionStatus.FINAL.value and idempotency_key is None:
                 raise Conflict("the session is final; open a new one")
             workflow_id = row.workflow_id
-            self._remember_workflow(address, workflow_id)
+            self._workflow_ids[address] = workflow_id
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(workflow_id)
         update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
         # One request id across the retries below: a caller told to retry while its message
@@ -366,16 +358,9 @@ class ChatSessionService:
             raise
         if result.messages is None:  # a retry answered in an earlier run: read them back
             async with self._sessions() as db:
-                rows = await db.scalars(
-                    select(ChatMessage)
-                    .where(
-                        ChatMessage.session_id == session_id,
-                        ChatMessage.seq >= result.first_seq,
-                        ChatMessage.seq < result.first_seq + result.count,
-                    )
-                    .order_by(ChatMessage.seq)
+                result.messages = await transcript(
+                    db, session_id, result.first_seq, result.first_seq + result.count
                 )
-                result.messages = [message_of_row(row) for row in rows]
         return result
 
     async def end(self, account_id: str, session_id: str, note: str | None) -> SessionView:
@@ -394,12 +379,6 @@ class ChatSessionService:
             except (NotFound, Conflict):
                 pass  # the session closed a moment ago; the database has the final record
         return await self.get(account_id, session_id)
-
-    def _remember_workflow(self, address: tuple[str, str], workflow_id: str) -> None:
-        self._workflow_ids[address] = workflow_id
-        self._workflow_ids.move_to_end(address)
-        while len(self._workflow_ids) > _REMEMBERED_SESSIONS:
-            self._workflow_ids.popitem(last=False)
 
     def _render(
         self, field: TemplateName, template: str, values: dict[str, Any]
@@ -436,9 +415,7 @@ class ChatSessionService:
         earlier: list[Message] = []
         if state.first_seq > 0:
             async with self._sessions() as db:
-                earlier = (await _transcripts(db, [state.id], before_seq=state.first_seq)).get(
-                    state.id, []
-                )
+                earlier = await transcript(db, state.id, stop=state.first_seq)
         messages = earlier + state.messages
         cost, costs = session_costs(messages, [], self._settings.model_prices)
         return SessionView(
@@ -486,8 +463,8 @@ class ChatSessionService:
 
     async def _view_from_db(self, row: ChatSession) -> SessionView:
         async with self._sessions() as db:
-            transcripts = await _transcripts(db, [row.id])
-        return self._view_of_row(row, transcripts.get(row.id, []))
+            messages = await transcript(db, row.id)
+        return self._view_of_row(row, messages)
 
     def _view_of_row(self, row: ChatSession, messages: list[Message]) -> SessionView:
         analysis = [Usage.model_validate(usage) for usage in row.analysis_usage or []]
@@ -505,15 +482,9 @@ class ChatSessionService:
         self, account_id: str, session_id: str, limit: int, cursor: str | None
     ) -> tuple[list[AuditEvent], str | None]:
         """The session's audit log, oldest first."""
-        await self._row(account_id, session_id)
-        query = select(AuditEvent).where(AuditEvent.session_id == session_id)
-        if cursor:
-            query = query.where(AuditEvent.id > decode_id_cursor(cursor))
+        await self._row(account_id, session_id)  # the caller's account's, or NotFound
         async with self._sessions() as db:
-            rows = list((await db.scalars(query.order_by(AuditEvent.id).limit(limit + 1))).all())
-        page = rows[:limit]
-        more = len(rows) > limit
-        return page, encode_id_cursor(page[-1].id) if more and page else None
+            return await audit_page(db, session_id, limit, cursor)
 
 
 def _now() -> datetime:
@@ -549,21 +520,6 @@ def _summary_of_row(row: ChatSession) -> SessionSummary:
         status=status,
         final_reason=FinishReason(row.final_reason) if row.final_reason else None,
     )
-
-
-async def _transcripts(
-    db: AsyncSession, session_ids: list[str], before_seq: int | None = None
-) -> dict[str, list[Message]]:
-    if not session_ids:
-        return {}
-    query = select(ChatMessage).where(ChatMessage.session_id.in_(session_ids))
-    if before_seq is not None:
-        query = query.where(ChatMessage.seq < before_seq)
-    rows = (await db.scalars(query.order_by(ChatMessage.session_id, ChatMessage.seq))).all()
-    transcripts: dict[str, list[Message]] = {}
-    for row in rows:
-        transcripts.setdefault(row.session_id, []).append(message_of_row(row))
-    return transcripts
 
 
 async def _retrying(

@@ -40,7 +40,6 @@ from src.db.tables import ChatMessage, ChatSession
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message, SessionStatus
 from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailable
 from src.failures import FailureType
-from src.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.state_envelope import StateRejected, StateSealer
@@ -136,12 +135,13 @@ class TextChatService:
         client: Client,
         sessions: async_sessionmaker[AsyncSession],
         agents: AgentService,
+        snapshots: SnapshotStore,
     ) -> None:
         self._settings = settings
         self._client = client
         self._sessions = sessions
         self._agents = agents
-        self._snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
+        self._snapshots = snapshots
         self._sealer = StateSealer(settings.state_keys())
 
     async def complete(self, account_id: str, request: TextChatTurn) -> TextChatResult:
