@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.costs import DEFAULT_PRICES, ModelPrice
+from src.domain import DEFAULT_OPENAI_MODEL, SCRIPTED_MODEL
 from src.state_envelope import StateKey, dev_keys, parse_keys
 from src.templates import DEFAULT_MAX_RENDERED_CHARS
 from src.tools.mcp_commands import McpCommandAllowlist
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     default_llm_setting: LLMProvider | None = Field(default=None, alias="PARLEY_LLM")
-    default_model_name: str = Field(default="gpt-4o-mini", alias="PARLEY_DEFAULT_MODEL")
+    default_model_setting: str | None = Field(default=None, alias="PARLEY_DEFAULT_MODEL")
     api_key: SecretStr | None = Field(default=None, alias="PARLEY_API_KEY")
     host: str = Field(default="127.0.0.1", alias="PARLEY_HOST")
     port: int = Field(default=8000, alias="PARLEY_PORT")
@@ -265,6 +266,14 @@ class Settings(BaseSettings):
         if self.openai_api_key or self.openai_base_url:
             return "openai"
         return "scripted"
+
+    @property
+    def default_model_name(self) -> str:
+        """PARLEY_DEFAULT_MODEL, else the default provider's own: the demo on the scripted
+        model is not shown, nor priced, as a paid model."""
+        if self.default_model_setting:
+            return self.default_model_setting
+        return SCRIPTED_MODEL if self.default_llm == "scripted" else DEFAULT_OPENAI_MODEL
 
 
 def is_loopback(host: str) -> bool:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from src.domain import CostItem, Message, Usage
+from src.domain import SCRIPTED_MODEL, CostItem, Message, Usage
 
 
 class ModelPrice(BaseModel):
@@ -24,7 +24,7 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-4.1": ModelPrice(prompt=2.00, completion=8.00),
     "gpt-4.1-mini": ModelPrice(prompt=0.40, completion=1.60),
     "gpt-4.1-nano": ModelPrice(prompt=0.10, completion=0.40),
-    "scripted": ModelPrice(prompt=0.0, completion=0.0),
+    SCRIPTED_MODEL: ModelPrice(prompt=0.0, completion=0.0),
 }
 
 

@@ -84,11 +84,25 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# What the offline scripted model is called in the Temporal UI, in usage and in the price
+# table (free): never a paid model's name.
+SCRIPTED_MODEL = "scripted"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+
+
 class ModelConfig(Frozen):
     provider: Literal["openai", "scripted"]
-    name: str = Field(default="gpt-4o-mini", min_length=1, max_length=200)
+    # Without a name: DEFAULT_OPENAI_MODEL, or SCRIPTED_MODEL for the scripted provider.
+    name: str = Field(default=DEFAULT_OPENAI_MODEL, min_length=1, max_length=200)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=200_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scripted_model_by_its_own_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("provider") == "scripted" and "name" not in data:
+            return {**data, "name": SCRIPTED_MODEL}
+        return data
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

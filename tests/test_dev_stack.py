@@ -104,7 +104,12 @@ async def test_dev_stack_serves_the_walkthrough_and_survives_a_restart(tmp_path:
 
     assert opened.status_code == 201, "".join(output)
     assert first.status_code == 200
-    assert "scripted model" in first.json()["messages"][-1]["content"]
+    reply = first.json()["messages"][-1]
+    assert "scripted model" in reply["content"]
+    # Named for what it is in usage and in the Temporal UI, and free: not a paid model.
+    assert reply["usage"]["model"] == "scripted"
+    assert [(c["model"], c["cost"], c["priced"]) for c in kept["costs"]] == [("scripted", 0, True)]
+    assert kept["cost"] == 0
     assert docs.status_code == 200 and ui.status_code == 200
     assert codec.status_code == 200  # what the Temporal UI calls, on loopback, without a key
     assert banner["Temporal UI"].startswith(f"http://127.0.0.1:{ui_port}/")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from src.domain import FINISH_THE_CONVERSATION, ModelConfig
+from src.domain import FINISH_THE_CONVERSATION, SCRIPTED_MODEL, ModelConfig
 from src.llm.types import TRANSCRIPT_HEADER, ChatMessage, LLMReply, LLMToolCall, ToolSchema
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that's all|end the (chat|conversation))\b", re.IGNORECASE)
@@ -78,14 +78,14 @@ class ScriptedProvider:
         call = LLMToolCall(
             id=f"call_scripted_{len(messages)}", name=name, arguments=json.dumps(arguments)
         )
-        return LLMReply(tool_calls=[call], model="scripted")
+        return LLMReply(tool_calls=[call], model=SCRIPTED_MODEL)
 
     @staticmethod
     def _reply(content: str, messages: list[ChatMessage]) -> LLMReply:
         prompt_tokens = sum(len(str(m.get("content") or "").split()) for m in messages)
         return LLMReply(
             content=content,
-            model="scripted",
+            model=SCRIPTED_MODEL,
             prompt_tokens=prompt_tokens,
             completion_tokens=len(content.split()),
         )
