@@ -5,9 +5,9 @@ fixtures as the tests (dev server, fake LLM, fake tool server, webhook receiver,
 
     .venv/bin/python -m tests.record_histories [--suffix v2] [-k plain_chat]
 
-It never overwrites a file: after a deliberate, versioned workflow change (see README, "Replay
-and golden histories") record the new path beside the old files with `--suffix`, and keep the
-old ones while runs recorded by the old code may still exist.
+It never overwrites a file: after a deliberate, versioned workflow change (see docs/replay.md)
+record the new path beside the old files with `--suffix`, and keep the old ones while runs
+recorded by the old code may still exist.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference verifier customers are pointed at (README): it accepts exactly what the
+"""The reference verifier customers are pointed at (docs/api.md): it accepts exactly what the
 documented signature contract describes, checked here against HMACs computed independently."""
 
 from __future__ import annotations
