@@ -38,6 +38,7 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatSession
 from src.domain import (
     AgentPatch,
+    AgentSnapshot,
     AgentSpec,
     Artifact,
     FinishReason,
@@ -68,6 +69,7 @@ from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
     EndRequest,
     OpenRequest,
+    OpenResult,
     SessionStart,
     SessionState,
     TurnResult,
@@ -154,6 +156,40 @@ class ChatSessionService:
         snapshot = await self._agents.resolve(
             account_id, request.agent_id, request.agent, request.agent_overrides
         )
+        endpoint = (
+            endpoint_hash(account_id, request.channel, request.external_id)
+            if request.external_id is not None
+            else None
+        )
+        start, first_missing = self._session_start(account_id, request, snapshot, endpoint)
+        await self._check_active_sessions(account_id, endpoint)
+        await self._snapshots.save(account_id, snapshot)
+        workflow_id = session_workflow_id(endpoint)
+        result = await self._start_or_join(start, snapshot, workflow_id)
+        if not result.created:
+            return await self.get(account_id, result.session.id), False
+        await record_missing_variables(
+            self._sessions, account_id, start.session_id, "first_message", first_missing
+        )
+        if self._settings.temporal_ui_url:
+            log.info(
+                "session %s opened: %s/namespaces/%s/workflows/%s",
+                start.session_id,
+                self._settings.temporal_ui_url.rstrip("/"),
+                self._settings.temporal_namespace,
+                workflow_id,
+            )
+        return await self._view(account_id, result.session), True
+
+    def _session_start(
+        self,
+        account_id: str,
+        request: OpenChat,
+        snapshot: AgentSnapshot,
+        endpoint: str | None,
+    ) -> tuple[SessionStart, list[str]]:
+        """The new session's start input (its TTL checked, its templates rendered), and the
+        variables its first message lacked."""
         ttl = next(
             t
             for t in (
@@ -164,13 +200,6 @@ class ChatSessionService:
             if t is not None
         )
         self._check_ttl(ttl)
-        endpoint = (
-            endpoint_hash(account_id, request.channel, request.external_id)
-            if request.external_id is not None
-            else None
-        )
-        await self._check_active_sessions(account_id, endpoint)
-        await self._snapshots.save(account_id, snapshot)
         values = template_values(
             snapshot.spec.variables,
             request.additional_data,
@@ -186,6 +215,7 @@ class ChatSessionService:
             first_message, first_missing = self._render(
                 "first_message", snapshot.spec.first_message, values
             )
+        settings = self._settings
         start = SessionStart(
             session_id=str(uuid.uuid4()),
             account_id=account_id,
@@ -196,16 +226,22 @@ class ChatSessionService:
             endpoint_hash=endpoint,
             additional_data=request.additional_data,
             ttl_seconds=ttl,
-            max_message_chars=self._settings.max_message_chars,
-            max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
-            turns_per_run=self._settings.turns_per_run,
-            budget_usd=snapshot.spec.budget_usd or self._settings.session_budget_usd,
-            history_handover_fraction=self._settings.history_handover_fraction,
-            answered_keys_kept=self._settings.answered_keys_kept,
-            webhook_retry_window_seconds=self._settings.webhook_retry_window_seconds,
-            webhook_retry_initial_seconds=self._settings.webhook_retry_initial_seconds,
+            max_message_chars=settings.max_message_chars,
+            max_tool_steps=snapshot.spec.max_tool_steps or settings.max_tool_steps,
+            turns_per_run=settings.turns_per_run,
+            budget_usd=snapshot.spec.budget_usd or settings.session_budget_usd,
+            history_handover_fraction=settings.history_handover_fraction,
+            answered_keys_kept=settings.answered_keys_kept,
+            webhook_retry_window_seconds=settings.webhook_retry_window_seconds,
+            webhook_retry_initial_seconds=settings.webhook_retry_initial_seconds,
         )
-        workflow_id = session_workflow_id(endpoint)
+        return start, first_missing
+
+    async def _start_or_join(
+        self, start: SessionStart, snapshot: AgentSnapshot, workflow_id: str
+    ) -> OpenResult:
+        """Update-with-start: starts the session's workflow, or joins the one already
+        running on its endpoint."""
 
         async def open_once() -> Any:
             operation = WithStartWorkflowOperation(
@@ -215,7 +251,7 @@ class ChatSessionService:
                 task_queue=self._settings.temporal_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                static_summary=f"chat with {snapshot.spec.name} on {request.channel}",
+                static_summary=f"chat with {snapshot.spec.name} on {start.channel}",
                 static_details=(
                     f"session `{start.session_id}` · agent `{snapshot.id}` "
                     f"v{snapshot.version} · model {start.agent.model_name}"
@@ -230,27 +266,14 @@ class ChatSessionService:
         # A session on this endpoint that is finishing refuses joiners; once its run has
         # closed, the same workflow ID starts a new session.
         try:
-            result = await _retrying(
+            result: OpenResult = await _retrying(
                 open_once, {FailureType.SESSION_FINAL, FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS
             )
         except Conflict:
             raise Unavailable(
                 "the previous session on this endpoint is still closing; retry the request"
             ) from None
-        if result.created:
-            await record_missing_variables(
-                self._sessions, account_id, start.session_id, "first_message", first_missing
-            )
-            if self._settings.temporal_ui_url:
-                log.info(
-                    "session %s opened: %s/namespaces/%s/workflows/%s",
-                    start.session_id,
-                    self._settings.temporal_ui_url.rstrip("/"),
-                    self._settings.temporal_namespace,
-                    workflow_id,
-                )
-            return await self._view(account_id, result.session), True
-        return await self.get(account_id, result.session.id), False
+        return result
 
     async def _check_active_sessions(self, account_id: str, endpoint: str | None) -> None:
         """PARLEY_MAX_ACTIVE_SESSIONS per account, counted from the database (stateful

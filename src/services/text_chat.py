@@ -146,6 +146,41 @@ class TextChatService:
 
     async def complete(self, account_id: str, request: TextChatTurn) -> TextChatResult:
         state = self._open_state(account_id, request.state) if request.state else None
+        new = self._new_user_messages(request, state)
+        superseded = await self._superseded(state) if state is not None else None
+        snapshot = await self._agent(account_id, request, state)
+        call_id = state.call_id if state else str(uuid.uuid4())
+        correlation_id = state.correlation_id if state else str(uuid.uuid4())
+        turn = state.turn + 1 if state else 1
+        output = await self._run_turn(
+            self._turn_input(account_id, request, state, snapshot, call_id, new),
+            f"text-chat-{call_id}-{turn}",
+            superseded,
+        )
+        next_state = ConversationState(
+            account_id=account_id,
+            call_id=call_id,
+            correlation_id=correlation_id,
+            snapshot_id=output.agent.snapshot_id,
+            turn=turn,
+            seen=output.message_count,
+            digest=transcript_digest(request.messages + output.messages),
+            finished=output.is_finished,
+            issued_time=datetime.now(UTC),
+        )
+        return TextChatResult(
+            messages=output.messages,
+            state=self._sealer.seal(next_state.model_dump(mode="json")),
+            is_finished=output.is_finished,
+            correlation_id=correlation_id,
+            call_id=call_id,
+        )
+
+    def _new_user_messages(
+        self, request: TextChatTurn, state: ConversationState | None
+    ) -> list[Message]:
+        """The messages after the transcript the state vouches for: user messages only,
+        each with text within the size limit."""
         seen = state.seen if state else 0
         if state is not None and transcript_digest(request.messages[:seen]) != state.digest:
             raise BadState(
@@ -167,8 +202,17 @@ class TextChatService:
                 raise InvalidInput(
                     f"a message is longer than {self._settings.max_message_chars} characters"
                 )
-        superseded = await self._superseded(state) if state is not None else None
-        snapshot = await self._agent(account_id, request, state)
+        return new
+
+    def _turn_input(
+        self,
+        account_id: str,
+        request: TextChatTurn,
+        state: ConversationState | None,
+        snapshot: AgentSnapshot,
+        call_id: str,
+        new: list[Message],
+    ) -> StatelessTurnInput:
         # Rendered at each turn by the LLM activity; here only checked against the size limit.
         values = template_values(
             snapshot.spec.variables, request.additional_data, request.channel, datetime.now(UTC)
@@ -179,53 +223,26 @@ class TextChatService:
             values,
             self._settings.max_rendered_template_chars,
         )
-        agent = snapshot.summary()
-        call_id = state.call_id if state else str(uuid.uuid4())
-        correlation_id = state.correlation_id if state else str(uuid.uuid4())
-        turn = state.turn + 1 if state else 1
-        input_digest = transcript_digest(request.messages) + (
-            ":end" if request.end_conversation else ""
-        )
-        output = await self._run_turn(
-            StatelessTurnInput(
-                call_id=call_id,
-                account_id=account_id,
-                agent=agent,
-                channel=request.channel,
-                additional_data=request.additional_data,
-                first_turn=state is None,
-                seen_count=seen,
-                new_messages=new,
-                end_conversation=request.end_conversation,
-                max_tool_steps=snapshot.spec.max_tool_steps or self._settings.max_tool_steps,
-                budget_usd=snapshot.spec.budget_usd or self._settings.session_budget_usd,
-                input_digest=input_digest,
-                webhook_retry=WebhookRetry(
-                    window_seconds=self._settings.webhook_retry_window_seconds,
-                    initial_seconds=self._settings.webhook_retry_initial_seconds,
-                ),
-                missing_variables=missing if state is None else [],
-            ),
-            f"text-chat-{call_id}-{turn}",
-            superseded,
-        )
-        next_state = ConversationState(
+        settings = self._settings
+        return StatelessTurnInput(
+            call_id=call_id,
             account_id=account_id,
-            call_id=call_id,
-            correlation_id=correlation_id,
-            snapshot_id=output.agent.snapshot_id,
-            turn=turn,
-            seen=output.message_count,
-            digest=transcript_digest(request.messages + output.messages),
-            finished=output.is_finished,
-            issued_time=datetime.now(UTC),
-        )
-        return TextChatResult(
-            messages=output.messages,
-            state=self._sealer.seal(next_state.model_dump(mode="json")),
-            is_finished=output.is_finished,
-            correlation_id=correlation_id,
-            call_id=call_id,
+            agent=snapshot.summary(),
+            channel=request.channel,
+            additional_data=request.additional_data,
+            first_turn=state is None,
+            seen_count=state.seen if state else 0,
+            new_messages=new,
+            end_conversation=request.end_conversation,
+            max_tool_steps=snapshot.spec.max_tool_steps or settings.max_tool_steps,
+            budget_usd=snapshot.spec.budget_usd or settings.session_budget_usd,
+            input_digest=transcript_digest(request.messages)
+            + (":end" if request.end_conversation else ""),
+            webhook_retry=WebhookRetry(
+                window_seconds=settings.webhook_retry_window_seconds,
+                initial_seconds=settings.webhook_retry_initial_seconds,
+            ),
+            missing_variables=missing if state is None else [],
         )
 
     def _open_state(self, account_id: str, sealed: str) -> ConversationState:
