@@ -32,6 +32,7 @@ from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.servers import served
+from tests.stack import Stack
 
 POSTGRES_URL_VARIABLE = "PARLEY_TEST_DATABASE_URL"
 
@@ -233,3 +234,36 @@ def make_agent(http: httpx.AsyncClient) -> AgentFactory:
         return str(response.json()["id"])
 
     return create
+
+
+@pytest.fixture
+def stack(
+    settings: Settings,
+    make_settings: SettingsFactory,
+    temporal_client: Client,
+    db: async_sessionmaker[AsyncSession],
+    fake_llm: tuple[FakeLLM, str],
+    tools: tuple[FakeToolServer, str],
+    receiver: tuple[WebhookReceiver, str],
+    api_key: str,
+    make_agent: AgentFactory,
+    serve_api: ApiFactory,
+    tmp_path: Path,
+) -> Stack:
+    """The session fixtures as one object, for tests that run Parley as processes."""
+    return Stack(
+        settings=settings,
+        make_settings=make_settings,
+        temporal=temporal_client,
+        db=db,
+        llm=fake_llm[0],
+        llm_url=fake_llm[1],
+        tools=tools[0],
+        tools_url=tools[1],
+        hooks=receiver[0],
+        hooks_url=receiver[1],
+        api_key=api_key,
+        make_agent=make_agent,
+        serve_api=serve_api,
+        logs=tmp_path,
+    )

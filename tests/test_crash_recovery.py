@@ -6,72 +6,33 @@ accepted once)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
-from src.config import Settings
-from src.db.engine import create_engine, session_factory
+from src.db.engine import create_engine
 from src.db.tables import AuditEvent, ChatSession
 from src.workflows.session_analysis import session_analysis_workflow_id
-from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
+from tests.conftest import WEBHOOK_SECRET
 from tests.fakes.llm_server import FakeLLM
-from tests.fakes.tool_server import FakeToolServer
-from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.sessions import open_chat, say, stored_session
+from tests.stack import Child, Stack
 
 
-@asynccontextmanager
-async def settings_db(settings: Settings) -> AsyncIterator[Any]:
-    engine = create_engine(settings.database_url)
-    try:
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
-
-
-async def start_worker_process(settings: Settings, log: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "TEMPORAL_"))}
-    env.update(
-        TEMPORAL_ADDRESS=settings.temporal_target,
-        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
-        DATABASE_URL=settings.database_url,
-        OPENAI_BASE_URL=settings.openai_base_url or "",
-        OPENAI_API_KEY="sk-test-not-secret",
-        PARLEY_DATA_DIR=str(settings.data_dir),
-        PARLEY_TOOL_URL_ALLOWLIST=settings.tool_url_allowlist_setting,
-    )
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "src.cli", "worker", env=env, stdout=out, stderr=out
-        )
-
-
-async def test_worker_killed_during_a_tool_call_loses_no_turn(
-    make_settings: Any,
-    serve_api: Any,
-    api_key: str,
-    make_agent: AgentFactory,
-    tools: tuple[FakeToolServer, str],
-    tmp_path: Path,
-) -> None:
-    server, base = tools
-    settings = make_settings(TEMPORAL_TASK_QUEUE=f"crash-{uuid.uuid4().hex[:8]}")
+async def test_worker_killed_during_a_tool_call_loses_no_turn(stack: Stack) -> None:
+    server, base = stack.tools, stack.tools_url
+    settings = stack.own_queue("crash")
     path = f"/hang-first/{uuid.uuid4().hex}"
-    agent_id = await make_agent(
+    agent_id = await stack.make_agent(
         model="tool-lookup_order",
         tools=[
             {
@@ -82,25 +43,22 @@ async def test_worker_killed_during_a_tool_call_loses_no_turn(
             }
         ],
     )
-    log = tmp_path / "workers.log"
-    first = await start_worker_process(settings, log)
-    async with serve_api(settings) as url, api_client(url, api_key) as http:
+    first = await stack.start_worker(settings)
+    async with stack.api(settings) as http:
         session = await open_chat(http, agent_id)
         reply = asyncio.create_task(say(http, session["id"], "{}"))
         for _ in range(600):
             if server.calls_to(path):
                 break
             await asyncio.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
+        await first.kill()
         server.release.set()
-        second = await start_worker_process(settings, log)
+        second = await stack.start_worker(settings)
         try:
             turn = await asyncio.wait_for(reply, timeout=120)
             transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
         finally:
-            second.send_signal(signal.SIGINT)
-            await second.wait()
+            await second.stop()
 
     calls = server.calls_to(path)
     assert first.returncode == -signal.SIGKILL
@@ -111,26 +69,16 @@ async def test_worker_killed_during_a_tool_call_loses_no_turn(
     assert transcript[1:] == turn["messages"]
 
 
-async def test_worker_killed_mid_pipeline_resumes_without_repeating_steps(
-    make_settings: Any,
-    serve_api: Any,
-    api_key: str,
-    make_agent: AgentFactory,
-    receiver: tuple[WebhookReceiver, str],
-    fake_llm: tuple[FakeLLM, str],
-    temporal_client: Client,
-    tmp_path: Path,
-) -> None:
-    hooks, url = receiver
-    settings = make_settings(TEMPORAL_TASK_QUEUE=f"pipeline-{uuid.uuid4().hex[:8]}")
-    agent_id = await make_agent(
+async def test_worker_killed_mid_pipeline_resumes_without_repeating_steps(stack: Stack) -> None:
+    hooks, url = stack.hooks, stack.hooks_url
+    settings = stack.own_queue("pipeline")
+    agent_id = await stack.make_agent(
         model="hang-analysis",
         analysis={"summary_prompt": "Summarise."},
         webhook={"url": url, "secret": WEBHOOK_SECRET},
     )
-    log = tmp_path / "workers.log"
-    first = await start_worker_process(settings, log)
-    async with serve_api(settings) as api, api_client(api, api_key) as http:
+    first = await stack.start_worker(settings)
+    async with stack.api(settings) as http:
         session = await open_chat(http, agent_id)
         await say(http, session["id"], f"pipeline crash {uuid.uuid4()}")
         ended = await http.post(f"/chats/{session['id']}/end")
@@ -138,29 +86,27 @@ async def test_worker_killed_mid_pipeline_resumes_without_repeating_steps(
         for _ in range(600):  # until the analysis call is in flight
             analysing = [
                 r
-                for r in fake_llm[0].requests_for(marker)
+                for r in stack.llm.requests_for(marker)
                 if r["messages"][0]["content"] == "Summarise."
             ]
             if analysing:
                 break
             await asyncio.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        await first.wait()
-        fake_llm[0].release.set()
-        second = await start_worker_process(settings, log)
+        await first.kill()
+        stack.llm.release.set()
+        second = await stack.start_worker(settings)
         try:
             for _ in range(1200):
                 if hooks.accepted(session["id"], "session.finished"):
                     break
                 await asyncio.sleep(0.1)
             final = (await http.get(f"/chats/{session['id']}")).json()
-            async with settings_db(settings) as db, db() as s:
+            async with stack.db() as s:
                 row = await s.get(ChatSession, session["id"])
         finally:
-            second.send_signal(signal.SIGINT)
-            await second.wait()
+            await second.stop()
     assert row is not None
-    runs = await finish_runs(temporal_client, row.workflow_id, session["id"])
+    runs = await finish_runs(stack.temporal, row.workflow_id, session["id"])
 
     assert ended.json()["is_final"] is True
     assert runs["session_store.persist_final"][0] == 1
@@ -249,42 +195,29 @@ def analysis_calls(llm: FakeLLM, summary_prompt: str) -> int:
     return sum(1 for r in llm.requests if r["messages"][0]["content"] == summary_prompt)
 
 
-async def kill(worker: asyncio.subprocess.Process) -> None:
-    worker.send_signal(signal.SIGKILL)
-    await worker.wait()
-    assert worker.returncode == -signal.SIGKILL
+async def kill(worker: Child) -> None:
+    assert await worker.kill() == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("step", ["session_store.persist_final", "session_store.persist_artifact"])
 async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
-    make_settings: Any,
-    serve_api: Any,
-    api_key: str,
-    make_agent: AgentFactory,
-    receiver: tuple[WebhookReceiver, str],
-    fake_llm: tuple[FakeLLM, str],
-    temporal_client: Client,
-    db: async_sessionmaker[AsyncSession],
-    tmp_path: Path,
-    step: str,
+    stack: Stack, step: str
 ) -> None:
-    hooks, url = receiver
-    llm, _ = fake_llm
-    settings = make_settings(TEMPORAL_TASK_QUEUE=f"persist-{uuid.uuid4().hex[:8]}")
+    hooks, url, llm = stack.hooks, stack.hooks_url, stack.llm
+    settings = stack.own_queue("persist")
     tag = uuid.uuid4().hex[:12]
     summary_prompt = f"Summarise conversation {tag}."
-    agent_id = await make_agent(
+    agent_id = await stack.make_agent(
         model=f"hold-{tag}",  # holds the analysis call until released
         first_message="Hello, how can I help?",
         analysis={"summary_prompt": summary_prompt},
         webhook={"url": url, "secret": WEBHOOK_SECRET},
     )
-    log = tmp_path / "workers.log"
-    first = await start_worker_process(settings, log)
-    async with serve_api(settings) as api, api_client(api, api_key) as http:
+    first = await stack.start_worker(settings)
+    async with stack.api(settings) as http:
         session = await open_chat(http, agent_id)
-        workflow = temporal_client.get_workflow_handle(
-            (await stored_session(db, session["id"])).workflow_id
+        workflow = stack.temporal.get_workflow_handle(
+            (await stored_session(stack.db, session["id"])).workflow_id
         )
         if step == "session_store.persist_final":
             async with database_writes_held(settings.database_url, session["id"]):
@@ -294,7 +227,7 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
         else:
             ended = await http.post(f"/chats/{session['id']}/end")
             await llm.wait_held(tag, 1)
-            analysis = temporal_client.get_workflow_handle(
+            analysis = stack.temporal.get_workflow_handle(
                 session_analysis_workflow_id(session["id"])
             )
             async with database_writes_held(settings.database_url, session["id"]):
@@ -302,7 +235,7 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
                 await wait_activity_started(analysis, step)
                 await kill(first)
         no_worker_up = (await http.get(f"/chats/{session['id']}")).json()
-        second = await start_worker_process(settings, log)
+        second = await stack.start_worker(settings)
         try:
             if step == "session_store.persist_final":
                 await llm.wait_held(tag, 1)  # analysis runs only once the record is written
@@ -311,10 +244,9 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
             await asyncio.wait_for(workflow.result(), 60)
             final = (await http.get(f"/chats/{session['id']}")).json()
         finally:
-            second.send_signal(signal.SIGINT)
-            await second.wait()
-    runs = await finish_runs(temporal_client, workflow.id, session["id"])
-    async with db() as s:
+            await second.stop()
+    runs = await finish_runs(stack.temporal, workflow.id, session["id"])
+    async with stack.db() as s:
         finish_events = Counter(
             (
                 await s.scalars(
@@ -339,30 +271,18 @@ async def test_worker_killed_while_persisting_resumes_without_repeating_steps(
     assert len(hooks.accepted(session["id"])) == 1
 
 
-async def test_worker_killed_during_webhook_delivery_delivers_once(
-    make_settings: Any,
-    serve_api: Any,
-    api_key: str,
-    make_agent: AgentFactory,
-    receiver: tuple[WebhookReceiver, str],
-    fake_llm: tuple[FakeLLM, str],
-    temporal_client: Client,
-    db: async_sessionmaker[AsyncSession],
-    tmp_path: Path,
-) -> None:
-    hooks, url = receiver
-    llm, _ = fake_llm
-    settings = make_settings(TEMPORAL_TASK_QUEUE=f"deliver-{uuid.uuid4().hex[:8]}")
+async def test_worker_killed_during_webhook_delivery_delivers_once(stack: Stack) -> None:
+    hooks, url, llm = stack.hooks, stack.hooks_url, stack.llm
+    settings = stack.own_queue("deliver")
     summary_prompt = f"Summarise conversation {uuid.uuid4()}."
-    agent_id = await make_agent(
+    agent_id = await stack.make_agent(
         model="echo",
         first_message="Hello, how can I help?",
         analysis={"summary_prompt": summary_prompt},
         webhook={"url": url, "secret": WEBHOOK_SECRET},
     )
-    log = tmp_path / "workers.log"
-    first = await start_worker_process(settings, log)
-    async with serve_api(settings) as api, api_client(api, api_key) as http:
+    first = await stack.start_worker(settings)
+    async with stack.api(settings) as http:
         session = await open_chat(http, agent_id)
         hooks.hold.add(session["id"])  # the receiver holds the first delivery
         await http.post(f"/chats/{session['id']}/end")
@@ -370,20 +290,19 @@ async def test_worker_killed_during_webhook_delivery_delivers_once(
         await kill(first)
         # The held request ends with the killed worker's connection, unanswered.
         await hooks.wait_for(lambda: bool(hooks.attempts(session["id"], "session.finished")), 30)
-        second = await start_worker_process(settings, log)
+        second = await stack.start_worker(settings)
         try:
-            delivery = temporal_client.get_workflow_handle(
+            delivery = stack.temporal.get_workflow_handle(
                 f"webhook-{session['id']}:session.finished"
             )
             delivered = await asyncio.wait_for(delivery.result(), 120)
             events = (await http.get(f"/chats/{session['id']}/events")).json()["items"]
         finally:
-            second.send_signal(signal.SIGINT)
-            await second.wait()
+            await second.stop()
     session_runs = await finish_runs(
-        temporal_client, (await stored_session(db, session["id"])).workflow_id, session["id"]
+        stack.temporal, (await stored_session(stack.db, session["id"])).workflow_id, session["id"]
     )
-    delivery_runs = await activity_runs(temporal_client, delivery.id)
+    delivery_runs = await activity_runs(stack.temporal, delivery.id)
 
     attempts = hooks.attempts(session["id"], "session.finished")
     assert delivered is True

@@ -22,7 +22,8 @@ from tests.conftest import AgentFactory, api_client
 from tests.fakes.mcp_http_server import CountingMcpServer
 from tests.servers import served
 from tests.sessions import open_chat, say, stored_session
-from tests.test_crash_recovery import kill, start_worker_process
+from tests.stack import worker_process
+from tests.test_crash_recovery import kill
 
 UNKNOWN = "error: the tool call may or may not have run"
 
@@ -117,18 +118,19 @@ async def test_a_worker_killed_mid_mcp_call_does_not_make_the_call_again(
     log = tmp_path / "workers.log"
     async with served(counting.app()) as base:
         agent_id = await make_agent(**mcp_agent(base, "hang"))
-        first = await start_worker_process(settings, log)
+        first = worker_process(settings, log)
+        await first.start()
         async with serve_api(settings) as url, api_client(url, api_key) as http:
             session = await open_chat(http, agent_id)
             reply = asyncio.create_task(say(http, session["id"], json.dumps({"marker": marker})))
             await counting.wait_for_call(marker)
             await kill(first)
-            second = await start_worker_process(settings, log)
+            second = worker_process(settings, log)
+            await second.start()
             try:
                 turn = await asyncio.wait_for(reply, timeout=120)
             finally:
-                second.send_signal(signal.SIGINT)
-                await second.wait()
+                await second.stop()
                 counting.release.set()
 
     assert first.returncode == -signal.SIGKILL

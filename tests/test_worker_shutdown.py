@@ -9,30 +9,20 @@ import signal
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from src.config import Settings
 from src.workflows import activity_options
-from tests.conftest import AgentFactory, api_client
-from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat, say
-from tests.test_crash_recovery import start_worker_process
+from tests.stack import Stack
 
 
-async def test_sigterm_lets_a_model_call_in_flight_finish(
-    make_settings: Any,
-    serve_api: Any,
-    api_key: str,
-    make_agent: AgentFactory,
-    fake_llm: tuple[FakeLLM, str],
-    tmp_path: Path,
-) -> None:
-    fake, tag = fake_llm[0], f"stop-{uuid.uuid4().hex[:8]}"
-    settings = make_settings(TEMPORAL_TASK_QUEUE=f"shutdown-{uuid.uuid4().hex[:8]}")
-    agent_id = await make_agent(model=f"hold-{tag}")
-    log = tmp_path / "workers.log"
-    first = await start_worker_process(settings, log)
-    async with serve_api(settings) as url, api_client(url, api_key) as http:
+async def test_sigterm_lets_a_model_call_in_flight_finish(stack: Stack) -> None:
+    fake, tag = stack.llm, f"stop-{uuid.uuid4().hex[:8]}"
+    settings = stack.own_queue("shutdown")
+    agent_id = await stack.make_agent(model=f"hold-{tag}")
+    first = await stack.start_worker(settings)
+    log = first.log
+    async with stack.api(settings) as http:
         session = await open_chat(http, agent_id)
         reply = asyncio.create_task(say(http, session["id"], f"hello {tag}"))
         await fake.wait_held(tag, 1)
@@ -41,12 +31,11 @@ async def test_sigterm_lets_a_model_call_in_flight_finish(
         fake.release_held(tag)
         # The first worker finishes the call, reports it and exits by itself.
         assert await asyncio.wait_for(first.wait(), timeout=120) == 0
-        second = await start_worker_process(settings, log)  # takes the rest of the turn
+        second = await stack.start_worker(settings)  # takes the rest of the turn
         try:
             turn = await asyncio.wait_for(reply, timeout=120)
         finally:
-            second.send_signal(signal.SIGTERM)
-            await second.wait()
+            await second.stop(signal.SIGTERM)
 
     assert turn["messages"][-1]["content"] == f"echo: hello {tag}"
     assert len(fake.requests_for(f"hello {tag}")) == 1  # answered once, not asked again

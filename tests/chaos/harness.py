@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,13 +19,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from src.config import Settings
 from src.dev_stack import temporal_cli
 from src.search_attributes import SEARCH_ATTRIBUTES
+from tests.stack import REPO, Child, api_process, worker_process
 
 T = TypeVar("T")
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "Child", "api_process", "worker_process"]  # from tests.stack
+
 FULL = os.environ.get("PARLEY_CHAOS", "").lower() == "full"
 
 
@@ -74,90 +73,6 @@ def marker() -> str:
 
 
 # ---- processes ----------------------------------------------------------------------------
-
-
-def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a `python -m src.cli ...` child configured like `settings`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("PARLEY_", "TEMPORAL_", "OPENAI_", "DATABASE_URL"))
-    }
-    env.update(
-        TEMPORAL_ADDRESS=settings.temporal_target,
-        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
-        DATABASE_URL=settings.database_url,
-        OPENAI_BASE_URL=settings.openai_base_url or "",
-        OPENAI_API_KEY="sk-test-not-secret",
-        PARLEY_DATA_DIR=str(settings.data_dir),
-        PARLEY_TOOL_URL_ALLOWLIST=settings.tool_url_allowlist_setting,
-        PARLEY_MIN_TTL_SECONDS=str(settings.min_ttl_seconds),
-        PARLEY_LLM_TIMEOUT_SECONDS=str(settings.llm_timeout_seconds),
-        PARLEY_RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
-        PARLEY_MAX_ACTIVE_SESSIONS=str(settings.max_active_sessions),
-    )
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Child:
-    """One restartable child process; its output goes to `log`."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log: Path
-    process: asyncio.subprocess.Process | None = None
-    starts: int = 0
-
-    async def start(self) -> None:
-        assert self.process is None or self.process.returncode is not None
-        with self.log.open("ab") as out:
-            out.write(f"\n==== {self.name} start {self.starts + 1} ====\n".encode())
-            out.flush()
-            self.process = await asyncio.create_subprocess_exec(
-                *self.command, env=self.env, cwd=REPO, stdout=out, stderr=out
-            )
-        self.starts += 1
-
-    async def kill(self, signum: int = signal.SIGKILL) -> int:
-        assert self.process is not None and self.process.returncode is None, self.tail()
-        self.process.send_signal(signum)
-        try:
-            return await asyncio.wait_for(self.process.wait(), timeout=60)
-        except TimeoutError:
-            self.process.kill()
-            return await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            await self.kill(signal.SIGINT)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def worker_process(settings: Settings, log: Path, **extra: str) -> Child:
-    return Child(
-        "worker",
-        [sys.executable, "-m", "src.cli", "worker"],
-        process_env(settings, **extra),
-        log,
-    )
-
-
-def api_process(settings: Settings, port: int, api_key: str, log: Path) -> Child:
-    env = process_env(
-        settings, PARLEY_HOST="127.0.0.1", PARLEY_PORT=str(port), PARLEY_API_KEY=api_key
-    )
-    return Child("api", [sys.executable, "-m", "src.cli", "api"], env, log)
 
 
 def temporal_process(db_file: Path, port: int, log: Path) -> Child:
