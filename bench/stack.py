@@ -32,8 +32,8 @@ from temporalio.testing import WorkflowEnvironment
 from src.db.engine import create_engine, migrate_async
 from src.db.tables import Base
 from src.dev_stack import dev_server_tuning_args, temporal_cli
-from src.search_attributes import SEARCH_ATTRIBUTES
 from src.services.accounts import new_api_key
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 
 REPO = Path(__file__).resolve().parent.parent
 PARLEY_TASK_QUEUE = "parley-bench"

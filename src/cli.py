@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "new-key":
-        from src.state_envelope import new_key_setting
+        from src.sealing.state_envelope import new_key_setting
 
         if not args.id.isalnum():
             parser.error("--id must be letters and digits")
@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
             sys.exit(1)
         print(f"revoked; refused by every API process within {settings.api_key_cache_seconds:g} s")
     elif args.command == "reseal-secrets":
-        from src.secret_storage import reseal_stored_secrets
+        from src.sealing.secret_storage import reseal_stored_secrets
 
         print(asyncio.run(reseal_stored_secrets(settings)))
     elif args.command == "replay":
@@ -143,8 +143,8 @@ def _add_history_source(parser: argparse.ArgumentParser, *, with_file: bool) -> 
 async def _fetch(
     settings: Settings, args: argparse.Namespace
 ) -> tuple[Client, list[WorkflowHistory]]:
-    from src.histories import fetch_histories, session_queries, workflow_query
-    from src.temporal_client import connect_temporal
+    from src.temporal.client import connect_temporal
+    from src.temporal.histories import fetch_histories, session_queries, workflow_query
 
     if args.session:
         queries = await session_queries(settings, args.session, children=not args.no_children)
@@ -159,9 +159,9 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from temporalio.converter import DataConverter
     from temporalio.runtime import Runtime, TelemetryConfig
 
-    from src.histories import HistoryNotFound, load_histories
-    from src.replay import exit_status, format_reports, replay_histories
-    from src.temporal_client import data_converter
+    from src.temporal.client import data_converter
+    from src.temporal.histories import HistoryNotFound, load_histories
+    from src.temporal.replay import exit_status, format_reports, replay_histories
 
     converter: DataConverter
     try:
@@ -186,7 +186,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from src.histories import HistoryNotFound, dump_histories
+    from src.temporal.histories import HistoryNotFound, dump_histories
 
     try:
         _, histories = asyncio.run(_fetch(settings, args))

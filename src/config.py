@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.costs import DEFAULT_PRICES, ModelPrice
 from src.domain import DEFAULT_OPENAI_MODEL, SCRIPTED_MODEL
-from src.state_envelope import StateKey, dev_keys, parse_keys
+from src.sealing.state_envelope import StateKey, dev_keys, parse_keys
 from src.templates import DEFAULT_MAX_RENDERED_CHARS
 from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.url_guard import UrlAllowlist

@@ -25,11 +25,11 @@ from src.db.engine import create_engine, migrate, session_factory
 from src.db.snapshots import SnapshotStore
 from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
 from src.errors import NotFound
-from src.search_attributes import SEARCH_ATTRIBUTES
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
+from src.sealing.state_envelope import create_private_file, new_key_setting
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
-from src.state_envelope import create_private_file, new_key_setting
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 
 DEMO_MCP_COMMAND = "mcp-server-time"
 DEMO_AGENT = AgentSpec(

@@ -28,7 +28,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 from temporalio.worker import Interceptor as WorkerInterceptor
 
 from src.config import Settings
-from src.search_attributes import SESSION_ID
+from src.temporal.search_attributes import SESSION_ID
 
 _TRACING_READY = False
 # The session the running activity works for (each activity runs in a task of its own).

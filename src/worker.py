@@ -28,8 +28,8 @@ from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
-from src.secret_box import SecretBox
-from src.temporal_client import carries_parley_plugin, connect_temporal, settings_plugin
+from src.sealing.secret_box import SecretBox
+from src.temporal.client import carries_parley_plugin, connect_temporal, settings_plugin
 from src.tools.url_guard import Resolver, system_resolver
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from src.config import Settings
 from src.db.engine import create_engine, migrate_async, session_factory
 from src.db.tables import Base
 from src.dev_stack import temporal_cli
-from src.search_attributes import SEARCH_ATTRIBUTES
 from src.services.accounts import new_api_key, register_api_key
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 from src.worker import running_worker
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer

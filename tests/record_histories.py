@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from src.config import Settings
-from src.histories import dump_histories, fetch_histories, session_queries
+from src.temporal.histories import dump_histories, fetch_histories, session_queries
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import UserMessage
 from tests.conftest import AgentFactory, api_client

@@ -32,7 +32,7 @@ from src.domain import (
     Usage,
 )
 from src.llm.providers import ModelProviders
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from tests.conftest import AgentFactory, ApiFactory, SettingsFactory, api_client
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.webhook_receiver import WebhookReceiver

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from src.state_envelope import new_key_setting
-from src.temporal_client import connect_temporal
+from src.sealing.state_envelope import new_key_setting
+from src.temporal.client import connect_temporal
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.tool_server import FakeToolServer

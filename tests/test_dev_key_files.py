@@ -13,7 +13,7 @@ from typing import Any
 
 from src.config import Settings
 from src.dev_stack import DevStack
-from src.state_envelope import create_private_file
+from src.sealing.state_envelope import create_private_file
 
 _recorded: list[tuple[str, tuple[Any, ...]]] | None = None
 

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 
 from src.cli import main as parley_main
 from src.config import Settings
-from src.search_attributes import SEARCH_ATTRIBUTES
-from src.state_envelope import new_key_setting
+from src.sealing.state_envelope import new_key_setting
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

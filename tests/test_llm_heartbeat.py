@@ -14,7 +14,7 @@ from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import Message
 from src.llm.providers import ModelProviders
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.workflows import activity_options
 from tests.conftest import AgentFactory
 from tests.sessions import open_chat

@@ -18,7 +18,7 @@ from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import Message
 from src.llm.providers import ModelProviders
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from tests.conftest import AgentFactory
 from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.observability import configure_logging, worker_runtime
-from src.temporal_client import connect_temporal
+from src.temporal.client import connect_temporal
 from src.worker import running_worker
 from tests.conftest import AgentFactory, api_client
 from tests.fakes.tool_server import FakeToolServer

@@ -26,7 +26,7 @@ from temporalio.testing import ActivityEnvironment
 from src.activities.webhook_tools import WebhookToolActivities
 from src.db.snapshots import SnapshotStore
 from src.domain import McpServer, WebhookTool
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.tools.mcp_client import McpError, McpPolicy, list_tools
 from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.pinned_http import pinned_client, pinned_to

@@ -21,10 +21,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from src.config import Settings
 from src.db.tables import ChatSession
-from src.histories import load_histories
-from src.replay import exit_status, replay_histories
-from src.state_envelope import new_key_setting
-from src.temporal_client import connect_temporal
+from src.sealing.state_envelope import new_key_setting
+from src.temporal.client import connect_temporal
+from src.temporal.histories import load_histories
+from src.temporal.replay import exit_status, replay_histories
 from src.worker import running_worker
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import SessionStart, SessionState

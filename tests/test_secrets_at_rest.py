@@ -16,10 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.domain import AgentSpec, CompletionWebhook, WebhookTool
-from src.secret_box import SecretBox, SecretUnreadable
+from src.sealing.secret_box import SecretBox, SecretUnreadable
+from src.sealing.state_envelope import new_key_setting, parse_keys
 from src.services.accounts import new_api_key, register_api_key
 from src.services.agents import AgentService
-from src.state_envelope import new_key_setting, parse_keys
 from src.tools.signing import verify
 from tests.conftest import AgentFactory, SettingsFactory
 from tests.fakes.tool_server import FakeToolServer

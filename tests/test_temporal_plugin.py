@@ -8,9 +8,9 @@ import uuid
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from src.payload_codec import EncryptionCodec
-from src.state_envelope import new_key_setting
-from src.temporal_client import (
+from src.sealing.payload_codec import EncryptionCodec
+from src.sealing.state_envelope import new_key_setting
+from src.temporal.client import (
     WORKFLOW_RUNNER,
     carries_parley_plugin,
     connect_temporal,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from temporalio.testing import WorkflowEnvironment
 
-from src.temporal_client import connect_temporal
+from src.temporal.client import connect_temporal
 from tests.conftest import SettingsFactory
 
 SERVER_NAME = "temporal.cluster.test"

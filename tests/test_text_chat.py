@@ -23,9 +23,9 @@ from temporalio.testing import WorkflowEnvironment
 from src.config import Settings
 from src.db.tables import AuditEvent, ChatSession
 from src.dev_stack import temporal_cli
-from src.replay import replay_histories
-from src.search_attributes import SEARCH_ATTRIBUTES
-from src.state_envelope import StateSealer, new_key_setting
+from src.sealing.state_envelope import StateSealer, new_key_setting
+from src.temporal.replay import replay_histories
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 from src.worker import running_worker
 from tests.conftest import WEBHOOK_SECRET, AgentFactory, api_client
 from tests.fakes.llm_server import FakeLLM

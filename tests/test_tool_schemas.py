@@ -23,7 +23,7 @@ from src.activities.webhook_tools import ToolInvocation, WebhookToolActivities
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import FROM_STORAGE, AgentSnapshot, AgentSpec, ModelConfig
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.services.accounts import new_api_key, register_api_key
 from src.tools.json_schemas import validation_errors
 from tests.conftest import AgentFactory

@@ -29,7 +29,7 @@ from src.domain import (
     ToolConfig,
     WebhookTool,
 )
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.services.accounts import new_api_key, register_api_key
 from src.tools.signing import verify
 from src.worker import running_worker

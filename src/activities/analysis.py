@@ -25,10 +25,10 @@ from src.domain import (
     StructuredOutputResult,
     Usage,
 )
-from src.failures import FailureType
 from src.llm.providers import ModelProviders
 from src.llm.types import TRANSCRIPT_HEADER, LLMReply
 from src.llm.types import ChatMessage as WireMessage
+from src.temporal.failures import FailureType
 from src.tools.json_schemas import SchemaRefused, validation_errors
 
 

@@ -34,7 +34,6 @@ from src.domain import (
     WebhookTool,
     render_template,
 )
-from src.failures import FailureType
 from src.llm.providers import ModelProviders
 from src.llm.types import (
     ChatMessage as WireMessage,
@@ -45,6 +44,7 @@ from src.llm.types import (
 )
 from src.observability import record_llm_call
 from src.templates import DEFAULT_MAX_RENDERED_CHARS, template_values
+from src.temporal.failures import FailureType
 
 _BUILTIN_TOOL_SCHEMAS: dict[str, ToolSchema] = {
     FINISH_THE_CONVERSATION: {

@@ -26,8 +26,8 @@ from src.config import Settings
 from src.db.mcp_calls import SentMcpCalls
 from src.db.snapshots import SnapshotStore
 from src.domain import McpToolDefinition, McpTools, SessionAgent
-from src.failures import FailureType
 from src.observability import measured_tool_call
+from src.temporal.failures import FailureType
 from src.tools.json_schemas import schema_problem
 from src.tools.mcp_client import (
     McpCommandRefused,

@@ -21,8 +21,8 @@ from src.db.queries import AuditRow, audit_row, insert_audit_rows
 from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
-from src.failures import FailureType
 from src.templates import context_changes, context_opened
+from src.temporal.failures import FailureType
 
 
 class SessionOpened(BaseModel):

@@ -16,8 +16,8 @@ from temporalio.exceptions import ApplicationError
 from src.activities.heartbeats import heartbeating
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
-from src.failures import FailureType
 from src.observability import measured_tool_call
+from src.temporal.failures import FailureType
 from src.tools.json_schemas import SchemaRefused, validation_errors
 from src.tools.pinned_http import pinned_client, pinned_to, read_capped
 from src.tools.signing import signature_headers

@@ -35,7 +35,7 @@ from src.db.queries import audit_row, insert_audit_rows, transcript
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatSession
 from src.domain import Artifact, Usage
-from src.failures import FailureType
+from src.temporal.failures import FailureType
 from src.tools.pinned_http import pinned_client, pinned_to
 from src.tools.signing import signature_headers
 from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver

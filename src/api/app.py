@@ -16,14 +16,14 @@ from src.api.routes import agents, chats, codec, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.services.accounts import ApiKeyAuthenticator, register_api_key
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.text_chat import TextChatService
-from src.temporal_client import connect_temporal
+from src.temporal.client import connect_temporal
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -1,5 +1,5 @@
 """Reading and writing frozen agent snapshots; immutable, so reads are cached. Their secrets
-are sealed on the way into the database and opened on the way out (src/secret_box.py)."""
+are sealed on the way into the database and opened on the way out (src/sealing/secret_box.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.db.tables import AgentSnapshotRow, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import FROM_STORAGE, AgentSnapshot, SessionStatus
-from src.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets, has_secrets
+from src.sealing.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets, has_secrets
 
 _CACHED_SNAPSHOTS = 2048
 

@@ -8,7 +8,6 @@ from temporalio.exceptions import ApplicationError
 
 from src.config import Settings
 from src.domain import ModelConfig
-from src.failures import FailureType
 from src.llm.openai_chat import OpenAIChatProvider
 from src.llm.scripted import ScriptedProvider
 from src.llm.types import (
@@ -19,6 +18,7 @@ from src.llm.types import (
     ModelProvider,
     ToolSchema,
 )
+from src.temporal.failures import FailureType
 
 
 class ModelProviders:

@@ -1,6 +1,6 @@
 """Agents: versioned configurations owned by an account. Every update is a new immutable
 version; delete is soft, so sessions keep the snapshot they were opened with. Secrets are
-sealed in storage (src/secret_box.py)."""
+sealed in storage (src/sealing/secret_box.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from src.domain import (
 )
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
 from src.pagination import encode_cursor
-from src.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets
+from src.sealing.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets
 from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
 

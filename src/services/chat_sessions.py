@@ -58,13 +58,13 @@ from src.errors import (
     QuotaExceeded,
     Unavailable,
 )
-from src.failures import FailureType
 from src.pagination import encode_cursor
-from src.search_attributes import FINAL_REASON, SESSION_ID, STATUS
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
 from src.templates import render_for_caller, template_values
+from src.temporal.failures import FailureType
+from src.temporal.search_attributes import FINAL_REASON, SESSION_ID, STATUS
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
     EndRequest,

@@ -39,11 +39,11 @@ from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatMessage, ChatSession
 from src.domain import AgentPatch, AgentSnapshot, AgentSpec, Message, SessionStatus
 from src.errors import AgentFailed, BadState, Conflict, InvalidInput, Unavailable
-from src.failures import FailureType
+from src.sealing.state_envelope import StateRejected, StateSealer
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
-from src.state_envelope import StateRejected, StateSealer
 from src.templates import render_for_caller, template_values
+from src.temporal.failures import FailureType
 from src.workflows.stateless_turn import (
     StatelessTurnInput,
     StatelessTurnOutput,

@@ -13,7 +13,7 @@ from typing import TypeVar
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityConfig, LocalActivityConfig
 
-from src.failures import FailureType
+from src.temporal.failures import FailureType
 
 # Database writes retry for a long time: an unreachable database delays persistence, it
 # never loses it. Only a constraint violation (a real conflict) stops the retries.

@@ -24,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.domain import FinishReason, Message, SessionStatus
-    from src.failures import FailureType
     from src.llm.types import LLMReply, LLMToolCall
+    from src.temporal.failures import FailureType
     from src.workflows import activity_options
     from src.workflows.agent_calls import ask_model, call_tool, failure_reason
     from src.workflows.agent_loop import run_agent_turn

@@ -7,10 +7,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from src import search_attributes
     from src.activities.mcp_tools import DiscoveryRequest, McpToolActivities
     from src.activities.session_store import SessionOpened, SessionStoreActivities
     from src.domain import SessionAgent, SessionStatus
+    from src.temporal import search_attributes
     from src.workflows import activity_options
     from src.workflows.agent_calls import failure_reason
 

@@ -8,7 +8,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from src.activities.session_store import AuditEntry
-    from src.failures import FailureType
+    from src.temporal.failures import FailureType
 
 
 def check_content(content: str, max_chars: int) -> None:

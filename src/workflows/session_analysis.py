@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.domain import Artifact, SessionAgent
-    from src.search_attributes import AGENT_ID, SESSION_ID
+    from src.temporal.search_attributes import AGENT_ID, SESSION_ID
     from src.workflows import activity_options
     from src.workflows.webhook_events import WebhookRetry, raise_webhook_event
 

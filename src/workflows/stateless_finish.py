@@ -14,9 +14,9 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from src import search_attributes
     from src.activities.session_store import MessagesProduced
     from src.domain import FinishReason, SessionAgent, SessionStatus
+    from src.temporal import search_attributes
     from src.workflows.finish_pipeline import run_finish_pipeline
     from src.workflows.webhook_events import WebhookRetry
 

@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.domain import FinishReason, Message, SessionAgent
-    from src.failures import FailureType
+    from src.temporal.failures import FailureType
     from src.workflows import activity_options
     from src.workflows.agent_calls import ask_model, call_tool, failure_reason
     from src.workflows.agent_loop import run_agent_turn

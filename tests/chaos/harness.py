@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from src.dev_stack import temporal_cli
-from src.search_attributes import SEARCH_ATTRIBUTES
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 from tests.stack import REPO, Child, api_process, worker_process
 
 T = TypeVar("T")

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from src.errors import BadState, Conflict
-from src.services.text_chat import ConversationState, open_conversation_state
-from src.state_envelope import (
+from src.sealing.state_envelope import (
     StateKey,
     StateRejected,
     StateSealer,
@@ -20,6 +19,7 @@ from src.state_envelope import (
     new_key_setting,
     parse_keys,
 )
+from src.services.text_chat import ConversationState, open_conversation_state
 
 K1 = parse_keys(new_key_setting("k1"))[0]
 K2 = parse_keys(new_key_setting("k2"))[0]

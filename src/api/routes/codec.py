@@ -16,7 +16,7 @@ from temporalio.api.common.v1 import Payloads
 
 from src.api.deps import ServicesDep
 from src.errors import InvalidInput, Unauthorized
-from src.payload_codec import EncryptionCodec, PayloadDecryptionError
+from src.sealing.payload_codec import EncryptionCodec, PayloadDecryptionError
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from src.state_envelope import StateKey
+from src.sealing.state_envelope import StateKey
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"

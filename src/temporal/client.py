@@ -23,7 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from src.config import Settings
 from src.observability import LogContextInterceptor, tracing_interceptors
-from src.payload_codec import EncryptionCodec
+from src.sealing.payload_codec import EncryptionCodec
 from src.workflows.registry import WORKFLOWS
 
 PLUGIN_NAME = "parley"

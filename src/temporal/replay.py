@@ -18,7 +18,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from src.temporal_client import parley_plugin
+from src.temporal.client import parley_plugin
 from src.workflows.registry import WORKFLOWS
 
 NONDETERMINISM_HINT = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
-from src.secret_box import SecretBox
+from src.sealing.secret_box import SecretBox
 from src.services.agents import AgentService
 
 

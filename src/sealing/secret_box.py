@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from src.state_envelope import StateKey
+from src.sealing.state_envelope import StateKey
 
 _VERSION = "v1"
 _NONCE_BYTES = 12
