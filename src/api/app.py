@@ -13,7 +13,7 @@ from src.api.deps import Services
 from src.api.errors import install_error_handlers
 from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
-from src.api.routes import agents, api_docs, chats, codec, health, text_chat
+from src.api.routes import agents, api_docs, chats, codec, front_page, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(measure_requests)
     if settings.tracing != "off":
         app.middleware("http")(trace_requests)
+    app.include_router(front_page.router)
     app.include_router(api_docs.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -39,3 +39,16 @@ async def test_redoc_shows_the_operations_with_no_internet(
     await expect(page.get_by_role("heading", name="Open Chat")).to_be_in_viewport()
     await offline_page.screenshot("redoc")
     assert offline_page.refused == []
+
+
+async def test_the_front_page_leads_to_the_docs(api_url: str, offline_page: OfflinePage) -> None:
+    page = offline_page.page
+    await page.goto(f"{api_url}/")
+    await expect(page.get_by_role("heading", name="Parley")).to_be_visible()
+    await offline_page.screenshot("front-page")
+
+    await page.get_by_role("link", name="API reference (ReDoc)").click()
+
+    await expect(page).to_have_url(f"{api_url}/redoc")
+    await expect(page.get_by_role("heading", name="Parley (0.1.0)")).to_be_visible()
+    assert offline_page.refused == []
