@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from src.api import metrics
 from src.api.deps import Services
 from src.api.errors import install_error_handlers
 from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
-from src.api.routes import agents, chats, codec, health, text_chat
+from src.api.routes import agents, api_docs, chats, codec, front_page, health, text_chat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
@@ -54,7 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await engine.dispose()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages with no
+    # internet. FastAPIOffline serves the copies fastapi-offline ships, and /docs on them;
+    # /redoc is Parley's own (api_docs), on the same files.
+    app = FastAPIOffline(
+        redoc_url=None,
+        static_url=api_docs.DOCS_ASSETS_URL,
         title="Parley",
         version="0.1.0",
         description="Self-hostable AI-agent chat sessions on Temporal durable workflows.",
@@ -69,6 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.middleware("http")(measure_requests)
     if settings.tracing != "off":
         app.middleware("http")(trace_requests)
+    app.include_router(front_page.router)
+    app.include_router(api_docs.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(codec.router)
