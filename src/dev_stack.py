@@ -295,8 +295,9 @@ class DevStack:
                 [
                     "",
                     "Parley dev stack is running (Ctrl-C stops it all)",
+                    f"  front page     {base}/  (links the docs and the Temporal UI)",
                     f"  API            {base}/api/v1",
-                    f"  OpenAPI docs   {base}/docs",
+                    f"  OpenAPI docs   {base}/docs  ({base}/redoc)",
                     f"  Temporal UI    {ui}",
                     f"  demo agent     {agent_id}  (model provider: {provider})",
                     f"  API key        {api_key}",

@@ -8,7 +8,7 @@ import httpx
 
 from src.api.routes.front_page import front_page_html
 from src.config import Settings
-from src.state_envelope import new_key_setting
+from src.sealing.state_envelope import new_key_setting
 from tests.conftest import ApiFactory, SettingsFactory
 
 DEV_UI = "http://127.0.0.1:8233"
