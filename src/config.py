@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     tracing: Literal["off", "console", "otlp"] = Field(default="off", alias="PARLEY_TRACING")
     log_format: Literal["text", "json"] = Field(default="text", alias="PARLEY_LOG_FORMAT")
     temporal_ui_url: str | None = Field(default=None, alias="PARLEY_TEMPORAL_UI_URL")
+    # The widget key of the demo agent, which `parley dev` creates; /demo shows the widget
+    # with it (in development only).
+    demo_widget_key: SecretStr | None = Field(default=None, alias="PARLEY_DEMO_WIDGET_KEY")
     dev_temporal_port: int = Field(default=7233, alias="PARLEY_DEV_TEMPORAL_PORT")
     dev_ui_port: int = Field(default=8233, alias="PARLEY_DEV_UI_PORT")
     # The front door (src/api/front_door.py): what a request may cost before it is refused.

@@ -13,7 +13,16 @@ from src.api.deps import Services
 from src.api.errors import install_error_handlers
 from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
-from src.api.routes import agents, api_docs, chats, codec, front_page, health, text_chat
+from src.api.routes import (
+    agents,
+    api_docs,
+    chats,
+    codec,
+    front_page,
+    health,
+    text_chat,
+    widget,
+)
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
@@ -80,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(codec.router)
+    app.include_router(widget.router)
     for router in (chats.router, agents.router, text_chat.router):
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     return app

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from src.api.deps import ServicesDep
+from src.api.routes.widget import demo_widget_key
 from src.config import Settings
 
 router = APIRouter()
@@ -29,6 +30,8 @@ def front_page_html(title: str, description: str, root_path: str, settings: Sett
         (f"{root_path}/redoc", "API reference (ReDoc)"),
         (f"{root_path}/openapi.json", "OpenAPI document (JSON)"),
     ]
+    if demo_widget_key(settings) is not None:
+        links.append((f"{root_path}/demo", "Web chat widget demo"))
     ui = temporal_ui_link(settings)
     if ui is not None:
         links.append((ui, "Temporal UI (sessions' workflows)"))

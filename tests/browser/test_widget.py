@@ -1,0 +1,164 @@
+"""The web chat widget in Chromium, on a page of another loopback origin than the API's, as a
+business's site embeds it: keyboard only, the reply in the conversation log, the transcript
+after a reload, and a clear refusal on a site whose origin the widget key does not allow."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from html import escape
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from tests.browser.conftest import OfflinePage
+from tests.browser.widget_standin import WidgetStandIn
+from tests.conftest import AgentFactory
+from tests.servers import served
+
+# The host page's own CSS is rude on purpose: the widget's styles are its own.
+HOST_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme Plumbing</title>
+<style>
+  body {{ font-family: Georgia, serif; margin: 0; background: #fdf6e3; }}
+  header {{ background: #073642; color: #fdf6e3; padding: 1rem 2rem; font-size: 1.4rem; }}
+  main {{ padding: 1rem 2rem; max-width: 40rem; }}
+  div, section, p {{ color: red; font-size: 22px; padding: 30px; }}
+  button {{ background: lime; text-transform: uppercase; }}
+</style></head>
+<body>
+  <header>Acme Plumbing</header>
+  <main><h1>Leaks fixed the same day</h1>
+  <p>Call us or ask in the chat. <a href="#services">Our services</a></p></main>
+  <script src="{script}" data-key="{key}" defer></script>
+</body></html>
+"""
+
+
+def _host_app() -> Starlette:
+    async def page(request: Request) -> HTMLResponse:
+        return HTMLResponse(
+            HOST_PAGE.format(
+                script=escape(request.query_params["script"]),
+                key=escape(request.query_params["key"]),
+            )
+        )
+
+    return Starlette(routes=[Route("/", page)])
+
+
+@pytest.fixture(scope="session")
+async def host_site() -> AsyncIterator[str]:
+    """A business's site: a loopback origin of its own."""
+    async with served(_host_app()) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+async def other_site() -> AsyncIterator[str]:
+    """Another site, whose origin no widget key here allows."""
+    async with served(_host_app()) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+async def widget_api(api_url: str, api_key: str) -> AsyncIterator[WidgetStandIn]:
+    standin = WidgetStandIn(api_url, api_key)
+    async with served(standin.app) as base:
+        standin.base_url = base
+        yield standin
+
+
+async def embed(widget_api: WidgetStandIn, agent_id: str, site: str, allowed: str) -> str:
+    """The URL of `site`'s page with the widget on it, keyed for `agent_id` and `allowed`."""
+    key = widget_api.add_key(agent_id, origins=[allowed])
+    return str(httpx.URL(site, params={"script": f"{widget_api.base_url}/widget.js", "key": key}))
+
+
+async def open_by_keyboard(page: Page) -> None:
+    launcher = page.get_by_role("button", name="Open chat")
+    await expect(launcher).to_be_visible()
+    await page.keyboard.press("Tab")  # the page's link
+    await page.keyboard.press("Tab")
+    await expect(launcher).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("textbox", name="Message")).to_be_focused()
+
+
+async def say_by_keyboard(page: Page, text: str) -> None:
+    await page.keyboard.type(text)
+    await page.keyboard.press("Enter")
+
+
+@pytest.fixture
+async def agent(make_agent: AgentFactory) -> str:
+    return await make_agent(
+        "echo", first_message="Hi! I'm Acme's assistant. How can I help you today?"
+    )
+
+
+async def test_a_visitor_chats_with_the_keyboard_only(
+    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+
+    await open_by_keyboard(page)
+    conversation = page.get_by_role("log")
+    await expect(conversation).to_contain_text("How can I help you today?")
+    await say_by_keyboard(page, "My kitchen sink is leaking")
+    await expect(conversation).to_contain_text("echo: My kitchen sink is leaking")
+    await say_by_keyboard(page, "Can someone come this afternoon?")
+    await expect(conversation).to_contain_text("echo: Can someone come this afternoon?")
+    await expect(page.get_by_role("status", name="Assistant is typing")).to_be_hidden()
+    await offline_page.screenshot("mid-conversation")
+
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("textbox", name="Message")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Open chat")).to_be_focused()
+    assert offline_page.refused == []
+
+
+async def test_after_a_reload_the_transcript_is_still_there(
+    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+    await open_by_keyboard(page)
+    await say_by_keyboard(page, "Do you fix boilers?")
+    await expect(page.get_by_role("log")).to_contain_text("echo: Do you fix boilers?")
+
+    await page.reload()
+
+    # Open across the reload, as it was.
+    conversation = page.get_by_role("log")
+    await expect(conversation).to_contain_text("Do you fix boilers?")
+    await expect(conversation).to_contain_text("echo: Do you fix boilers?")
+    # Reopened on load, it leaves the page's focus alone.
+    await page.get_by_role("textbox", name="Message").click()
+    await say_by_keyboard(page, "Thanks")
+    await expect(conversation).to_contain_text("echo: Thanks")
+    assert await conversation.get_by_text("echo: Do you fix boilers?").count() == 1
+
+
+async def test_a_site_the_key_does_not_allow_gets_no_session(
+    offline_page: OfflinePage,
+    widget_api: WidgetStandIn,
+    host_site: str,
+    other_site: str,
+    agent: str,
+    http: httpx.AsyncClient,
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(widget_api, agent, other_site, allowed=host_site))
+
+    await page.get_by_role("button", name="Open chat").click()
+
+    await expect(page.get_by_role("alert")).to_contain_text("not available on this site")
+    await offline_page.screenshot("origin-refused")
+    sessions = await http.get("/chats", params={"agent_id": agent})
+    assert sessions.json()["items"] == []
