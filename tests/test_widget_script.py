@@ -8,7 +8,7 @@ import gzip
 import httpx
 
 from src.api.routes.front_page import front_page_html
-from src.api.routes.widget import WIDGET_SCRIPT
+from src.api.routes.widget_script import WIDGET_SCRIPT
 from src.config import Settings
 from src.sealing.state_envelope import new_key_setting
 from tests.conftest import ApiFactory, SettingsFactory

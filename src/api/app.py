@@ -21,7 +21,7 @@ from src.api.routes import (
     front_page,
     health,
     text_chat,
-    widget,
+    widget_script,
 )
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
@@ -89,7 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(codec.router)
-    app.include_router(widget.router)
+    app.include_router(widget_script.router)
     for router in (chats.router, agents.router, text_chat.router):
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     return app

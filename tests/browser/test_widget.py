@@ -29,6 +29,8 @@ HOST_PAGE = """<!doctype html>
   main {{ padding: 1rem 2rem; max-width: 40rem; }}
   div, section, p {{ color: red; font-size: 22px; padding: 30px; }}
   button {{ background: lime; text-transform: uppercase; }}
+  /* The site's brand, through the widget's custom properties. */
+  #parley-chat-widget {{ --parley-accent: #0f766e; --parley-position-right: 32px; }}
 </style></head>
 <body>
   <header>Acme Plumbing</header>
@@ -162,3 +164,21 @@ async def test_a_site_the_key_does_not_allow_gets_no_session(
     await offline_page.screenshot("origin-refused")
     sessions = await http.get("/chats", params={"agent_id": agent})
     assert sessions.json()["items"] == []
+
+
+async def test_the_page_themes_the_widget_and_its_own_css_stays_out(
+    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+    launcher = page.get_by_role("button", name="Open chat")
+    await expect(launcher).to_be_visible()
+
+    # --parley-accent: #0f766e; the page's `button { background: lime }` does not reach it.
+    await expect(launcher).to_have_css("background-color", "rgb(15, 118, 110)")
+    await expect(launcher).to_have_css("text-transform", "none")
+    box = await launcher.bounding_box()
+    assert box is not None
+    assert 1280 - (box["x"] + box["width"]) == 32  # --parley-position-right
+    await launcher.click()
+    await expect(page.get_by_role("log")).to_have_css("color", "rgb(17, 24, 39)")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from src.api.deps import ServicesDep
-from src.api.routes.widget import demo_widget_key
+from src.api.routes.widget_script import demo_widget_key
 from src.config import Settings
 
 router = APIRouter()
