@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     # answer a retry at once; an older key is answered from the database.
     answered_keys_kept: int = Field(default=256, ge=1, le=10_000, alias="PARLEY_ANSWERED_KEYS_KEPT")
     llm_timeout_seconds: float = Field(default=60.0, gt=0, alias="PARLEY_LLM_TIMEOUT_SECONDS")
+    # The offline scripted model streams its reply word by word, this far apart, so the demo
+    # shows streaming as a real model would.
+    scripted_word_delay_seconds: float = Field(
+        default=0.04, ge=0, le=5, alias="PARLEY_SCRIPTED_WORD_DELAY_SECONDS"
+    )
     max_cached_workflows: int = Field(default=1000, ge=0, alias="PARLEY_MAX_CACHED_WORKFLOWS")
     # On SIGTERM or SIGINT the worker stops taking work and lets calls in flight finish for
     # this long before cancelling them: the longest LLM or webhook-tool call (150 s) fits.

@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.activities.turn_stream import TextStreamer, TurnStream, turn_so_far
 from src.costs import DEFAULT_PRICES, ModelPrice, llm_cost
 from src.db.audit import record_missing_variables
 from src.db.queries import transcript
@@ -84,6 +85,8 @@ class SessionTurnRequest(BaseModel):
     # USD: once the conversation's LLM cost so far (recorded and unrecorded messages) reaches
     # it, the model is not called and the reply is the agent's budget message.
     budget_usd: float | None = None
+    # Where the reply streams to (its text as the model produces it); None: not streamed.
+    stream: TurnStream | None = None
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -185,13 +188,34 @@ class LLMActivities:
         messages += to_wire_messages(request.unrecorded)
         tools = tool_schemas(agent) if request.allow_tools else []
         started = time.monotonic()
-        reply = await self._models.complete(agent.model, messages, tools)
+        reply = await self._ask(request, agent, messages, tools)
         record_llm_call(
             reply.model or agent.model.name,
             (time.monotonic() - started) * 1000,
             reply.prompt_tokens,
             reply.completion_tokens,
         )
+        return reply
+
+    async def _ask(
+        self,
+        request: SessionTurnRequest,
+        agent: AgentSnapshot,
+        messages: list[WireMessage],
+        tools: list[ToolSchema],
+    ) -> LLMReply:
+        """The model call, streamed to the conversation's live stream when asked."""
+        if request.stream is None:
+            return await self._models.complete(agent.model, messages, tools)
+        streamer = TextStreamer(self._sessions, request.session_id, request.stream)
+        earlier = turn_so_far(request.recorded_count, request.unrecorded, request.stream)
+        await streamer.open(activity.info().attempt > 1, earlier)
+        try:
+            reply = await self._models.complete(agent.model, messages, tools, on_text=streamer.text)
+        except BaseException:
+            await streamer.fail()
+            raise
+        await streamer.close(reply)
         return reply
 
     def _budget_used_up(self, request: SessionTurnRequest, recorded: _RecordedTranscript) -> bool:

@@ -17,7 +17,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.activities.turn_stream import message_events
 from src.db.queries import AuditRow, audit_row, insert_audit_rows
+from src.db.stream_events import NewEvent, append_events, drop_partial_text
 from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
 from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
@@ -225,6 +227,13 @@ class SessionStoreActivities:
                 {"reason": finished.reason.value, "note": finished.note},
             )
             await insert_audit_rows(db, [audit])
+            final = NewEvent(
+                kind="session.final",
+                key="session.final",
+                data={"reason": finished.reason.value, "note": finished.note},
+            )
+            await append_events(db, finished.session_id, [final], finished.finished_time)
+            await drop_partial_text(db, finished.session_id)
 
 
 async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None:
@@ -301,6 +310,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await _record_keys(db, produced)
     await insert_audit_rows(db, audits)
+    await _stream_messages(db, produced)
     await db.execute(
         update(ChatSession)
         .where(
@@ -309,6 +319,24 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         )
         .values(last_activity=produced.last_activity)
     )
+
+
+async def _stream_messages(db: AsyncSession, produced: MessagesProduced) -> None:
+    """Each recorded message on the conversation's live stream, once (keyed by seq)."""
+    if not produced.messages:
+        return
+    turn_start = 0
+    if produced.messages[0].role != "user":
+        last_user = await db.scalar(
+            select(func.max(ChatMessage.seq)).where(
+                ChatMessage.session_id == produced.session_id,
+                ChatMessage.role == "user",
+                ChatMessage.seq < produced.first_seq,
+            )
+        )
+        turn_start = last_user + 1 if last_user is not None else 0
+    events = message_events(produced.first_seq, produced.messages, turn_start)
+    await append_events(db, produced.session_id, events, produced.last_activity)
 
 
 async def _record_keys(db: AsyncSession, produced: MessagesProduced) -> None:

@@ -193,3 +193,35 @@ def message_of_row(row: ChatMessage) -> Message:
         time=row.time,
         usage=Usage.model_validate(row.usage) if row.usage else None,
     )
+
+
+class StreamEvent(Base):
+    """One event of a conversation's live stream (`GET /chats/{id}/stream`, and the SSE
+    answers of the message routes): model text as it comes, tool calls and results, complete
+    messages, the end. `position` counts the conversation's events from 1 with no gaps: it is
+    the SSE event id clients resume from. `id` orders all conversations' events (the API's
+    poller on SQLite wakes followers by it)."""
+
+    __tablename__ = "stream_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    # A session id or a stateless conversation's call id; no foreign key: a stateless first
+    # turn streams before its conversation is recorded.
+    session_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    # The inbox item (idempotency key or request id) whose turn produced the event, if any:
+    # the message route streams the events of its own turn.
+    turn: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Unique per conversation when set: an event written twice (a retried activity, or both
+    # the model call and the message record) is stored once.
+    event_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("uq_stream_events_position", "session_id", "position", unique=True),
+        Index("uq_stream_events_key", "session_id", "event_key", unique=True),
+    )

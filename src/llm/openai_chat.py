@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from src.domain import ModelConfig
 from src.llm.types import (
@@ -18,6 +18,7 @@ from src.llm.types import (
     LLMRejectedRequest,
     LLMReply,
     LLMToolCall,
+    TextSink,
     ToolSchema,
 )
 
@@ -40,6 +41,7 @@ class OpenAIChatProvider:
         messages: list[ChatMessage],
         tools: list[ToolSchema],
         json_output: bool = False,
+        on_text: TextSink | None = None,
     ) -> LLMReply:
         request: dict[str, Any] = {"model": model.name, "messages": messages}
         if json_output:
@@ -51,6 +53,8 @@ class OpenAIChatProvider:
         if model.max_tokens is not None:
             request["max_tokens"] = model.max_tokens
         try:
+            if on_text is not None:
+                return await self._streamed(model, request, on_text)
             # `chat.completions.create` would first walk every message through the SDK's
             # TypedDict transform, an identity for these plain JSON messages that costs more
             # CPU than the rest of a turn as the transcript grows; post them as they are.
@@ -84,6 +88,52 @@ class OpenAIChatProvider:
             served_model=completion.model or None,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    async def _streamed(
+        self, model: ModelConfig, request: dict[str, Any], on_text: TextSink
+    ) -> LLMReply:
+        """The same call with `stream: true`: text goes to `on_text` chunk by chunk; tool
+        calls arrive in pieces by index and are put together; usage comes in the last chunk."""
+        request = {**request, "stream": True, "stream_options": {"include_usage": True}}
+        chunks = await self._client.post(
+            "/chat/completions",
+            cast_to=ChatCompletion,
+            body=request,
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+        )
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        served: str | None = None
+        prompt_tokens = completion_tokens = 0
+        async with chunks:
+            async for chunk in chunks:
+                served = chunk.model or served
+                if chunk.usage is not None:
+                    prompt_tokens = chunk.usage.prompt_tokens
+                    completion_tokens = chunk.usage.completion_tokens
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        await on_text(delta.content)
+                    for piece in delta.tool_calls or []:
+                        call = calls.setdefault(piece.index, {"id": "", "name": "", "args": ""})
+                        call["id"] = piece.id or call["id"]
+                        if piece.function is not None:
+                            call["name"] += piece.function.name or ""
+                            call["args"] += piece.function.arguments or ""
+        return LLMReply(
+            content="".join(text) if text else None,
+            tool_calls=[
+                LLMToolCall(id=call["id"], name=call["name"], arguments=call["args"] or "{}")
+                for _, call in sorted(calls.items())
+            ],
+            model=model.name,
+            served_model=served,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
         )
 
     async def close(self) -> None:

@@ -16,6 +16,7 @@ from src.llm.types import (
     LLMRejectedRequest,
     LLMReply,
     ModelProvider,
+    TextSink,
     ToolSchema,
 )
 from src.temporal.failures import FailureType
@@ -25,7 +26,7 @@ class ModelProviders:
     def __init__(self, settings: Settings) -> None:
         key = settings.openai_api_key
         self._providers: dict[str, ModelProvider] = {
-            "scripted": ScriptedProvider(),
+            "scripted": ScriptedProvider(settings.scripted_word_delay_seconds),
             "openai": OpenAIChatProvider(
                 base_url=settings.openai_base_url,
                 api_key=key.get_secret_value() if key else None,
@@ -39,12 +40,13 @@ class ModelProviders:
         messages: list[ChatMessage],
         tools: list[ToolSchema],
         json_output: bool = False,
+        on_text: TextSink | None = None,
     ) -> LLMReply:
         """One model call from inside an activity, its failures mapped for Temporal: the
         caller's mistakes (4xx) are not retried; 429 is retried after `Retry-After`."""
         provider = self._providers[model.provider]
         try:
-            return await provider.complete(model, messages, tools, json_output)
+            return await provider.complete(model, messages, tools, json_output, on_text)
         except LLMRejectedRequest as error:
             raise ApplicationError(
                 str(error), type=FailureType.LLM_REJECTED, non_retryable=True

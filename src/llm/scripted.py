@@ -3,11 +3,19 @@ demo work with no network. It is a provider chosen by configuration, never a fal
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
 from src.domain import FINISH_THE_CONVERSATION, SCRIPTED_MODEL, ModelConfig
-from src.llm.types import TRANSCRIPT_HEADER, ChatMessage, LLMReply, LLMToolCall, ToolSchema
+from src.llm.types import (
+    TRANSCRIPT_HEADER,
+    ChatMessage,
+    LLMReply,
+    LLMToolCall,
+    TextSink,
+    ToolSchema,
+)
 
 _GOODBYE = re.compile(r"\b(bye|goodbye|that's all|end the (chat|conversation))\b", re.IGNORECASE)
 _TIME_QUESTION = re.compile(r"\btime\b", re.IGNORECASE)
@@ -19,12 +27,28 @@ class ScriptedProvider:
     """Echoes the user; asks the `get_current_time` tool (e.g. the mcp-server-time MCP server)
     when the user asks for the time; calls `finishTheConversation` when the user says bye."""
 
+    def __init__(self, word_delay_seconds: float = 0.0) -> None:
+        self._word_delay = word_delay_seconds
+
     async def complete(
         self,
         model: ModelConfig,
         messages: list[ChatMessage],
         tools: list[ToolSchema],
         json_output: bool = False,
+        on_text: TextSink | None = None,
+    ) -> LLMReply:
+        reply = self._decide(messages, tools, json_output)
+        if on_text is not None and reply.content:
+            # Word by word, as a model streams tokens.
+            for number, word in enumerate(re.findall(r"\s*\S+\s*", reply.content)):
+                if number and self._word_delay:
+                    await asyncio.sleep(self._word_delay)
+                await on_text(word)
+        return reply
+
+    def _decide(
+        self, messages: list[ChatMessage], tools: list[ToolSchema], json_output: bool
     ) -> LLMReply:
         if json_output:
             # No model to extract anything: an empty object, which a schema may well refuse.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -34,6 +35,10 @@ class LLMReply(BaseModel):
     budget_used_up: bool = False
 
 
+# Given each piece of the reply's text as the model produces it.
+TextSink = Callable[[str], Awaitable[None]]
+
+
 class ModelProvider(Protocol):
     async def complete(
         self,
@@ -41,8 +46,10 @@ class ModelProvider(Protocol):
         messages: list[ChatMessage],
         tools: list[ToolSchema],
         json_output: bool = False,
+        on_text: TextSink | None = None,
     ) -> LLMReply:
-        """One Chat Completions call; `json_output` asks for a JSON object answer."""
+        """One Chat Completions call; `json_output` asks for a JSON object answer. With
+        `on_text` the reply is streamed: its text goes to `on_text` as it comes."""
         ...
 
 

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.activities.mcp_tools import McpToolActivities
     from src.activities.session_store import AuditEntry
+    from src.activities.turn_stream import TurnStream
     from src.activities.webhook_tools import (
         ToolInvocation,
         WebhookToolActivities,
@@ -35,11 +36,13 @@ async def ask_model(
     additional_data: dict[str, Any] | None = None,
     opening: UnrecordedOpening | None = None,
     budget_usd: float | None = None,
+    stream: TurnStream | None = None,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
     and so is the context, unless a stateless turn gives its own `additional_data` (and, on
     its first turn, the `opening` it has not recorded yet). With a `budget_usd` the
-    conversation has used up, the reply is the budget message and the model is not called."""
+    conversation has used up, the reply is the budget message and the model is not called.
+    With a `stream`, the reply's text goes to the conversation's live stream as it comes."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -50,6 +53,7 @@ async def ask_model(
             additional_data=additional_data,
             opening=opening,
             budget_usd=budget_usd,
+            stream=stream,
         ),
         **activity_options.titled(activity_options.LLM, f"LLM {agent.model_name}"),
     )

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         SessionOpened,
         SessionStoreActivities,
     )
+    from src.activities.turn_stream import TurnStream
     from src.domain import FinishReason, Message, SessionStatus
     from src.llm.types import LLMReply, LLMToolCall
     from src.temporal.failures import FailureType
@@ -90,6 +91,8 @@ class ChatSessionWorkflow:
         # retries), and waiting callers are released to retry there.
         self._draining = False
         self._handing_over = False
+        # The turn under way: its inbox item and where its messages start in the transcript.
+        self._turn = ("", 0)
 
     # ---- the session's life -------------------------------------------------------------
 
@@ -153,6 +156,7 @@ class ChatSessionWorkflow:
         transcript = self._transcript
         transcript.append(Message(role="user", content=item.content, time=workflow.now()))
         produced_from = len(transcript.messages)
+        self._turn = (item.id, produced_from)
         finish: FinishReason | None = None
         try:
             turn = await run_agent_turn(
@@ -186,6 +190,7 @@ class ChatSessionWorkflow:
         return finish
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
+        turn, produced_from = self._turn
         return await ask_model(
             self._start.session_id,
             self._agent,
@@ -193,6 +198,9 @@ class ChatSessionWorkflow:
             self._transcript.unrecorded_messages(),
             allow_tools,
             budget_usd=self._start.budget_usd,
+            stream=TurnStream(
+                turn=turn, message_index=len(self._transcript.messages) - produced_from
+            ),
         )
 
     async def _run_tool(self, call: LLMToolCall) -> str:

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         SessionOpened,
         SessionStoreActivities,
     )
+    from src.activities.turn_stream import TurnStream
     from src.domain import FinishReason, Message, SessionAgent
     from src.temporal.failures import FailureType
     from src.workflows import activity_options
@@ -156,6 +157,10 @@ class StatelessTurnWorkflow:
                     turn.additional_data,
                     opening,
                     turn.budget_usd,
+                    TurnStream(
+                        turn=workflow.info().workflow_id,
+                        message_index=len(messages) - len(turn.new_messages),
+                    ),
                 ),
                 lambda call: call_tool(turn.call_id, agent, call, audit),
                 messages.append,

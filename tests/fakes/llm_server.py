@@ -20,6 +20,9 @@ share mutable state:
                   a last user message containing "[400]" is answered 400 every time
   gpt-<...>       like echo, answered under a dated name (<model>-2024-07-18), as OpenAI does
   served-<name>   like echo, answered under the model name <name>
+  stream-<ms>     like echo; streamed (when asked to), <ms> between words
+
+Every model streams when the request asks (`stream: true`): the same answer, as chunks.
 
 Post-conversation analysis requests (the transcript as the user message) get, from any model:
 a summary "summary of <n> lines"; in JSON mode, a value generated from the JSON schema in the
@@ -32,13 +35,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from src.llm.types import TRANSCRIPT_HEADER
@@ -73,7 +78,18 @@ class FakeLLM:
         self._gates[tag] = asyncio.Event()  # later first requests are held again
         self._held[tag] = 0
 
-    async def _complete(self, request: Request) -> JSONResponse:
+    async def _complete(self, request: Request) -> Response:
+        body = await request.json()
+        answer = await self._answer(request)
+        if not body.get("stream") or answer.status_code != 200:
+            return answer
+        model: str = body["model"]
+        gap = int(model.split("-")[1]) / 1000 if model.startswith("stream-") else 0.0
+        return StreamingResponse(
+            _chunks(json.loads(bytes(answer.body)), gap), media_type="text/event-stream"
+        )
+
+    async def _answer(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.requests.append(body)
         model: str = body["model"]
@@ -230,3 +246,38 @@ def _completion(
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         }
     )
+
+
+async def _chunks(completion: dict[str, Any], gap: float) -> AsyncIterator[str]:
+    """A completion as OpenAI streams it: the text word by word (`gap` seconds apart), tool
+    calls in two pieces each, then the finish reason, the usage, and [DONE]."""
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": completion["model"],
+            "choices": choices,
+            **extra,
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    def delta(content: dict[str, Any], finish: str | None = None) -> str:
+        return chunk([{"index": 0, "delta": content, "finish_reason": finish}])
+
+    choice = completion["choices"][0]
+    message = choice["message"]
+    yield delta({"role": "assistant", "content": ""})
+    for number, word in enumerate(re.findall(r"\s*\S+\s*", message.get("content") or "")):
+        if number and gap:
+            await asyncio.sleep(gap)
+        yield delta({"content": word})
+    for index, call in enumerate(message.get("tool_calls") or []):
+        head = {"index": index, "id": call["id"], "type": "function"}
+        yield delta({"tool_calls": [{**head, "function": {"name": call["function"]["name"]}}]})
+        arguments = {"arguments": call["function"]["arguments"]}
+        yield delta({"tool_calls": [{"index": index, "function": arguments}]})
+    yield delta({}, choice["finish_reason"])
+    yield chunk([], usage=completion["usage"])
+    yield "data: [DONE]\n\n"
