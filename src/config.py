@@ -144,6 +144,15 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1024, alias="PARLEY_MAX_TRANSCRIPT_BYTES"
     )
     rate_limit_per_minute: int = Field(default=600, ge=0, alias="PARLEY_RATE_LIMIT_PER_MINUTE")
+    # Publishable widget keys (pw_...): requests a minute per visitor and per client IP
+    # address (each API process counts on its own; 0 turns one off). Behind a proxy, the IP is
+    # the one uvicorn's --forwarded-allow-ips trusts.
+    widget_rate_per_visitor_per_minute: int = Field(
+        default=30, ge=0, alias="PARLEY_WIDGET_RATE_PER_VISITOR_PER_MINUTE"
+    )
+    widget_rate_per_ip_per_minute: int = Field(
+        default=120, ge=0, alias="PARLEY_WIDGET_RATE_PER_IP_PER_MINUTE"
+    )
     max_active_sessions: int = Field(default=1000, ge=0, alias="PARLEY_MAX_ACTIVE_SESSIONS")
     allowed_models_setting: str = Field(default="", alias="PARLEY_ALLOWED_MODELS")
     max_output_tokens: int = Field(default=16_384, ge=1, alias="PARLEY_MAX_OUTPUT_TOKENS")

@@ -27,6 +27,14 @@ class Unauthorized(ParleyError):
     code = "unauthorized"
 
 
+class Forbidden(ParleyError):
+    """A valid credential that may not do this (a publishable widget key off its routes or
+    from an origin it does not allow)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ParleyError):
     status_code = 404
     code = "not_found"

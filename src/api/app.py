@@ -21,6 +21,7 @@ from src.api.routes import (
     front_page,
     health,
     text_chat,
+    widget,
     widget_script,
 )
 from src.config import Settings
@@ -34,6 +35,9 @@ from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.text_chat import TextChatService
 from src.temporal.client import connect_temporal
+from src.widget.access import WidgetGate
+from src.widget.cors import WidgetCORS
+from src.widget.keys import WidgetKeyService
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -48,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         # the next turn.
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
+        widget_keys = WidgetKeyService(sessions, agent_service, settings.api_key_cache_seconds)
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -58,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
             agents=agent_service,
             chats=ChatSessionService(settings, temporal, sessions, agent_service, snapshots),
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
+            widget_keys=widget_keys,
+            widget_gate=WidgetGate(settings, sessions, widget_keys),
         )
         try:
             yield
@@ -78,6 +85,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # Innermost of the middlewares: CORS answers preflights before it, metrics count it.
     app.add_middleware(FrontDoor)
+    # Answers the preflights of the routes a widget key may call, before the front door asks
+    # for a key; adds the CORS headers the front door allowed to their answers.
+    app.add_middleware(WidgetCORS)
     if settings.codec_cors_origins:
         # The Temporal UI calls the codec endpoint from the browser, from its own origin.
         app.add_middleware(codec.CodecOnlyCORS, origins=settings.codec_cors_origins)
@@ -90,6 +100,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(codec.router)
     app.include_router(widget_script.router)
-    for router in (chats.router, agents.router, text_chat.router):
+    keyed = (
+        chats.router,
+        agents.router,
+        text_chat.router,
+        widget.keys_router,
+        widget.sessions_router,
+    )
+    for router in keyed:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     return app

@@ -10,16 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from src.config import Settings
-from src.errors import Unauthorized
+from src.errors import Forbidden, Unauthorized
 from src.services.accounts import ApiKeyAuthenticator
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.text_chat import TextChatService
+from src.widget.access import Principal, WidgetGate
+from src.widget.keys import WidgetKeyService
 
-# Where the front door (src/api/front_door.py) leaves the account it authenticated.
+# Where the front door (src/api/front_door.py) leaves the account it authenticated, and the
+# whole principal (with the widget scope of a publishable key).
 ACCOUNT_SCOPE_KEY = "parley.account_id"
+PRINCIPAL_SCOPE_KEY = "parley.principal"
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Services:
     agents: AgentService
     chats: ChatSessionService
     text_chat: TextChatService
+    widget_keys: WidgetKeyService
+    widget_gate: WidgetGate
 
 
 def _services_of(request: Request) -> Services:
@@ -56,14 +62,37 @@ def bearer_key(authorization: str | None) -> str | None:
     return value.strip() or None
 
 
-async def current_account(
+async def current_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
-) -> str:
-    known = request.scope.get(ACCOUNT_SCOPE_KEY)
-    if isinstance(known, str):
+) -> Principal:
+    known = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(known, Principal):
         return known
-    return await _services_of(request).authenticator.account_for(bearer_key(authorization))
+    account_id = await _services_of(request).authenticator.account_for(bearer_key(authorization))
+    return Principal(account_id=account_id)
+
+
+async def current_account(principal: Annotated[Principal, Depends(current_principal)]) -> str:
+    """The account of a secret API key; a publishable widget key is refused (the front door
+    refuses it first, on every route not open to it)."""
+    if principal.widget is not None:
+        raise Forbidden("this route needs a secret API key, not a publishable widget key")
+    return principal.account_id
+
+
+async def session_account(
+    request: Request,
+    session_id: str,
+    principal: Annotated[Principal, Depends(current_principal)],
+) -> str:
+    """The account of a route on one chat session (`{session_id}` in its path), for a secret
+    key or for a widget key of the session's own visitor: the one check of widget scope on
+    session routes (another visitor's session is a 404, like another account's)."""
+    await _services_of(request).widget_gate.check_session(principal, session_id)
+    return principal.account_id
 
 
 AccountId = Annotated[str, Depends(current_account)]
+CallerPrincipal = Annotated[Principal, Depends(current_principal)]
+SessionAccount = Annotated[str, Depends(session_account)]
 ServicesDep = Annotated[Services, Depends(services)]

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.api.deps import ACCOUNT_SCOPE_KEY, Services, bearer_key
+from src.api.deps import ACCOUNT_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Services, bearer_key
 from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
 from src.api.schemas import ErrorResponse
 from src.errors import (
@@ -31,6 +31,9 @@ from src.errors import (
     UnsupportedMediaType,
 )
 from src.services.accounts import hash_api_key
+from src.widget.access import VISITOR_HEADER, Principal
+from src.widget.cors import WIDGET_ORIGIN_SCOPE_KEY
+from src.widget.keys import WIDGET_KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,20 @@ class FrontDoor:
         self, scope: Scope, headers: Headers, services: Services, has_body: bool
     ) -> None:
         key = bearer_key(headers.get("authorization"))
-        scope[ACCOUNT_SCOPE_KEY] = await services.authenticator.account_for(key)
+        if key is not None and key.startswith(WIDGET_KEY_PREFIX):
+            await self._admit_widget(scope, headers, services, key)
+        else:
+            await self._admit_secret_key(scope, services, key)
+        if has_body and not _is_json(headers.get("content-type")):
+            raise UnsupportedMediaType(
+                f"the body must be JSON: {JSON_HINT}",
+                {"content_type": headers.get("content-type")},
+            )
+
+    async def _admit_secret_key(self, scope: Scope, services: Services, key: str | None) -> None:
+        account_id = await services.authenticator.account_for(key)
+        scope[ACCOUNT_SCOPE_KEY] = account_id
+        scope[PRINCIPAL_SCOPE_KEY] = Principal(account_id=account_id)
         assert key is not None  # account_for refuses a missing key
         retry_after = await services.rate_limiter.retry_after(hash_api_key(key))
         if retry_after is not None:
@@ -97,11 +113,23 @@ class FrontDoor:
                 f"more than {limit} requests a minute with this API key; retry in {retry_after} s",
                 {"limit_per_minute": limit, "retry_after_seconds": retry_after},
             )
-        if has_body and not _is_json(headers.get("content-type")):
-            raise UnsupportedMediaType(
-                f"the body must be JSON: {JSON_HINT}",
-                {"content_type": headers.get("content-type")},
-            )
+
+    async def _admit_widget(
+        self, scope: Scope, headers: Headers, services: Services, key: str
+    ) -> None:
+        """A publishable key: its routes and origins only, rated per client IP and visitor
+        instead of per key (one key serves every visitor of a site)."""
+        gate = services.widget_gate
+        origin = headers.get("origin")
+        grant = await gate.grant_from(key, scope["method"], scope["path"], origin)
+        # From here on the answer, a refusal included, is readable by the page (CORS).
+        scope[WIDGET_ORIGIN_SCOPE_KEY] = origin
+        client = scope.get("client")
+        principal = await gate.principal(
+            grant, scope["path"], client[0] if client else None, headers.get(VISITOR_HEADER)
+        )
+        scope[ACCOUNT_SCOPE_KEY] = principal.account_id
+        scope[PRINCIPAL_SCOPE_KEY] = principal
 
     async def _pass_counted(
         self, scope: Scope, receive: Receive, send: Send, limit: int, body_done: bool

@@ -16,10 +16,13 @@ from src.domain import (
     Message,
     ModelConfig,
     SessionSummary,
+    SessionView,
     ToolCall,
     check_text,
 )
 from src.templates import check_timezone
+from src.widget.access import VISITOR_HEADER
+from src.widget.origins import OriginInvalid, parse_origin_pattern
 
 ExternalIdValue = str | int | bool
 
@@ -217,3 +220,56 @@ class TextChatResponse(BaseModel):
     is_finished: bool
     correlation_id: str
     call_id: str = Field(description="Read the conversation at GET /api/v1/chats/{call_id}.")
+
+
+class CreateWidgetKeyRequest(Strict):
+    agent_id: str = Field(min_length=1, max_length=64)
+    allowed_origins: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        description="Pages allowed to use the key: `scheme://host[:port]`, or "
+        "`https://*.example.com` for every subdomain of example.com.",
+        examples=[["https://shop.example.com", "https://*.example.org"]],
+    )
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        try:
+            normal = [str(parse_origin_pattern(origin)) for origin in origins]
+        except OriginInvalid as error:
+            raise ValueError(str(error)) from None
+        return list(dict.fromkeys(normal))
+
+
+class WidgetKeyResponse(BaseModel):
+    id: str
+    agent_id: str
+    key_prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    allowed_origins: list[str]
+    created_time: datetime
+
+
+class CreatedWidgetKeyResponse(WidgetKeyResponse):
+    key: str = Field(description="The publishable key (`pw_...`), shown only this once.")
+
+
+class WidgetKeyList(BaseModel):
+    items: list[WidgetKeyResponse]
+    next_cursor: str | None
+
+
+class OpenWidgetSessionRequest(Strict):
+    visitor_token: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="The token a previous open returned (kept in the browser's localStorage); "
+        "null for a new visitor.",
+    )
+
+
+class WidgetSessionResponse(BaseModel):
+    visitor_token: str = Field(
+        description=f"Send it back in the `{VISITOR_HEADER}` header and on the next open."
+    )
+    session: SessionView

@@ -69,6 +69,24 @@ class ApiKey(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class WidgetKey(Base):
+    """A publishable key (`pw_...`) for the web widget: one agent, a list of origins. Stored
+    only as its SHA-256 hash, like API keys; `revoked` once deleted."""
+
+    __tablename__ = "widget_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    allowed_origins: Mapped[list[str]] = mapped_column(Json)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (Index("ix_widget_keys_account_created", "account_id", "created_time", "id"),)
+
+
 class AgentVersion(Base):
     """Each agent update is a new immutable row; the highest version is the current one."""
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from src.api.deps import AccountId, ServicesDep
+from src.api.deps import AccountId, ServicesDep, SessionAccount
 from src.api.schemas import (
     AuditEventList,
     AuditEventResponse,
@@ -61,7 +61,7 @@ async def list_chats(
 
 
 @router.get("/{session_id}")
-async def get_chat(session_id: str, account: AccountId, services: ServicesDep) -> SessionView:
+async def get_chat(session_id: str, account: SessionAccount, services: ServicesDep) -> SessionView:
     return await services.chats.get(account, session_id)
 
 
@@ -76,7 +76,7 @@ async def get_chat(session_id: str, account: AccountId, services: ServicesDep) -
 async def send_message(
     session_id: str,
     body: SendMessageRequest,
-    account: AccountId,
+    account: SessionAccount,
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> SendMessageResponse:
