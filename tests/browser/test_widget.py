@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from html import escape
+from typing import Protocol
 
 import httpx
 import pytest
@@ -16,7 +17,6 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tests.browser.conftest import OfflinePage
-from tests.browser.widget_standin import WidgetStandIn
 from tests.conftest import AgentFactory
 from tests.servers import served
 
@@ -67,18 +67,24 @@ async def other_site() -> AsyncIterator[str]:
         yield base
 
 
-@pytest.fixture(scope="session")
-async def widget_api(api_url: str, api_key: str) -> AsyncIterator[WidgetStandIn]:
-    standin = WidgetStandIn(api_url, api_key)
-    async with served(standin.app) as base:
-        standin.base_url = base
-        yield standin
+class Embedder(Protocol):
+    """`embed(agent_id, site, allowed)`: the URL of `site`'s page with the widget on it, keyed
+    for `agent_id` with a new widget key that allows the origin `allowed`."""
+
+    async def __call__(self, agent_id: str, site: str, allowed: str) -> str: ...
 
 
-async def embed(widget_api: WidgetStandIn, agent_id: str, site: str, allowed: str) -> str:
-    """The URL of `site`'s page with the widget on it, keyed for `agent_id` and `allowed`."""
-    key = widget_api.add_key(agent_id, origins=[allowed])
-    return str(httpx.URL(site, params={"script": f"{widget_api.base_url}/widget.js", "key": key}))
+@pytest.fixture
+def embed(api_url: str, http: httpx.AsyncClient) -> Embedder:
+    async def page_url(agent_id: str, site: str, allowed: str) -> str:
+        created = await http.post(
+            "/widget-keys", json={"agent_id": agent_id, "allowed_origins": [allowed]}
+        )
+        assert created.status_code == 201, created.text
+        params = {"script": f"{api_url}/widget.js", "key": created.json()["key"]}
+        return str(httpx.URL(site, params=params))
+
+    return page_url
 
 
 async def open_by_keyboard(page: Page) -> None:
@@ -104,10 +110,10 @@ async def agent(make_agent: AgentFactory) -> str:
 
 
 async def test_a_visitor_chats_with_the_keyboard_only(
-    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
 ) -> None:
     page = offline_page.page
-    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+    await page.goto(await embed(agent, host_site, allowed=host_site))
 
     await open_by_keyboard(page)
     conversation = page.get_by_role("log")
@@ -126,10 +132,10 @@ async def test_a_visitor_chats_with_the_keyboard_only(
 
 
 async def test_after_a_reload_the_transcript_is_still_there(
-    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
 ) -> None:
     page = offline_page.page
-    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+    await page.goto(await embed(agent, host_site, allowed=host_site))
     await open_by_keyboard(page)
     await say_by_keyboard(page, "Do you fix boilers?")
     await expect(page.get_by_role("log")).to_contain_text("echo: Do you fix boilers?")
@@ -149,28 +155,30 @@ async def test_after_a_reload_the_transcript_is_still_there(
 
 async def test_a_site_the_key_does_not_allow_gets_no_session(
     offline_page: OfflinePage,
-    widget_api: WidgetStandIn,
+    embed: Embedder,
     host_site: str,
     other_site: str,
     agent: str,
     http: httpx.AsyncClient,
 ) -> None:
     page = offline_page.page
-    await page.goto(await embed(widget_api, agent, other_site, allowed=host_site))
+    await page.goto(await embed(agent, other_site, allowed=host_site))
 
     await page.get_by_role("button", name="Open chat").click()
 
-    await expect(page.get_by_role("alert")).to_contain_text("not available on this site")
+    await expect(page.get_by_role("alert")).to_contain_text(
+        "this site may not be allowed to use this chat"
+    )
     await offline_page.screenshot("origin-refused")
     sessions = await http.get("/chats", params={"agent_id": agent})
     assert sessions.json()["items"] == []
 
 
 async def test_the_page_themes_the_widget_and_its_own_css_stays_out(
-    offline_page: OfflinePage, widget_api: WidgetStandIn, host_site: str, agent: str
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
 ) -> None:
     page = offline_page.page
-    await page.goto(await embed(widget_api, agent, host_site, allowed=host_site))
+    await page.goto(await embed(agent, host_site, allowed=host_site))
     launcher = page.get_by_role("button", name="Open chat")
     await expect(launcher).to_be_visible()
 
@@ -182,3 +190,24 @@ async def test_the_page_themes_the_widget_and_its_own_css_stays_out(
     assert 1280 - (box["x"] + box["width"]) == 32  # --parley-position-right
     await launcher.click()
     await expect(page.get_by_role("log")).to_have_css("color", "rgb(17, 24, 39)")
+
+
+async def test_a_visitor_token_the_server_refuses_is_replaced_by_a_new_one(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    url = await embed(agent, host_site, allowed=host_site)
+    key = httpx.URL(url).params["key"]
+    await page.goto(url)
+    await page.evaluate(
+        "([name, token]) => localStorage.setItem(name, token)",
+        [f"parley:visitor:{key}", "pv_not-a-token-of-this-server"],
+    )
+    await page.reload()
+
+    await page.get_by_role("button", name="Open chat").click()
+
+    await expect(page.get_by_role("log")).to_contain_text("How can I help you today?")
+    await expect(page.get_by_role("alert")).to_be_hidden()
+    token = await page.evaluate("name => localStorage.getItem(name)", f"parley:visitor:{key}")
+    assert token.startswith("pv_") and token != "pv_not-a-token-of-this-server"

@@ -360,8 +360,9 @@
 
   Widget.prototype.describe = function (error) {
     if (!(error instanceof ApiError)) {
-      return "Chat is unreachable right now. Check your connection; this site may also not " +
-        "be allowed to use this chat.";
+      // A refused origin gets an answer without CORS headers: to the page, a network error.
+      return "The chat could not be reached from this page. Check your connection; if it " +
+        "keeps happening, this site may not be allowed to use this chat.";
     }
     if (error.status === 401 || error.status === 403) {
       return "This chat is not available on this site (" + error.message + ").";
@@ -382,13 +383,12 @@
   Widget.prototype.startSession = function () {
     var self = this;
     this.showError("");
-    this.opening = fetch(API + "/widget/sessions", {
-      method: "POST",
-      headers: this.headers({ "Content-Type": "application/json" }),
-      body: JSON.stringify({ visitor_token: this.visitor })
-    }).then(function (response) {
-      if (!response.ok) return apiError(response).then(function (e) { throw e; });
-      return response.json();
+    this.opening = this.requestSession().catch(function (error) {
+      // A token of another key, or sealed with a key since retired: start as a new visitor.
+      if (!(error instanceof ApiError) || error.status !== 401 || !self.visitor) throw error;
+      self.visitor = null;
+      store(TOKEN_KEY, null);
+      return self.requestSession();
     }).then(function (body) {
       self.visitor = body.visitor_token;
       store(TOKEN_KEY, self.visitor);
@@ -402,6 +402,18 @@
     });
     this.opening.catch(function () { /* shown above */ });
     return this.opening;
+  };
+
+  // POST /widget/sessions: the visitor's active session (or a new one), and its token.
+  Widget.prototype.requestSession = function () {
+    return fetch(API + "/widget/sessions", {
+      method: "POST",
+      headers: this.headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ visitor_token: this.visitor })
+    }).then(function (response) {
+      if (!response.ok) return apiError(response).then(function (e) { throw e; });
+      return response.json();
+    });
   };
 
   // Shows a session's transcript and follows its live events.
