@@ -24,12 +24,14 @@ from src.config import Settings, is_loopback
 from src.db.engine import create_engine, migrate, session_factory
 from src.db.snapshots import SnapshotStore
 from src.domain import FINISH_THE_CONVERSATION, AgentSpec, BuiltinTool, McpServer, McpTools
-from src.errors import NotFound
+from src.errors import NotFound, Unauthorized
 from src.sealing.secret_box import SecretBox
 from src.sealing.state_envelope import create_private_file, new_key_setting
 from src.services.accounts import DEFAULT_ACCOUNT_ID, new_api_key, register_api_key
 from src.services.agents import AgentService
 from src.temporal.search_attributes import SEARCH_ATTRIBUTES
+from src.widget.keys import WidgetKeyService
+from src.widget.origins import parse_origin_pattern
 
 DEMO_MCP_COMMAND = "mcp-server-time"
 DEMO_AGENT = AgentSpec(
@@ -152,7 +154,8 @@ class DevStack:
             migrate(self.settings.database_url)
             api_key = self._api_key(data_dir)
             env["PARLEY_API_KEY"] = api_key
-            agent_id = asyncio.run(self._demo_agent(data_dir, api_key))
+            agent_id, widget_key = self._demo_agent(data_dir, api_key)
+            env["PARLEY_DEMO_WIDGET_KEY"] = widget_key
             self._start("worker", [sys.executable, "-m", "src.cli", "worker"], env)
             self._start("api", [sys.executable, "-m", "src.cli", "api"], env)
             base = f"http://{self.settings.host}:{self.settings.port}"
@@ -249,22 +252,35 @@ class DevStack:
         create_private_file(key_file, new_api_key())
         return key_file.read_text().strip()
 
-    async def _demo_agent(self, data_dir: Path, api_key: str) -> str:
+    def _demo_agent(self, data_dir: Path, api_key: str) -> tuple[str, str]:
+        """The demo agent's id and a widget key for it that the demo page's origin may use,
+        both kept in the data dir across restarts (the key is stored hashed: the clear one
+        lives in a private file there)."""
+        id_file, key_file = data_dir / "demo-agent-id", data_dir / "demo-widget-key"
+        stored_id = id_file.read_text().strip() if id_file.exists() else None
+        stored_key = key_file.read_text().strip() if key_file.exists() else None
+        agent_id, key = asyncio.run(self._demo_records(api_key, stored_id, stored_key))
+        if agent_id != stored_id:
+            id_file.write_text(agent_id)
+        if key != stored_key:
+            key_file.unlink(missing_ok=True)
+            create_private_file(key_file, key)
+        return agent_id, key
+
+    async def _demo_records(
+        self, api_key: str, stored_id: str | None, stored_key: str | None
+    ) -> tuple[str, str]:
         engine = create_engine(self.settings.database_url)
         try:
             sessions = session_factory(engine)
             await register_api_key(sessions, api_key)
             secrets = SecretBox(self.settings.secret_keys())
             agents = AgentService(self.settings, sessions, SnapshotStore(sessions, secrets))
-            id_file = data_dir / "demo-agent-id"
-            if id_file.exists():
-                try:
-                    return (await agents.get(DEFAULT_ACCOUNT_ID, id_file.read_text().strip())).id
-                except NotFound:
-                    pass
-            agent = await agents.create(DEFAULT_ACCOUNT_ID, DEMO_AGENT)
-            id_file.write_text(agent.id)
-            return agent.id
+            agent_id = await _demo_agent_id(agents, stored_id)
+            widget_keys = WidgetKeyService(sessions, agents, cache_seconds=0)
+            origins = demo_page_origins(self.settings.host, self.settings.port)
+            key = await _demo_widget_key(widget_keys, agent_id, origins, stored_key)
+            return agent_id, key
         finally:
             await engine.dispose()
 
@@ -300,6 +316,7 @@ class DevStack:
                     f"  OpenAPI docs   {base}/docs  ({base}/redoc)",
                     f"  Temporal UI    {ui}",
                     f"  demo agent     {agent_id}  (model provider: {provider})",
+                    f"  widget demo    {base}/demo  (the web chat widget on a page)",
                     f"  API key        {api_key}",
                     "",
                     "Try it:",
@@ -312,6 +329,40 @@ class DevStack:
             ),
             flush=True,
         )
+
+
+async def _demo_agent_id(agents: AgentService, stored_id: str | None) -> str:
+    if stored_id is not None:
+        try:
+            return (await agents.get(DEFAULT_ACCOUNT_ID, stored_id)).id
+        except NotFound:
+            pass
+    return (await agents.create(DEFAULT_ACCOUNT_ID, DEMO_AGENT)).id
+
+
+async def _demo_widget_key(
+    widget_keys: WidgetKeyService, agent_id: str, origins: list[str], stored_key: str | None
+) -> str:
+    """The stored key while it works for this agent from these origins; else a new one (the
+    database was reset, or PARLEY_HOST / PARLEY_PORT changed)."""
+    if stored_key is not None:
+        try:
+            grant = await widget_keys.grant_for(stored_key)
+            if grant.agent_id == agent_id and [str(o) for o in grant.origins] == origins:
+                return stored_key
+        except Unauthorized:
+            pass
+    patterns = [parse_origin_pattern(origin) for origin in origins]
+    _, key = await widget_keys.create(DEFAULT_ACCOUNT_ID, agent_id, patterns)
+    return key
+
+
+def demo_page_origins(host: str, port: int) -> list[str]:
+    """Where a browser may load the demo page from: the API's own origin, under each name of
+    a loopback or wildcard bind."""
+    if host in ("0.0.0.0", "127.0.0.1", "localhost", "::", "::1"):
+        return [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    return [f"http://{host}:{port}"]
 
 
 def _wait_for_port(host: str, port: int, what: str, timeout: float = 60) -> None:

@@ -45,7 +45,9 @@ async def dev_stack(env: dict[str, str], output: list[str]) -> AsyncIterator[dic
             line = (await asyncio.wait_for(process.stdout.readline(), timeout=120)).decode()
             assert line, "parley dev exited early:\n" + "".join(output)
             output.append(line)
-            found = re.match(r"\s+(API key|API|OpenAPI docs|Temporal UI|demo agent)\s+(\S+)", line)
+            found = re.match(
+                r"\s+(API key|API|OpenAPI docs|Temporal UI|demo agent|widget demo)\s+(\S+)", line
+            )
             if found:
                 banner[found.group(1)] = found.group(2)
         drain = asyncio.create_task(_drain(process.stdout, output))

@@ -54,7 +54,8 @@ async def test_under_parley_dev_the_demo_page_embeds_the_widget(
         front = await client.get("/")
 
     assert demo.status_code == 200
-    assert f'<script src="{base_url}/widget.js" data-key="{DEMO_KEY}" defer></script>' in demo.text
+    tag = f'<script src="{base_url}/widget.js" data-key="{DEMO_KEY}" data-title="Northwind Bikes"'
+    assert tag in demo.text
     assert links_in(front.text).links["Web chat widget demo"] == "/demo"
 
 

@@ -49,7 +49,10 @@ def demo_widget_key(settings: Settings) -> str | None:
 
 
 def demo_page_html(base_url: str, widget_key: str) -> str:
-    tag = f'<script src="{escape(base_url)}/widget.js" data-key="{escape(widget_key)}" defer>'
+    tag = (
+        f'<script src="{escape(base_url)}/widget.js" data-key="{escape(widget_key)}" '
+        'data-title="Northwind Bikes" defer>'
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -60,7 +63,8 @@ def demo_page_html(base_url: str, widget_key: str) -> str:
     body {{ margin: 0; font-family: Georgia, serif; color: #1f2937; background: #fffbf5; }}
     header {{ padding: 1.2rem 2rem; background: #1f2937; color: #fef3c7; }}
     main {{ max-width: 44rem; margin: 2rem auto; padding: 0 1.5rem; line-height: 1.6; }}
-    code {{ background: #f3f4f6; padding: .1rem .3rem; }}
+    pre {{ background: #f3f4f6; padding: .8rem 1rem; white-space: pre-wrap;
+      word-break: break-all; }}
   </style>
 </head>
 <body>
