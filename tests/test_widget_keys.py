@@ -416,3 +416,13 @@ async def test_an_ip_over_its_rate_gets_429_with_retry_after(
     error = assert_error(refused, 429, "rate_limited")
     assert "IP address" in error["message"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+async def test_secret_key_answers_carry_no_cors_headers(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent())
+    response = await http.get(f"/chats/{session['id']}", headers={"Origin": SHOP})
+
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response.headers

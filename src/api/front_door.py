@@ -2,9 +2,11 @@
 
 On the routes that need a key (`/api/v1/...`), in this order: the API key from the headers
 (401), the key's request rate (429 with Retry-After), a JSON Content-Type when there is a body
-(415). On every route: the body's size, from Content-Length at once and from the bytes read,
-so a chunked upload stops at the cap too (413). A response sent before the request's body was
-read to its end closes the connection, so the server reads no more of that body.
+(415). A publishable widget key (`pw_...`) is checked instead against its routes and origins
+(403), the client IP's and the visitor's rates (429) and its visitor token (401); see
+src/widget/access.py. On every route: the body's size, from Content-Length at once and from
+the bytes read, so a chunked upload stops at the cap too (413). A response sent before the
+request's body was read to its end closes the connection, so the server reads no more of it.
 
 Health, metrics and codec routes keep their own rules (no key, no key, PARLEY_CODEC_AUTH).
 FastAPI's own `max_body_size` is not used: it answers any early response of a request whose
@@ -44,6 +46,11 @@ JSON_HINT = "send the body as JSON with 'Content-Type: application/json'"
 # For the OpenAPI document of the keyed routes: what the front door may answer.
 FRONT_DOOR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "missing, malformed, unknown or revoked key"},
+    403: {
+        "model": ErrorResponse,
+        "description": "a publishable widget key off its routes, or from an origin it does "
+        "not allow",
+    },
     413: {"model": ErrorResponse, "description": "body over PARLEY_MAX_REQUEST_BYTES"},
     415: {"model": ErrorResponse, "description": "a body not sent as application/json"},
     429: {"model": ErrorResponse, "description": "over the key's rate (Retry-After) or a quota"},

@@ -178,9 +178,9 @@ class WidgetGate:
     async def check_session(self, principal: Principal, session_id: str) -> None:
         """Nothing for a secret key; for a widget key, NotFound unless the session is its
         visitor's web session (as for another account's session: nothing is revealed)."""
-        endpoint = principal.visitor_endpoint()
         if principal.widget is None:
             return
+        endpoint = principal.visitor_endpoint()
         if endpoint is not None and (session_id, endpoint) in self._owned:
             return
         async with self._sessions() as db:
