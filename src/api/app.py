@@ -23,6 +23,7 @@ from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
+from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 from src.temporal.client import connect_temporal
 
@@ -39,6 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
         # the next turn.
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
+        streams = SessionStreams(engine, sessions)
+        await streams.start()
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -49,10 +52,12 @@ def create_app(settings: Settings) -> FastAPI:
             agents=agent_service,
             chats=ChatSessionService(settings, temporal, sessions, agent_service, snapshots),
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
+            streams=streams,
         )
         try:
             yield
         finally:
+            await streams.close()
             await engine.dispose()
 
     # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages with no

@@ -16,6 +16,7 @@ from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
+from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 
 # Where the front door (src/api/front_door.py) leaves the account it authenticated.
@@ -33,6 +34,7 @@ class Services:
     agents: AgentService
     chats: ChatSessionService
     text_chat: TextChatService
+    streams: SessionStreams
 
 
 def _services_of(request: Request) -> Services:
