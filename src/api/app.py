@@ -33,6 +33,7 @@ from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
+from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 from src.temporal.client import connect_temporal
 from src.widget.access import WidgetGate
@@ -53,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
         widget_keys = WidgetKeyService(sessions, agent_service, settings.api_key_cache_seconds)
+        streams = SessionStreams(engine, sessions)
+        await streams.start()
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -65,10 +68,12 @@ def create_app(settings: Settings) -> FastAPI:
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
+            streams=streams,
         )
         try:
             yield
         finally:
+            await streams.close()
             await engine.dispose()
 
     # FastAPI's own /docs and /redoc load Swagger UI and ReDoc from a CDN: blank pages with no

@@ -16,6 +16,7 @@ from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
+from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 from src.widget.access import Principal, WidgetGate
 from src.widget.keys import WidgetKeyService
@@ -39,6 +40,7 @@ class Services:
     text_chat: TextChatService
     widget_keys: WidgetKeyService
     widget_gate: WidgetGate
+    streams: SessionStreams
 
 
 def _services_of(request: Request) -> Services:

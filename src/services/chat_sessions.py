@@ -340,6 +340,16 @@ class ChatSessionService:
     async def send(
         self, account_id: str, session_id: str, content: str, idempotency_key: str | None
     ) -> TurnResult:
+        workflow_id = await self.check_send(account_id, session_id, content, idempotency_key)
+        return await self.deliver(
+            account_id, session_id, workflow_id, content, idempotency_key, str(uuid.uuid4())
+        )
+
+    async def check_send(
+        self, account_id: str, session_id: str, content: str, idempotency_key: str | None
+    ) -> str:
+        """What refuses a message before it is sent (size, unknown or final session); the
+        workflow id the session lives under."""
         if len(content) > self._settings.max_message_chars:
             raise PayloadTooLarge(
                 f"the message has {len(content)} characters; the limit is "
@@ -353,6 +363,20 @@ class ChatSessionService:
                 raise Conflict("the session is final; open a new one")
             workflow_id = row.workflow_id
             self._workflow_ids[address] = workflow_id
+        return workflow_id
+
+    async def deliver(
+        self,
+        account_id: str,
+        session_id: str,
+        workflow_id: str,
+        content: str,
+        idempotency_key: str | None,
+        request_id: str,
+    ) -> TurnResult:
+        """The message to its session, and the turn that answers it. The session's stream
+        marks the turn's events with `idempotency_key or request_id`."""
+        address = (account_id, session_id)
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(workflow_id)
         update_id = message_update_id(session_id, idempotency_key) if idempotency_key else None
         # One request id across the retries below: a caller told to retry while its message
@@ -361,7 +385,7 @@ class ChatSessionService:
             content=content,
             idempotency_key=idempotency_key,
             session_id=session_id,
-            request_id=str(uuid.uuid4()),
+            request_id=request_id,
         )
 
         async def send_once() -> TurnResult:
@@ -416,6 +440,10 @@ class ChatSessionService:
         low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
         if not low <= ttl <= high:
             raise InvalidInput(f"ttl_seconds must be between {low} and {high}; got {ttl}")
+
+    async def check_owned(self, account_id: str, session_id: str) -> ChatSession:
+        """The conversation's row (a session or a stateless conversation), if the account's."""
+        return await self._row(account_id, session_id)
 
     async def _row(self, account_id: str, session_id: str) -> ChatSession:
         async with self._sessions() as db:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import uuid
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from src.api.deps import AccountId, ServicesDep, SessionAccount
+from src.api.event_streams import (
+    EVENT_STREAM,
+    conversation_events,
+    event_source,
+    resume_position,
+    turn_events,
+    wants_event_stream,
+)
 from src.api.schemas import (
     AuditEventList,
     AuditEventResponse,
@@ -19,6 +28,7 @@ from src.api.schemas import (
 )
 from src.domain import SessionStatus, SessionView
 from src.services.chat_sessions import ChatFilters, OpenChat
+from src.workflows.chat_session_models import TurnResult
 
 router = APIRouter(
     prefix="/chats",
@@ -67,7 +77,14 @@ async def get_chat(session_id: str, account: SessionAccount, services: ServicesD
 
 @router.post(
     "/{session_id}/messages",
+    response_model=SendMessageResponse,
     responses={
+        200: {
+            "content": {EVENT_STREAM: {}},
+            "description": "With `Accept: text/event-stream`: the turn's events as they "
+            "come (message.delta, tool_call, tool_result, message, discard), then `done` "
+            "with this body, or `error`.",
+        },
         409: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         502: {"model": ErrorResponse},
@@ -78,10 +95,55 @@ async def send_message(
     body: SendMessageRequest,
     account: SessionAccount,
     services: ServicesDep,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-) -> SendMessageResponse:
-    turn = await services.chats.send(account, session_id, body.content, idempotency_key)
-    return SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
+) -> SendMessageResponse | Response:
+    chats = services.chats
+    if not wants_event_stream(request):
+        turn = await chats.send(account, session_id, body.content, idempotency_key)
+        return SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
+    workflow_id = await chats.check_send(account, session_id, body.content, idempotency_key)
+    request_id = str(uuid.uuid4())
+    turn_id = idempotency_key or request_id
+    # A retry with the key joins its turn's events from the start; a new message needs only
+    # the events from now on.
+    after = 0 if idempotency_key else await services.streams.head(session_id)
+    answer = chats.deliver(
+        account, session_id, workflow_id, body.content, idempotency_key, request_id
+    )
+    return event_source(
+        turn_events(services.streams, session_id, turn_id, after, answer, _recorded_turn)
+    )
+
+
+def _recorded_turn(turn: TurnResult) -> tuple[set[int], dict[str, Any]]:
+    done = SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
+    return set(range(turn.first_seq, turn.first_seq + turn.count)), done.model_dump(mode="json")
+
+
+@router.get(
+    "/{session_id}/stream",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {EVENT_STREAM: {}},
+            "description": "The session's events, live: user_message, message.delta, "
+            "tool_call, tool_result, message, discard, session.final (then the stream ends).",
+        }
+    },
+)
+async def follow_chat(
+    session_id: str,
+    account: SessionAccount,
+    services: ServicesDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=40)] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """Follow a session live; resume after a dropped connection with `Last-Event-ID` (or
+    `?after=`): no event is lost or repeated."""
+    start = resume_position(last_event_id, after)
+    await services.chats.check_owned(account, session_id)
+    return event_source(conversation_events(services.streams, session_id, start))
 
 
 @router.post("/{session_id}/end")

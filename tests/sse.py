@@ -1,0 +1,67 @@
+"""Reading Parley's SSE routes in tests, with httpx-sse (a real SSE parser over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+STREAM = {"Accept": "text/event-stream"}
+
+
+@dataclass
+class Event:
+    name: str
+    data: Any
+    id: str
+    at: float  # time.monotonic() when it arrived
+
+    @property
+    def position(self) -> int:
+        return int(self.id)
+
+
+async def stream_post(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], **headers: str
+) -> list[Event]:
+    """POST with `Accept: text/event-stream`; every event until the stream ends."""
+    async with aconnect_sse(http, "POST", url, json=body, headers={**STREAM, **headers}) as source:
+        assert source.response.status_code == 200, await source.response.aread()
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        return [
+            Event(sse.event, json.loads(sse.data), sse.id, time.monotonic())
+            async for sse in source.aiter_sse()
+        ]
+
+
+async def follow(http: httpx.AsyncClient, url: str, until: str, **headers: str) -> list[Event]:
+    """GET an SSE route; every event up to and including the first named `until`."""
+    events: list[Event] = []
+    async with aconnect_sse(http, "GET", url, headers={**STREAM, **headers}) as source:
+        assert source.response.status_code == 200, await source.response.aread()
+        async for sse in source.aiter_sse():
+            events.append(Event(sse.event, json.loads(sse.data), sse.id, time.monotonic()))
+            if sse.event == until:
+                break
+    return events
+
+
+def named(events: list[Event], name: str) -> list[Event]:
+    return [event for event in events if event.name == name]
+
+
+def text_of(events: list[Event], message_index: int = 0) -> str:
+    """The text the deltas of one message spell, honouring `discard`."""
+    text = ""
+    for event in events:
+        if event.data.get("message_index") != message_index:
+            continue
+        if event.name == "message.delta":
+            text += event.data["delta"]
+        elif event.name == "discard":
+            text = ""
+    return text
