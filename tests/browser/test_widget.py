@@ -211,3 +211,22 @@ async def test_a_visitor_token_the_server_refuses_is_replaced_by_a_new_one(
     await expect(page.get_by_role("alert")).to_be_hidden()
     token = await page.evaluate("name => localStorage.getItem(name)", f"parley:visitor:{key}")
     assert token.startswith("pv_") and token != "pv_not-a-token-of-this-server"
+
+
+async def test_the_reply_grows_in_the_log_as_the_model_streams_it(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, make_agent: AgentFactory
+) -> None:
+    agent = await make_agent("stream-400")  # 400 ms between words
+    page = offline_page.page
+    await page.goto(await embed(agent, host_site, allowed=host_site))
+    await open_by_keyboard(page)
+
+    await say_by_keyboard(page, "one two three four five six")
+
+    growing = page.locator(".msg.assistant.streaming")
+    await expect(growing).to_contain_text("echo:")
+    partial = await growing.inner_text()
+    await offline_page.screenshot("streaming")
+    await expect(page.get_by_role("log")).to_contain_text("echo: one two three four five six")
+    await expect(growing).to_have_count(0)
+    assert "six" not in partial

@@ -232,8 +232,9 @@
     this.session = null;       // {id, status, ...} once opened
     this.visitor = stored(TOKEN_KEY);
     this.opening = null;       // the promise of the session open in flight
-    this.lastEventId = null;   // the newest event id seen on any stream of this session
-    this.seen = {};            // event ids already applied: both streams carry the same events
+    this.lastEventId = null;   // the live stream's last event id, where it resumes
+    this.seen = {};            // events already applied: both streams carry the turn's events
+    this.rendered = {};        // messages shown, by signature: a stream from the start repeats them
     this.turn = null;          // {partials: {message_index: element}} while a reply streams
     this.sending = 0;          // own messages whose replies have not come yet
     this.pendingUser = [];     // contents of own messages not yet echoed by the live stream
@@ -424,8 +425,11 @@
     if (fresh) {
       this.lastEventId = null;
       this.seen = {};
+      this.rendered = {};
       this.turn = null;
-      (session.messages || []).forEach(this.renderMessage, this);
+      (session.messages || []).forEach(function (message, seq) {
+        this.renderMessage(message, seq);
+      }, this);
       this.followStream();
     }
     if (session.status === "final") this.ended();
@@ -465,7 +469,27 @@
     return bubble;
   };
 
-  Widget.prototype.renderMessage = function (message) {
+  // Names of a message, in the transcript and in events alike: its place in the transcript
+  // (`seq`, where known) and what it is.
+  function names(message, seq) {
+    var found = [message.role + "|" + Date.parse(message.time) + "|" + message.content];
+    if (typeof seq === "number") found.push("seq:" + seq);
+    return found;
+  }
+
+  Widget.prototype.known = function (message, seq) {
+    var rendered = this.rendered;
+    return names(message, seq).some(function (name) { return rendered[name]; });
+  };
+
+  Widget.prototype.remember = function (message, seq) {
+    var rendered = this.rendered;
+    names(message, seq).forEach(function (name) { rendered[name] = true; });
+  };
+
+  Widget.prototype.renderMessage = function (message, seq) {
+    if (!message || this.known(message, seq)) return;
+    this.remember(message, seq);
     if (shown(message)) this.bubble(message.role, message.content);
   };
 
@@ -492,22 +516,27 @@
     }
   };
 
-  // One event of the session, from the reply stream of a send or from the live stream; both
-  // carry the same events with the same ids, so each is applied once.
+  // One event of the session, from the reply stream of a send or from the live stream. An
+  // event has the same id (its position in the session's stream) on both, so each is applied
+  // once; `done` and `error` reuse the id of the event before them, hence name and id.
   Widget.prototype.apply = function (name, data, id) {
     if (id !== null && id !== undefined) {
-      if (this.seen[id]) return;
-      this.seen[id] = true;
-      this.lastEventId = id;
+      if (this.seen[name + "@" + id]) return;
+      this.seen[name + "@" + id] = true;
     }
     var event;
     try { event = JSON.parse(data); } catch (e) { return; }
     var turn;
     switch (name) {
       case "user_message":
-        var own = this.pendingUser.indexOf(event.message && event.message.content);
-        if (own >= 0) this.pendingUser.splice(own, 1);
-        else this.renderMessage(event.message);
+        if (!event.message || this.known(event.message, event.seq)) break; // shown already
+        var own = this.pendingUser.indexOf(event.message.content);
+        if (own >= 0) {
+          this.pendingUser.splice(own, 1);
+          this.remember(event.message, event.seq);
+        } else {
+          this.renderMessage(event.message, event.seq);
+        }
         // Someone (this visitor in another tab) asked: a reply is coming.
         this.turn = { partials: {}, waiting: true };
         break;
@@ -518,14 +547,26 @@
         this.scroll();
         break;
       case "message":
+        if (!event.message) break;
         turn = this.turn || { partials: {} };
         this.turn = turn;
         var partialBubble = turn.partials[event.message_index];
+        if (this.known(event.message, event.seq)) {
+          // In the transcript already (a stream followed from its start repeats the text of
+          // recorded messages): its partial text goes.
+          if (partialBubble) partialBubble.remove();
+          delete turn.partials[event.message_index];
+          turn.waiting = false;
+          break;
+        }
+        this.remember(event.message, event.seq);
         if (shown(event.message) && event.message.role === "assistant") {
           partialBubble = partialBubble || this.bubble("assistant", "");
           partialBubble.querySelector(".text").textContent = event.message.content;
           partialBubble.classList.remove("streaming");
           turn.partials[event.message_index] = partialBubble;
+          // A reply with no tool calls ends its turn (the live stream has no `done`).
+          if (!(event.message.tool_calls || []).length) turn.waiting = false;
         } else if (partialBubble) {
           // A message with tool calls and no text: its partial text is not the reply.
           partialBubble.remove();
@@ -582,6 +623,8 @@
           return readEvents(response, function (name, data, id) {
             if (generation !== self.streamGeneration) return;
             attempt = 0;
+            // Only this stream sees every event: a reply stream skips other turns' events.
+            if (id !== null) self.lastEventId = id;
             self.apply(name, data, id);
           });
         })
