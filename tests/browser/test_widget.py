@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from tests.browser.conftest import OfflinePage
+from tests.browser.cutting_proxy import CuttingProxy
 from tests.conftest import AgentFactory
 from tests.servers import served
 
@@ -230,3 +231,64 @@ async def test_the_reply_grows_in_the_log_as_the_model_streams_it(
     await expect(page.get_by_role("log")).to_contain_text("echo: one two three four five six")
     await expect(growing).to_have_count(0)
     assert "six" not in partial
+
+
+async def test_a_message_from_another_tab_shows_in_this_one(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
+) -> None:
+    first = offline_page.page
+    url = await embed(agent, host_site, allowed=host_site)
+    await first.goto(url)
+    await first.get_by_role("button", name="Open chat").click()
+    await expect(first.get_by_role("log")).to_contain_text("How can I help you today?")
+    second = await first.context.new_page()
+    await second.goto(url)
+    await second.get_by_role("button", name="Open chat").click()
+    await expect(second.get_by_role("log")).to_contain_text("How can I help you today?")
+
+    await first.get_by_role("textbox", name="Message").fill("Sent from the first tab")
+    await first.get_by_role("button", name="Send").click()
+
+    conversation = second.get_by_role("log")
+    await expect(conversation).to_contain_text("Sent from the first tab")
+    await expect(conversation).to_contain_text("echo: Sent from the first tab")
+    assert await conversation.get_by_text("echo: Sent from the first tab").count() == 1
+
+
+async def test_after_a_dropped_connection_the_widget_resumes_where_it_was(
+    offline_page: OfflinePage,
+    embed: Embedder,
+    api_url: str,
+    host_site: str,
+    agent: str,
+    http: httpx.AsyncClient,
+) -> None:
+    page = offline_page.page
+    follows: list[dict[str, str]] = []
+    page.on("request", lambda r: follows.append(r.headers) if "/stream" in r.url else None)
+    proxy = CuttingProxy(api_url)
+    async with proxy.served() as network:
+        # The page reaches Parley through `network`: the widget's API is the script's origin.
+        url = httpx.URL(await embed(agent, host_site, allowed=host_site))
+        await page.goto(str(url.copy_set_param("script", f"{network}/widget.js")))
+        await page.get_by_role("button", name="Open chat").click()
+        await expect(page.get_by_role("log")).to_contain_text("How can I help you today?")
+        (session,) = (await http.get("/chats", params={"agent_id": agent})).json()["items"]
+        say = f"/chats/{session['id']}/messages"
+        conversation = page.get_by_role("log")
+        # Sent elsewhere (the account's backend): only the live stream brings it here.
+        await http.post(say, json={"content": "Sent before the drop"})
+        await expect(conversation).to_contain_text("echo: Sent before the drop")
+
+        proxy.refusing = True
+        proxy.cut()
+        sent = await http.post(say, json={"content": "Sent while you were offline"})
+        proxy.refusing = False
+
+        await expect(conversation).to_contain_text("echo: Sent while you were offline")
+    assert sent.status_code == 200
+    assert await conversation.get_by_text("echo: Sent before the drop").count() == 1
+    assert await conversation.get_by_text("echo: Sent while you were offline").count() == 1
+    # It followed from the start, then resumed after the last event it had read.
+    assert "last-event-id" not in follows[0]
+    assert int(follows[-1]["last-event-id"]) > 1
