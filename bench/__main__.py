@@ -1,9 +1,10 @@
 """`python -m bench` (`make bench`): start the stack, run the benchmarks, write
 bench/results/<timestamp>.json and print a markdown summary.
 
-PARLEY_BENCH_SCALE=small runs every benchmark in reduced form; PARLEY_BENCH_ONLY=turns,history,
-scale picks some; PARLEY_BENCH_DATABASE_URL=postgresql+asyncpg://... runs against PostgreSQL
-(its tables are dropped first) instead of a fresh SQLite file. PARLEY_BENCH_WORKER_COMMAND /
+PARLEY_BENCH_SCALE=small runs every benchmark in reduced form;
+PARLEY_BENCH_ONLY=turns,history,scale,streaming picks some;
+PARLEY_BENCH_DATABASE_URL=postgresql+asyncpg://... runs against PostgreSQL (its tables are
+dropped first) instead of a fresh SQLite file. PARLEY_BENCH_WORKER_COMMAND /
 PARLEY_BENCH_API_COMMAND replace `python -m src.cli worker` / `api` (e.g. to run them under
 py-spy); PARLEY_BENCH_DEV_SERVER=default starts the dev server without Parley's tuning.
 """
@@ -24,9 +25,10 @@ from bench.report import markdown_summary
 from bench.scale import run_scale_benchmarks
 from bench.sizes import sizes_from_environment
 from bench.stack import REPO, StackOptions, describe_machine, running_stack
+from bench.streaming import run_streaming_benchmarks
 from bench.turns import run_turn_benchmarks
 
-BENCHMARKS = ("turns", "history", "scale")
+BENCHMARKS = ("turns", "history", "scale", "streaming")
 
 
 async def run(results_dir: Path) -> dict[str, Any]:
@@ -67,6 +69,8 @@ async def run(results_dir: Path) -> dict[str, Any]:
                 results[name] = await run_turn_benchmarks(stack, sizes)
             elif name == "history":
                 results[name] = await run_history_benchmarks(stack, sizes)
+            elif name == "streaming":
+                results[name] = await run_streaming_benchmarks(stack, sizes)
             else:
                 results[name] = await run_scale_benchmarks(stack, sizes)
             results[name]["seconds"] = round(time.monotonic() - began, 1)

@@ -21,7 +21,38 @@ def markdown_summary(results: dict[str, Any]) -> str:
         lines += _history(results["history"])
     if "scale" in results:
         lines += _scale(results["scale"])
+    if "streaming" in results:
+        lines += _streaming(results["streaming"])
     return "\n".join(lines)
+
+
+def _streaming(s: dict[str, Any]) -> list[str]:
+    overhead = s["first_delta_overhead_p50_ms"]
+    lines = [
+        "### Streaming",
+        "",
+        f"Time to first delta, p50 / p95 ms (model `{s['model']}`): through Parley "
+        f"{_p(s['first_delta_parley'])}, the openai client straight from the model "
+        f"{_p(s['first_token_model'])}; Parley adds {overhead} ms at p50 "
+        f"(goal ≤ 50: {_met(overhead <= 50)}).",
+        "",
+        "| reply words | delta events | history events | history bytes |",
+        "|---|---|---|---|",
+    ]
+    for h in s["history_per_turn"].values():
+        lines.append(
+            f"| {h['reply_words']} | {h['delta_events']} | {h['history_events']} "
+            f"| {h['history_bytes']} |"
+        )
+    c = s["concurrent"]
+    lines += [
+        "",
+        f"{c['sessions']} sessions streaming at once (`{c['model']}`): first delta "
+        f"{_p(c['first_delta'])} ms, all done in {c['all_done_seconds']} s, "
+        f"{c['failed']} failed; errors {s['errors'] or 'none'}.",
+        "",
+    ]
+    return lines
 
 
 def _met(ok: bool) -> str:

@@ -6,6 +6,7 @@ accepted once)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import uuid
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from httpx_sse import aconnect_sse
 from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
@@ -25,6 +27,7 @@ from src.workflows.session_analysis import session_analysis_workflow_id
 from tests.conftest import WEBHOOK_SECRET
 from tests.fakes.llm_server import FakeLLM
 from tests.sessions import open_chat, say, stored_session
+from tests.sse import STREAM, Event, named, text_of
 from tests.stack import Child, Stack
 
 
@@ -317,3 +320,39 @@ async def test_worker_killed_during_webhook_delivery_delivers_once(stack: Stack)
                 if e["kind"] == "webhook.attempt"]  # fmt: skip
     assert recorded == [(2, 200)]
     assert [e["data"]["attempts"] for e in events if e["kind"] == "webhook.delivered"] == [2]
+
+
+async def test_worker_killed_mid_stream_discards_the_partial_text_then_streams_it_once(
+    stack: Stack,
+) -> None:
+    settings = stack.own_queue("stream-crash")
+    agent_id = await stack.make_agent(model="stream-150")
+    words = " ".join(f"word{n}" for n in range(20))
+    first = await stack.start_worker(settings)
+    events: list[Event] = []
+    async with stack.api(settings) as http:
+        session = await open_chat(http, agent_id)
+        url = f"/chats/{session['id']}/messages"
+        async with aconnect_sse(
+            http, "POST", url, json={"content": words}, headers=STREAM
+        ) as source:
+            second: Child | None = None
+            try:
+                async for sse in source.aiter_sse():
+                    events.append(Event(sse.event, json.loads(sse.data), sse.id, 0.0))
+                    if second is None and len(named(events, "message.delta")) >= 2:
+                        await first.kill()
+                        second = await stack.start_worker(settings)
+            finally:
+                if second is not None:
+                    await second.stop()
+        transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+
+    assert first.returncode == -signal.SIGKILL
+    names = [event.name for event in events]
+    assert "discard" in names and names[-1] == "done"
+    before_discard = names[: names.index("discard")]
+    assert before_discard.count("message.delta") >= 2
+    assert text_of(events) == f"echo: {words}"
+    assert [m["content"] for m in transcript] == [words, f"echo: {words}"]
+    assert named(events, "done")[0].data["messages"][0]["content"] == f"echo: {words}"

@@ -188,3 +188,32 @@ async def test_a_bad_resume_position_in_the_query_is_refused(
     response = await http.get(f"/chats/{session['id']}/stream?after={after}", headers=STREAM)
 
     assert response.status_code == 422 and "after" in response.json()["error"]["message"]
+
+
+async def test_a_stateless_turn_streams_and_done_carries_the_new_state(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent("stream-20")
+    first_body = {"agent": {"id": agent_id}, "messages": [{"role": "user", "content": LONG}]}
+
+    events = await stream_post(http, "/text-chat/completion", first_body)
+    [done] = named(events, "done")
+    body = done.data
+    reply = body["messages"][0]["content"]
+    second_body = {
+        "agent": {"id": agent_id},
+        "state": body["state"],
+        "messages": [
+            {"role": "user", "content": LONG},
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": "and the price?"},
+        ],
+    }
+    plain = await http.post("/text-chat/completion", json=second_body)
+
+    assert events[-1] is done and len(named(events, "message.delta")) >= 2
+    assert text_of(events) == reply == f"echo: {LONG}"
+    assert [e.data["message"]["content"] for e in named(events, "message")] == [reply]
+    assert set(body) == {"messages", "state", "is_finished", "correlation_id", "call_id"}
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["messages"][0]["content"] == "echo: and the price?"

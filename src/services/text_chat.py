@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +80,21 @@ class TextChatResult(BaseModel):
     is_finished: bool
     correlation_id: str
     call_id: str
+    # The seq of the first of `messages` in the conversation (its stream names them by it).
+    first_seq: int = Field(default=0, exclude=True)
+
+
+@dataclass
+class PreparedTurn:
+    """A stateless turn that passed every check, ready to run."""
+
+    account_id: str
+    request: TextChatTurn
+    input: StatelessTurnInput
+    workflow_id: str
+    superseded: str | None
+    correlation_id: str
+    turn: int
 
 
 class ConversationState(BaseModel):
@@ -145,26 +161,38 @@ class TextChatService:
         self._sealer = StateSealer(settings.state_keys())
 
     async def complete(self, account_id: str, request: TextChatTurn) -> TextChatResult:
+        return await self.run(await self.prepare(account_id, request))
+
+    async def prepare(self, account_id: str, request: TextChatTurn) -> PreparedTurn:
+        """Everything that refuses a turn before it runs (the state, the messages, the
+        agent); the turn, ready to run."""
         state = self._open_state(account_id, request.state) if request.state else None
         new = self._new_user_messages(request, state)
         superseded = await self._superseded(state) if state is not None else None
         snapshot = await self._agent(account_id, request, state)
         call_id = state.call_id if state else str(uuid.uuid4())
-        correlation_id = state.correlation_id if state else str(uuid.uuid4())
         turn = state.turn + 1 if state else 1
-        output = await self._run_turn(
-            self._turn_input(account_id, request, state, snapshot, call_id, new),
-            f"text-chat-{call_id}-{turn}",
-            superseded,
-        )
-        next_state = ConversationState(
+        return PreparedTurn(
             account_id=account_id,
-            call_id=call_id,
-            correlation_id=correlation_id,
-            snapshot_id=output.agent.snapshot_id,
+            request=request,
+            input=self._turn_input(account_id, request, state, snapshot, call_id, new),
+            workflow_id=f"text-chat-{call_id}-{turn}",
+            superseded=superseded,
+            correlation_id=state.correlation_id if state else str(uuid.uuid4()),
             turn=turn,
+        )
+
+    async def run(self, prepared: PreparedTurn) -> TextChatResult:
+        output = await self._run_turn(prepared.input, prepared.workflow_id, prepared.superseded)
+        call_id = prepared.input.call_id
+        next_state = ConversationState(
+            account_id=prepared.account_id,
+            call_id=call_id,
+            correlation_id=prepared.correlation_id,
+            snapshot_id=output.agent.snapshot_id,
+            turn=prepared.turn,
             seen=output.message_count,
-            digest=transcript_digest(request.messages + output.messages),
+            digest=transcript_digest(prepared.request.messages + output.messages),
             finished=output.is_finished,
             issued_time=datetime.now(UTC),
         )
@@ -172,8 +200,9 @@ class TextChatService:
             messages=output.messages,
             state=self._sealer.seal(next_state.model_dump(mode="json")),
             is_finished=output.is_finished,
-            correlation_id=correlation_id,
+            correlation_id=prepared.correlation_id,
             call_id=call_id,
+            first_seq=output.message_count - len(output.messages),
         )
 
     def _new_user_messages(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 
 from src.api.deps import AccountId, ServicesDep
+from src.api.event_streams import EVENT_STREAM, event_source, turn_events, wants_event_stream
 from src.api.schemas import (
     AgentReference,
     ErrorResponse,
@@ -17,7 +19,7 @@ from src.api.schemas import (
 from src.config import Settings
 from src.domain import Message
 from src.errors import PayloadTooLarge
-from src.services.text_chat import TextChatTurn
+from src.services.text_chat import TextChatResult, TextChatTurn
 
 router = APIRouter(
     prefix="/text-chat",
@@ -33,10 +35,20 @@ router = APIRouter(
 )
 
 
-@router.post("/completion")
+@router.post(
+    "/completion",
+    response_model=TextChatResponse,
+    responses={
+        200: {
+            "content": {EVENT_STREAM: {}},
+            "description": "With `Accept: text/event-stream`: the turn's events as they "
+            "come, then `done` with this body (its new `state`), or `error`.",
+        }
+    },
+)
 async def complete_text_chat(
-    body: TextChatRequest, account: AccountId, services: ServicesDep
-) -> TextChatResponse:
+    body: TextChatRequest, account: AccountId, services: ServicesDep, request: Request
+) -> TextChatResponse | Response:
     """One turn. The state is sealed by the server: a tampered, truncated, foreign or
     other-account state is 400; the state of a finished conversation is 409. A transcript or
     a user message over the server's limits is 413."""
@@ -55,8 +67,21 @@ async def complete_text_chat(
         end_conversation=body.end_conversation,
         channel=body.channel,
     )
-    result = await services.text_chat.complete(account, turn)
-    return TextChatResponse(**result.model_dump())
+    prepared = await services.text_chat.prepare(account, turn)
+    if not wants_event_stream(request):
+        result = await services.text_chat.run(prepared)
+        return TextChatResponse(**result.model_dump())
+    call_id = prepared.input.call_id
+    after = await services.streams.head(call_id)
+    answer = services.text_chat.run(prepared)
+    return event_source(
+        turn_events(services.streams, call_id, prepared.workflow_id, after, answer, _recorded)
+    )
+
+
+def _recorded(result: TextChatResult) -> tuple[set[int], dict[str, Any]]:
+    seqs = set(range(result.first_seq, result.first_seq + len(result.messages)))
+    return seqs, TextChatResponse(**result.model_dump()).model_dump(mode="json")
 
 
 def check_transcript_size(messages: list[TextChatMessage], settings: Settings) -> None:
