@@ -11,6 +11,7 @@ from typing import Protocol
 import httpx
 import pytest
 from playwright.async_api import Page, expect
+from playwright.async_api import Route as PageRoute
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -292,3 +293,41 @@ async def test_after_a_dropped_connection_the_widget_resumes_where_it_was(
     # It followed from the start, then resumed after the last event it had read.
     assert "last-event-id" not in follows[0]
     assert int(follows[-1]["last-event-id"]) > 1
+
+
+async def test_after_the_conversation_ends_the_next_message_starts_a_new_one(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(agent, host_site, allowed=host_site))
+    await open_by_keyboard(page)
+
+    await say_by_keyboard(page, "please finish")
+    conversation = page.get_by_role("log")
+    await expect(conversation).to_contain_text("This conversation has ended")
+    await say_by_keyboard(page, "One more question")
+
+    await expect(conversation).to_contain_text("New conversation")
+    await expect(conversation).to_contain_text("echo: One more question")
+    await expect(page.get_by_role("alert")).to_be_hidden()
+
+
+async def test_a_server_that_answers_json_gets_its_reply_shown_too(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+
+    async def without_streaming(route: PageRoute) -> None:
+        # As a Parley without streaming answers: the plain JSON reply.
+        await route.continue_(headers={**route.request.headers, "accept": "application/json"})
+
+    await page.route("**/messages", without_streaming)
+    await page.goto(await embed(agent, host_site, allowed=host_site))
+    await open_by_keyboard(page)
+
+    await say_by_keyboard(page, "Plain JSON, please")
+
+    conversation = page.get_by_role("log")
+    await expect(conversation).to_contain_text("echo: Plain JSON, please")
+    await expect(page.get_by_role("status", name="Assistant is typing")).to_be_hidden()
+    assert await conversation.get_by_text("echo: Plain JSON, please").count() == 1
