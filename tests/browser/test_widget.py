@@ -310,6 +310,7 @@ async def test_after_the_conversation_ends_the_next_message_starts_a_new_one(
     await expect(conversation).to_contain_text("New conversation")
     await expect(conversation).to_contain_text("echo: One more question")
     await expect(page.get_by_role("alert")).to_be_hidden()
+    await offline_page.screenshot("new-conversation")
 
 
 async def test_a_server_that_answers_json_gets_its_reply_shown_too(
@@ -331,3 +332,23 @@ async def test_a_server_that_answers_json_gets_its_reply_shown_too(
     await expect(conversation).to_contain_text("echo: Plain JSON, please")
     await expect(page.get_by_role("status", name="Assistant is typing")).to_be_hidden()
     assert await conversation.get_by_text("echo: Plain JSON, please").count() == 1
+
+
+async def test_on_a_phone_the_open_chat_fills_the_screen(
+    offline_page: OfflinePage, embed: Embedder, host_site: str, agent: str
+) -> None:
+    page = offline_page.page
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(await embed(agent, host_site, allowed=host_site))
+
+    await page.get_by_role("button", name="Open chat").click()
+
+    panel = page.get_by_role("dialog", name="Chat with us")
+    await expect(page.get_by_role("log")).to_contain_text("How can I help you today?")
+    assert await panel.bounding_box() == {"x": 0, "y": 0, "width": 390, "height": 844}
+    # One way out, in the header: the launcher would cover the Send button.
+    await expect(page.get_by_role("button", name="Close chat")).to_have_count(1)
+    await expect(page.get_by_role("button", name="Send")).to_be_visible()
+    await offline_page.screenshot("phone")
+    await page.get_by_role("button", name="Close chat").click()
+    await expect(page.get_by_role("button", name="Open chat")).to_be_focused()

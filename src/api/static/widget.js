@@ -112,7 +112,9 @@
     ".sr-only { position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0;",
     "  overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; border: 0; }",
     "@media (max-width: 480px) { .panel { position: fixed; inset: 0; width: auto; height: auto;",
-    "  max-height: none; max-width: none; border-radius: 0; } }"
+    "  max-height: none; max-width: none; border-radius: 0; }",
+    // Full screen, the header's close button is the way out; the launcher would cover Send.
+    "  .launcher[aria-expanded='true'] { display: none; } }"
   ].join("\n");
 
   var ICON_CHAT = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" ' +
@@ -655,22 +657,38 @@
     this.fit();
     this.showError("");
     var self = this;
-    this.bubble("user", content);
-    this.pendingUser.push(content);
+    var shown = false;
+
+    function post() {
+      if (!shown) {
+        // After a new session's greeting, when the last one had ended.
+        self.bubble("user", content);
+        self.pendingUser.push(content);
+        shown = true;
+      }
+      return self.send(content, randomId());
+    }
+
+    function active() {
+      if (self.session && self.session.status !== "final") return Promise.resolve(self.session);
+      return self.opening || self.startSession();
+    }
+
     this.sending += 1;
     this.setTyping();
-    var ready = this.session && this.session.status !== "final" ? Promise.resolve(this.session)
-      : this.opening || this.startSession();
-    ready.then(function () {
-      return self.send(content, randomId());
+    active().then(post).catch(function (error) {
+      // It ended between the last reply and this message: once more, in a new session.
+      if (!(error instanceof ApiError) || error.status !== 409) throw error;
+      return active().then(post);
     }).catch(function (error) {
       self.showError(self.describe(error));
     }).finally(function () {
       self.sending -= 1;
       self.setTyping();
-      self.input.focus();
+      if (!self.panel.hidden) self.input.focus();
     });
   };
+
 
   // POSTs one message, retrying with the same Idempotency-Key (the server answers a repeat
   // with the first attempt's turn, not a second one).
