@@ -352,3 +352,32 @@ async def test_on_a_phone_the_open_chat_fills_the_screen(
     await offline_page.screenshot("phone")
     await page.get_by_role("button", name="Close chat").click()
     await expect(page.get_by_role("button", name="Open chat")).to_be_focused()
+
+
+async def test_a_reply_cut_off_mid_stream_arrives_whole_and_once(
+    offline_page: OfflinePage,
+    embed: Embedder,
+    api_url: str,
+    host_site: str,
+    make_agent: AgentFactory,
+    http: httpx.AsyncClient,
+) -> None:
+    agent = await make_agent("stream-300")
+    page = offline_page.page
+    proxy = CuttingProxy(api_url)
+    async with proxy.served() as network:
+        url = httpx.URL(await embed(agent, host_site, allowed=host_site))
+        await page.goto(str(url.copy_set_param("script", f"{network}/widget.js")))
+        await open_by_keyboard(page)
+        await say_by_keyboard(page, "alpha beta gamma delta epsilon zeta")
+        await expect(page.locator(".msg.assistant.streaming")).to_contain_text("echo:")
+
+        proxy.cut()  # the reply's stream and the live one
+
+        conversation = page.get_by_role("log")
+        await expect(conversation).to_contain_text("echo: alpha beta gamma delta epsilon zeta")
+        await expect(page.locator(".msg.assistant.streaming")).to_have_count(0)
+    assert await conversation.get_by_text("echo: alpha beta").count() == 1
+    (session,) = (await http.get("/chats", params={"agent_id": agent})).json()["items"]
+    transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+    assert [m["role"] for m in transcript] == ["user", "assistant"]
