@@ -584,6 +584,13 @@
         }
         break;
       case "done":
+        // Its messages, in case some `message` event did not come: they replace what is left
+        // of the partial text.
+        var missing = (event.messages || []).filter(function (m) { return !this.known(m); }, this);
+        if (missing.length && this.turn) {
+          for (var index in this.turn.partials) this.turn.partials[index].remove();
+        }
+        missing.forEach(function (m) { this.renderMessage(m); }, this);
         this.turn = null;
         if (event.is_final) this.ended();
         break;
