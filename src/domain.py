@@ -73,6 +73,7 @@ class FinishReason(StrEnum):
     TTL = "ttl"
     ERROR = "error"
     BUDGET = "budget"  # the session's LLM cost reached its budget (budget_usd)
+    OPT_OUT = "opt_out"  # the person texted STOP (or another opt-out keyword)
 
 
 class SessionStatus(StrEnum):

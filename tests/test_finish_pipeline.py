@@ -506,7 +506,7 @@ async def test_the_audit_log_records_the_sessions_life(
     assert tool["name"] == "lookup_order" and tool["outcome"] == "ok"
     assert tool["duration_ms"] >= 0
     [end] = [e["data"] for e in events if e["kind"] == "session.end_requested"]
-    assert end == {"note": "thanks"}
+    assert end == {"note": "thanks", "reason": "user_end"}
     assert len({e["id"] for e in events}) == len(events)
 
 

@@ -323,7 +323,7 @@ async def test_a_session_ended_now_replays_without_patch_markers(
     assert "core_patch" not in markers
     assert report.ok, report.error
     [requested] = [e for e in events if e["kind"] == "session.end_requested"]
-    assert requested["data"] == {"note": "done"}
+    assert requested["data"] == {"note": "done", "reason": "user_end"}
 
 
 async def test_a_session_with_analysis_ended_now_analyses_in_a_child_and_both_replay(

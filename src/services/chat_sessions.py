@@ -12,7 +12,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from cachetools import LRUCache
 from pydantic import BaseModel
@@ -410,7 +410,13 @@ class ChatSessionService:
                 )
         return result
 
-    async def end(self, account_id: str, session_id: str, note: str | None) -> SessionView:
+    async def end(
+        self,
+        account_id: str,
+        session_id: str,
+        note: str | None,
+        reason: Literal[FinishReason.USER_END, FinishReason.OPT_OUT] = FinishReason.USER_END,
+    ) -> SessionView:
         row = await self._session_row(account_id, session_id)
         if row.status != SessionStatus.FINAL.value:
             handle = self._client.get_workflow_handle(row.workflow_id)
@@ -418,7 +424,7 @@ class ChatSessionService:
             async def end_once() -> SessionState:
                 return await handle.execute_update(
                     ChatSessionWorkflow.end,  # type: ignore[arg-type]  # SDK typing of async updates
-                    EndRequest(note=note, session_id=session_id),
+                    EndRequest(note=note, session_id=session_id, reason=reason),
                 )
 
             try:

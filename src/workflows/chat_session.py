@@ -86,6 +86,7 @@ class ChatSessionWorkflow:
         self._final_reason: FinishReason | None = None
         self._end_requested = carried.end_requested if carried else False
         self._note: str | None = carried.note if carried else None
+        self._end_reason = carried.end_reason if carried else FinishReason.USER_END
         self._finishing = False
         # Handing over to the next run: new updates are refused (`Draining`, the API
         # retries), and waiting callers are released to retry there.
@@ -115,7 +116,7 @@ class ChatSessionWorkflow:
                 if self._handover.backlog_never_empties():
                     self._draining = True
             elif self._end_requested:
-                return await self._finish(FinishReason.USER_END)
+                return await self._finish(self._end_reason)
 
     def _has_work(self) -> bool:
         return bool(self._inbox) or self._end_requested
@@ -251,6 +252,7 @@ class ChatSessionWorkflow:
             answered=self._inbox.carried_answers(),
             end_requested=self._end_requested,
             note=self._note,
+            end_reason=self._end_reason,
             keys_forgotten=self._inbox.keys_forgotten,
         )
         workflow.continue_as_new(
@@ -352,11 +354,12 @@ class ChatSessionWorkflow:
         if not self._finishing and not self._end_requested:
             self._end_requested = True
             self._note = request.note
+            self._end_reason = request.reason
             self._transcript.add_event(
                 AuditEntry(
                     key="session.end_requested",
                     kind="session.end_requested",
-                    data={"note": request.note},
+                    data={"note": request.note, "reason": request.reason.value},
                     time=workflow.now(),
                 )
             )

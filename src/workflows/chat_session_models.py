@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,7 @@ class CarriedState(BaseModel):
     # An end request still waiting for the backlog to drain when the run handed over.
     end_requested: bool = False
     note: str | None = None
+    end_reason: FinishReason = FinishReason.USER_END
     # Whether some idempotency key was dropped from `answered`: a key not found there is then
     # looked up in the database before it runs a turn.
     keys_forgotten: bool = False
@@ -93,6 +94,8 @@ class UserMessage(BaseModel):
 class EndRequest(BaseModel):
     note: str | None = None
     session_id: str | None = None
+    # Why the session ends: the caller ended it, or (SMS) the person opted out.
+    reason: Literal[FinishReason.USER_END, FinishReason.OPT_OUT] = FinishReason.USER_END
 
 
 class TurnResult(BaseModel):
