@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.02
 _SILENCE_SECONDS = 1.0
+_LISTEN_RETRY_SECONDS = 5.0
 
 
 class SessionStreams:
@@ -33,19 +34,31 @@ class SessionStreams:
         self._followers: dict[str, set[asyncio.Event]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._listening: AsyncConnection | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self._engine.dialect.name != "postgresql":
-            return
-        self._listening = await self._engine.connect()
-        raw = await self._listening.get_raw_connection()
-        await raw.driver_connection.add_listener(STREAM_CHANNEL, self._notified)  # type: ignore[union-attr]
+        """On PostgreSQL, LISTEN in the background: the API starts (and answers 503s) while
+        the database is away; followers read every second until the listener is up."""
+        if self._engine.dialect.name == "postgresql":
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while self._listening is None:
+            try:
+                connection = await self._engine.connect()
+                raw = await connection.get_raw_connection()
+                await raw.driver_connection.add_listener(STREAM_CHANNEL, self._notified)  # type: ignore[union-attr]
+                self._listening = connection
+            except Exception:
+                log.warning("cannot LISTEN for stream events yet; retrying", exc_info=True)
+                await asyncio.sleep(_LISTEN_RETRY_SECONDS)
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._listening is not None:
             with contextlib.suppress(Exception):
                 await self._listening.close()
