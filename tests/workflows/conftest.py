@@ -9,6 +9,7 @@ see `pytest_unconfigure` below."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import sysconfig
@@ -21,6 +22,7 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -32,6 +34,15 @@ from tests.workflows.backend import StubBackend
 
 # The pytest session in which a time-skipping environment ran (see pytest_unconfigure).
 _SKIPPING_SESSION = pytest.StashKey[pytest.Session]()
+
+
+@functools.cache
+def quiet_runtime() -> Runtime:
+    """The SDK core with its own log at ERROR: on every worker start it warns that the test
+    server does not advertise a capability (heartbeat details on activity failure) that
+    these tests never use."""
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet)))
 
 
 def time_skipping_server() -> str:
@@ -64,6 +75,7 @@ async def stubbed(request: pytest.FixtureRequest) -> AsyncIterator[StubbedStack]
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=time_skipping_server(),
         plugins=[parley_plugin(data_converter(settings))],
+        runtime=quiet_runtime(),
     )
     try:
         # The test server knows no search attributes until told; the session sets these.
