@@ -54,6 +54,8 @@ async def start_session(
         max_tool_steps=4,
         turns_per_run=turns_per_run,
     )
+    # Started, not opened with update-with-start as the API does: on the time-skipping server
+    # only a handle from start_workflow skips time while its result() is awaited.
     return await stubbed.client.start_workflow(
         ChatSessionWorkflow.run, start, id=f"chat-{session_id}", task_queue=stubbed.task_queue
     )
