@@ -41,13 +41,14 @@ dev: $(STAMP)
 # SQLite always; PostgreSQL as well when one answers on PARLEY_TEST_POSTGRES (default local).
 PARLEY_TEST_POSTGRES ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 # The reduced chaos suite (tests/chaos) runs in the first pass only; it picks PostgreSQL
-# itself where a case needs it.
+# itself where a case needs it. So do tests/unit and tests/workflows (time-skipping server,
+# stubbed activities): they reach no database.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	@if $(BIN)/python -m tests.postgres_reachable "$(PARLEY_TEST_POSTGRES)"; then \
 		echo "== again against PostgreSQL =="; \
 		PARLEY_TEST_DATABASE_URL="$(PARLEY_TEST_POSTGRES)" $(BIN)/python -m pytest -q \
-			--ignore=tests/chaos; \
+			--ignore=tests/chaos --ignore=tests/unit --ignore=tests/workflows; \
 	else \
 		echo "PostgreSQL not reachable at $(PARLEY_TEST_POSTGRES): SQLite only"; \
 	fi
