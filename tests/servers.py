@@ -22,8 +22,13 @@ def bound_socket() -> socket.socket:
 
 @asynccontextmanager
 async def served(app: Any, sock: socket.socket | None = None, **config: Any) -> AsyncIterator[str]:
-    """`config` goes to uvicorn.Config (e.g. `ssl_certfile`); the URL is http:// regardless."""
+    """`config` goes to uvicorn.Config (e.g. `ssl_certfile`); the URL is http:// regardless.
+
+    Idle connections are kept longer than httpx keeps them (5 s): with equal limits a client
+    may reuse a connection just as the server closes it, and the request fails with ReadError.
+    """
     sock = sock or bound_socket()
+    config.setdefault("timeout_keep_alive", 30)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
