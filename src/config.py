@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, TypeAdapter, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from src.costs import DEFAULT_PRICES, ModelPrice
@@ -153,11 +153,24 @@ class Settings(BaseSettings):
     widget_rate_per_ip_per_minute: int = Field(
         default=120, ge=0, alias="PARLEY_WIDGET_RATE_PER_IP_PER_MINUTE"
     )
+    # The base URL the outside world (Twilio) reaches this API at, e.g. a tunnel's
+    # https://abc.ngrok.app. Twilio signs each webhook over the URL it posted to, so behind a
+    # proxy this must be the public URL, not the local one; unset: http://PARLEY_HOST:PORT.
+    public_url_setting: str | None = Field(default=None, alias="PARLEY_PUBLIC_URL")
+    # Where the Twilio REST API is (tests point it at a fake Twilio on loopback).
+    twilio_api_url: str = Field(default="https://api.twilio.com", alias="PARLEY_TWILIO_API_URL")
     max_active_sessions: int = Field(default=1000, ge=0, alias="PARLEY_MAX_ACTIVE_SESSIONS")
     allowed_models_setting: str = Field(default="", alias="PARLEY_ALLOWED_MODELS")
     max_output_tokens: int = Field(default=16_384, ge=1, alias="PARLEY_MAX_OUTPUT_TOKENS")
     api_key_cache_seconds: float = Field(default=30.0, ge=0, alias="PARLEY_API_KEY_CACHE_SECONDS")
     metrics_cache_seconds: float = Field(default=15.0, ge=0, alias="PARLEY_METRICS_CACHE_SECONDS")
+
+    @field_validator("public_url_setting", "twilio_api_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, not {url!r}")
+        return url
 
     @model_validator(mode="after")
     def _tables_parse(self) -> Settings:
@@ -271,6 +284,13 @@ class Settings(BaseSettings):
         patterns with `{name}` holes (see src/tools/mcp_commands.py), or a comma list of bare
         commands, each allowed with no arguments. Empty: no stdio servers."""
         return McpCommandAllowlist.parse(self.mcp_commands_setting)
+
+    @property
+    def public_url(self) -> str:
+        """PARLEY_PUBLIC_URL without a trailing slash; else this API's own address."""
+        if self.public_url_setting:
+            return self.public_url_setting.rstrip("/")
+        return f"http://{self.host}:{self.port}"
 
     @property
     def temporal_target(self) -> str:

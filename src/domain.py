@@ -219,7 +219,7 @@ class AnalysisSettings(Frozen):
     structured_outputs: list[StructuredOutput] = Field(default_factory=list, max_length=32)
 
 
-WebhookEvent = Literal["session.opened", "message", "session.finished"]
+WebhookEvent = Literal["session.opened", "message", "message.delivery", "session.finished"]
 
 
 def _default_webhook_events() -> list[WebhookEvent]:
@@ -520,12 +520,38 @@ class Usage(BaseModel):
     completion_tokens: int = 0
 
 
+class Attachment(BaseModel):
+    """A file that came with a message (an SMS's media), by URL: never downloaded."""
+
+    url: str
+    content_type: str | None = None
+
+
+class PartDelivery(BaseModel):
+    """How one text of a message sent by SMS fared (a long message is several texts)."""
+
+    part: int
+    # queued, sent, delivered, undelivered, failed (the provider's); "sending" while the
+    # provider's answer is unknown; "not_sent": refused, or dropped (the recipient opted out).
+    status: str
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
 class Message(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     time: datetime
     usage: Usage | None = Field(default=None, description="Set on messages an LLM produced.")
+    attachments: list[Attachment] = Field(
+        default_factory=list, description="Media that came with the message (SMS), by URL."
+    )
+    delivery: list[PartDelivery] | None = Field(
+        default=None,
+        description="SMS sessions: one entry per text the message was sent as.",
+    )
 
 
 class StructuredOutputResult(BaseModel):

@@ -270,6 +270,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 "tool_calls": [call.model_dump(mode="json") for call in message.tool_calls],
                 "usage": message.usage.model_dump(mode="json") if message.usage else None,
                 "time": message.time,
+                "attachments": [a.model_dump(mode="json") for a in message.attachments] or None,
             }
         )
         audits.append(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from src.domain import Message, ToolCall, Usage
+from src.domain import Attachment, Message, ToolCall, Usage
 
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
@@ -166,6 +166,8 @@ class ChatMessage(Base):
     # The client's Idempotency-Key of an answered user message: a retry with a key the
     # workflow no longer remembers is answered from here, never with a second turn.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # What came with the message (an SMS's media): [{"url", "content_type"}]; None before 0007.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(Json, nullable=True)
 
     __table_args__ = (
         Index(
@@ -210,6 +212,7 @@ def message_of_row(row: ChatMessage) -> Message:
         tool_calls=[ToolCall.model_validate(call) for call in row.tool_calls],
         time=row.time,
         usage=Usage.model_validate(row.usage) if row.usage else None,
+        attachments=[Attachment.model_validate(a) for a in row.attachments or []],
     )
 
 
@@ -243,3 +246,79 @@ class StreamEvent(Base):
         Index("uq_stream_events_position", "session_id", "position", unique=True),
         Index("uq_stream_events_key", "session_id", "event_key", unique=True),
     )
+
+
+class PhoneNumber(Base):
+    """A phone number texts reach Parley on: one account's, answered by one agent. `config`
+    holds the provider's credentials, the auth token sealed (src/sealing/secret_box.py)."""
+
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    # E.164, e.g. +15550001111; one number belongs to one account.
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    help_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_phone_numbers_account_created", "account_id", "created_time", "id"),
+    )
+
+
+class SmsOptOut(Base):
+    """Whether a sender texted STOP to a number (and not START since): nothing is sent to an
+    opted-out pair."""
+
+    __tablename__ = "sms_opt_outs"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opted_out: Mapped[bool] = mapped_column(Boolean)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SmsPart(Base):
+    """One text of an assistant message sent by SMS (a long message is several). Written
+    before the provider is asked to send it (`state` "sending"): an attempt that finds the row
+    so knows an earlier one may have sent it, and asks the provider before sending again."""
+
+    __tablename__ = "sms_parts"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(32))
+    recipient: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    # "sending" (asked, answer unknown), "accepted" (the provider took it), "failed" (refused),
+    # "dropped" (never asked: the recipient opted out).
+    state: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The provider's delivery status (queued, sent, delivered, undelivered, failed).
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("uq_sms_parts_provider_message_id", "provider_message_id", unique=True),
+    )
+
+
+class SmsStatusEvent(Base):
+    """A delivery status callback taken: the same (message, status) posted again is ignored."""
+
+    __tablename__ = "sms_status_events"
+
+    provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime())

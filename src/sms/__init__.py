@@ -1,0 +1,1 @@
+"""The SMS channel (Twilio): phone numbers, signed webhooks, keywords, sending texts."""
