@@ -376,14 +376,18 @@ async def test_a_stop_taken_while_a_message_goes_out_drops_the_parts_not_sent_ye
 async def test_a_send_twilio_accepted_before_the_worker_died_is_not_sent_again(
     activities: SmsActivities, line: Line, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    text = line.text(long_body(200))  # 2 parts
-    line.fake.hang_next(to=line.recipient)
+    text = line.text(long_body(500))  # 3 parts
+    line.fake.hang_next(to=line.recipient, after=1)  # the second part's answer never comes
     dying = asyncio.create_task(send(activities, text))
     held = await line.fake.wait_hanging()
     dying.cancel()  # the attempt ends between Twilio's accept and Parley's record
     with pytest.raises(asyncio.CancelledError):
         await dying
-    assert [r.state for r in await parts_of(db, text)] == ["sending"]
+    assert [r.state for r in await parts_of(db, text)] == ["accepted", "sending"]
+    # The fake saw the client go away (as when a worker is SIGKILLed), not a release.
+    await line.fake.wait_for(
+        lambda: [r.status for r in line.fake.sends(line.recipient)] == [201, 499], 10
+    )
     # Twilio's status callback came while the part was unrecorded.
     async with db.begin() as session:
         session.add(SmsStatusEvent(provider_message_id=held.sid, status="delivered",
@@ -391,15 +395,12 @@ async def test_a_send_twilio_accepted_before_the_worker_died_is_not_sent_again(
 
     retried = await send(activities, text)
 
-    assert retried == SmsSent(parts=2, accepted=2)
-    assert [m.body for m in line.sent()] == text_parts(text.body)
-    assert len(line.fake.sends(to=line.recipient)) == 2
-    first, second = await parts_of(db, text)
-    assert (first.provider_message_id, first.state, first.status) == (
-        held.sid, "accepted", "delivered"
-    )  # fmt: skip
-    assert first.attempts == 1  # found, not sent again
-    assert (second.state, second.attempts) == ("accepted", 1)
+    assert retried == SmsSent(parts=3, accepted=3)
+    assert [m.body for m in line.sent()] == text_parts(text.body)  # each once, in order
+    assert [r.status for r in line.fake.sends(line.recipient)] == [201, 499, 201]
+    rows = await parts_of(db, text)
+    assert [(r.state, r.attempts) for r in rows] == [("accepted", 1)] * 3  # found, not resent
+    assert (rows[1].provider_message_id, rows[1].status) == (held.sid, "delivered")
 
 
 async def test_a_send_through_a_messaging_service_is_reconciled_too(

@@ -123,53 +123,60 @@ class SmsActivities:
     async def _send(self, text: SmsText) -> SmsSent:
         config = await self._config(text)
         parts = text_parts(text.body)
-        sent = SmsSent(parts=len(parts))
         rows = await self._rows(text)
-        for index, body in enumerate(parts):
+        sent = SmsSent(parts=len(parts))
+        for index in range(len(parts)):
             activity.heartbeat(index)
             row = rows.get(index)
             if row is not None and row.state in _SETTLED:
                 _count(sent, row.state, row.error_code)
                 continue
-            if row is not None:
-                # An earlier attempt asked Twilio and died before recording its answer.
-                found = await self._sent_before(config, text, row)
-                if isinstance(found, _Refusal):
-                    await self._settle_rest(text, parts, index, FAILED, found.code, found.message)
-                    _count(sent, FAILED, found.code, len(parts) - index)
-                    break
-                if found is not None:
-                    await self._record_accepted(text, index, found)
-                    _count(sent, ACCEPTED, None)
-                    continue
-            async with self._sessions() as db:
-                opted_out = await is_opted_out(db, text.number, text.recipient)
-            if opted_out:
-                await self._settle_rest(text, parts, index, DROPPED, None, OPTED_OUT_MESSAGE)
-                _count(sent, DROPPED, None, len(parts) - index)
-                log.info(
-                    "sms %s/%d: recipient opted out, %d part(s) dropped",
-                    text.session_id,
-                    text.seq,
-                    len(parts) - index,
-                )
+            state, code = await self._send_part(config, text, parts, index, row)
+            if state != ACCEPTED:
+                _count(sent, state, code, len(parts) - index)  # this part and the rest
                 break
-            await self._mark_sending(text, index, body)
-            answer = await self._post(config, text, body)
-            if isinstance(answer, _Refusal):
-                await self._settle_rest(text, parts, index, FAILED, answer.code, answer.message)
-                _count(sent, FAILED, answer.code, len(parts) - index)
-                log.info(
-                    "sms %s/%d part %d refused by Twilio (%s)",
-                    text.session_id,
-                    text.seq,
-                    index,
-                    answer.code,
-                )
-                break
-            await self._record_accepted(text, index, answer)
             _count(sent, ACCEPTED, None)
         return sent
+
+    async def _send_part(
+        self,
+        config: PhoneNumberConfig,
+        text: SmsText,
+        parts: list[str],
+        index: int,
+        row: SmsPart | None,
+    ) -> tuple[str, str | None]:
+        """Part `index` sent, unless an earlier attempt did; a refusal or an opt-out settles
+        it and the parts after it. Its new state, and the refusal's code."""
+        if row is not None:
+            # An earlier attempt asked Twilio and died before recording its answer.
+            found = await self._sent_before(config, text, row)
+            if isinstance(found, _Refusal):
+                return await self._refused(text, parts, index, found)
+            if found is not None:
+                await self._record_accepted(text, index, found)
+                return ACCEPTED, None
+        async with self._sessions() as db:
+            opted_out = await is_opted_out(db, text.number, text.recipient)
+        if opted_out:
+            await self._settle_rest(text, parts, index, DROPPED, None, OPTED_OUT_MESSAGE)
+            log.info("sms %s/%d: the recipient opted out, parts %d and after dropped",
+                     text.session_id, text.seq, index)  # fmt: skip
+            return DROPPED, None
+        await self._mark_sending(text, index, parts[index])
+        answer = await self._post(config, text, parts[index])
+        if isinstance(answer, _Refusal):
+            return await self._refused(text, parts, index, answer)
+        await self._record_accepted(text, index, answer)
+        return ACCEPTED, None
+
+    async def _refused(
+        self, text: SmsText, parts: list[str], index: int, refusal: _Refusal
+    ) -> tuple[str, str | None]:
+        await self._settle_rest(text, parts, index, FAILED, refusal.code, refusal.message)
+        log.info("sms %s/%d part %d refused by Twilio (code %s); the rest not sent",
+                 text.session_id, text.seq, index, refusal.code)  # fmt: skip
+        return FAILED, refusal.code
 
     async def _config(self, text: SmsText) -> PhoneNumberConfig:
         async with self._sessions() as db:

@@ -13,10 +13,11 @@ tests that share one fake apart):
   fake.refuse(to, code=21610, status=400)
                   every send to `to` is refused with that Twilio error (21610: the recipient
                   texted STOP to Twilio)
-  fake.hang_next(count=1, to=None)
-                  the next `count` sends are accepted (recorded in `messages`, listed, as
-                  Twilio would), then the answer is held until `release()` or until the
-                  client goes away (a worker SIGKILLed mid-send); `wait_hanging()` waits for one
+  fake.hang_next(count=1, to=None, after=0)
+                  the next `count` sends (once `after` more went through) are accepted
+                  (recorded in `messages`, listed, as Twilio would), then the answer is held
+                  until `release()` or until the client goes away (a worker SIGKILLed
+                  mid-send); `wait_hanging()` waits for one
   await fake.send_status(sid, "delivered", error_code=None)
                   posts the status callback of one message to its StatusCallback, signed with
                   the account's auth token, in whatever order the test calls it
@@ -142,13 +143,19 @@ class _Failure:
 
 
 @dataclass
+class _Hang:
+    to: str | None
+    skip: int  # accepted sends to let through (answered) first
+
+
+@dataclass
 class FakeTwilio:
     accounts: dict[str, TwilioAccount] = field(default_factory=dict)
     messages: list[TwilioMessage] = field(default_factory=list)
     requests: list[ApiRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _refusals: dict[str, tuple[int, int]] = field(default_factory=dict)
-    _hangs: list[str | None] = field(default_factory=list)
+    _hangs: list[_Hang] = field(default_factory=list)
     _hanging: list[TwilioMessage] = field(default_factory=list)
     _releases: dict[str, asyncio.Event] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -175,8 +182,10 @@ class FakeTwilio:
     def refuse(self, to: str, code: int = UNSUBSCRIBED_RECIPIENT, status: int = 400) -> None:
         self._refusals[to] = (code, status)
 
-    def hang_next(self, count: int = 1, to: str | None = None) -> None:
-        self._hangs.extend([to] * count)
+    def hang_next(self, count: int = 1, to: str | None = None, after: int = 0) -> None:
+        """The next `count` accepted sends (to `to`) are held, once `after` more were answered
+        (`after=1`: the second part of a message is held, the first goes through)."""
+        self._hangs.extend(_Hang(to, after) for _ in range(count))
 
     def release(self, sid: str | None = None) -> None:
         """Answer the held send of message `sid`, or every send held now."""
@@ -297,8 +306,10 @@ class FakeTwilio:
         async with self._changed:
             self.messages.append(message)
             self._changed.notify_all()
-        hang = next((h for h in self._hangs if h in (None, to)), "no hang")
-        if hang != "no hang":
+        hang = next((h for h in self._hangs if h.to in (None, to)), None)
+        if hang is not None and hang.skip > 0:
+            hang.skip -= 1
+        elif hang is not None:
             self._hangs.remove(hang)
             if not await self._held(request, message):
                 await self._log(request, form, 499)
