@@ -412,3 +412,19 @@ async def test_a_widget_key_cannot_manage_phone_numbers(
 
     for response in responses:
         assert_error(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize("number_id", ["pn_a%00b", "x" * 65])
+async def test_an_id_no_number_can_have_is_422_on_every_route(
+    http: httpx.AsyncClient, number_id: str
+) -> None:
+    url = f"/phone-numbers/{number_id}"
+    responses = [
+        await http.get(url),
+        await http.patch(url, json={"help_text": "hi"}),
+        await http.delete(url),
+    ]
+
+    for response in responses:
+        error = assert_error(response, 422, "invalid_input")
+        assert "number_id" in error["message"]

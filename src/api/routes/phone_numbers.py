@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 
 from src.api.deps import AccountId, ServicesDep
 from src.api.schemas import (
@@ -22,6 +22,10 @@ router = APIRouter(
     tags=["sms"],
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
 )
+
+
+# Refused before the database sees it: PostgreSQL cannot compare a NUL character.
+NumberId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="e.g. pn_...")]
 
 
 def phone_number_response(record: PhoneNumberRecord) -> PhoneNumberResponse:
@@ -60,7 +64,7 @@ async def list_phone_numbers(
 
 @router.get("/{number_id}", responses={404: {"model": ErrorResponse}})
 async def get_phone_number(
-    number_id: str, account: AccountId, services: ServicesDep
+    number_id: NumberId, account: AccountId, services: ServicesDep
 ) -> PhoneNumberResponse:
     return phone_number_response(await services.phone_numbers.get(account, number_id))
 
@@ -69,7 +73,7 @@ async def get_phone_number(
     "/{number_id}", responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 )
 async def update_phone_number(
-    number_id: str, body: UpdatePhoneNumberRequest, account: AccountId, services: ServicesDep
+    number_id: NumberId, body: UpdatePhoneNumberRequest, account: AccountId, services: ServicesDep
 ) -> PhoneNumberResponse:
     """Changes the agent, the Twilio credentials (the whole object; the auth token omitted or
     masked keeps the stored one), `ttl_seconds` or `help_text` (null clears those two)."""
@@ -81,6 +85,8 @@ async def update_phone_number(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"model": ErrorResponse}},
 )
-async def delete_phone_number(number_id: str, account: AccountId, services: ServicesDep) -> None:
+async def delete_phone_number(
+    number_id: NumberId, account: AccountId, services: ServicesDep
+) -> None:
     """The number stops answering texts; it may then be registered again, by any account."""
     await services.phone_numbers.delete(account, number_id)
