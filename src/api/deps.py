@@ -18,6 +18,7 @@ from src.services.chat_sessions import ChatSessionService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
+from src.sms.channel import SmsChannel
 from src.widget.access import Principal, WidgetGate
 from src.widget.keys import WidgetKeyService
 
@@ -41,6 +42,7 @@ class Services:
     widget_keys: WidgetKeyService
     widget_gate: WidgetGate
     streams: SessionStreams
+    sms: SmsChannel
 
 
 def _services_of(request: Request) -> Services:
