@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
+from temporalio import activity
 
 
 class SmsText(BaseModel):
@@ -27,3 +28,9 @@ class SmsSent(BaseModel):
     accepted: int = 0  # taken by Twilio (now or by an earlier attempt)
     failed: int = 0  # refused by Twilio (a 4xx: 21610 opted out, a bad number, ...)
     dropped: int = 0  # never sent: the recipient had opted out
+
+
+class SmsActivities:
+    @activity.defn(name="send_text")
+    async def send_text(self, text: SmsText) -> SmsSent:
+        raise NotImplementedError("being built on h/smssend")

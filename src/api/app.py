@@ -22,6 +22,7 @@ from src.api.routes import (
     health,
     phone_numbers,
     text_chat,
+    twilio_sms,
     widget,
     widget_script,
 )
@@ -37,6 +38,7 @@ from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
+from src.sms.channel import SmsChannel
 from src.temporal.client import connect_temporal
 from src.widget.access import WidgetGate
 from src.widget.cors import WidgetCORS
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
         widget_keys = WidgetKeyService(sessions, agent_service, settings.api_key_cache_seconds)
+        chats = ChatSessionService(settings, temporal, sessions, agent_service, snapshots)
         streams = SessionStreams(engine, sessions)
         await streams.start()
         app.state.services = Services(
@@ -66,12 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RequestRateLimiter(settings.rate_limit_per_minute),
             active_sessions=ActiveSessionsCount(engine, settings.metrics_cache_seconds),
             agents=agent_service,
-            chats=ChatSessionService(settings, temporal, sessions, agent_service, snapshots),
+            chats=chats,
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
             streams=streams,
             phone_numbers=PhoneNumberService(settings, sessions, agent_service),
+            sms=SmsChannel(sessions, SecretBox(settings.secret_keys()), chats),
         )
         try:
             yield
@@ -108,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(codec.router)
     app.include_router(widget_script.router)
+    app.include_router(twilio_sms.router)
     keyed = (
         chats.router,
         agents.router,

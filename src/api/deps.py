@@ -19,6 +19,7 @@ from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
+from src.sms.channel import SmsChannel
 from src.widget.access import Principal, WidgetGate
 from src.widget.keys import WidgetKeyService
 
@@ -43,6 +44,7 @@ class Services:
     widget_gate: WidgetGate
     streams: SessionStreams
     phone_numbers: PhoneNumberService
+    sms: SmsChannel
 
 
 def _services_of(request: Request) -> Services:

@@ -92,6 +92,19 @@ MCP_CALL = ActivityConfig(
     retry_policy=_TOOL_RETRY_POLICY,
 )
 
+# Sending a message's texts: Twilio's 429s and 5xx are retried with backoff for up to an hour;
+# its refusals (4xx) are recorded by the activity, which returns.
+SMS_SEND = ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=60),
+    heartbeat_timeout=timedelta(seconds=10),
+    schedule_to_close_timeout=timedelta(hours=1),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=2),
+    ),
+)
+
 ANALYSIS = ActivityConfig(
     start_to_close_timeout=timedelta(minutes=5),
     heartbeat_timeout=timedelta(seconds=10),
