@@ -289,7 +289,7 @@ def to_wire_messages(transcript: list[Message]) -> list[WireMessage]:
     wire: list[WireMessage] = []
     for message in transcript:
         if message.role != "assistant" or not message.tool_calls:
-            wire.append({"role": message.role, "content": message.content or ""})
+            wire.append({"role": message.role, "content": _with_attachments(message)})
             continue
         wire.append(
             {
@@ -310,3 +310,12 @@ def to_wire_messages(transcript: list[Message]) -> list[WireMessage]:
             for call in message.tool_calls
         ]
     return wire
+
+
+def _with_attachments(message: Message) -> str:
+    """The text, and what came with it by URL (an SMS's photo): the model is told of it."""
+    lines = [message.content] if message.content else []
+    for attachment in message.attachments:
+        kind = f" ({attachment.content_type})" if attachment.content_type else ""
+        lines.append(f"[attachment{kind}: {attachment.url}]")
+    return "\n".join(lines)

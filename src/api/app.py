@@ -20,7 +20,9 @@ from src.api.routes import (
     codec,
     front_page,
     health,
+    phone_numbers,
     text_chat,
+    twilio_sms,
     widget,
     widget_script,
 )
@@ -32,9 +34,11 @@ from src.services.accounts import ApiKeyAuthenticator, register_api_key
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
+from src.sms.channel import SmsChannel
 from src.temporal.client import connect_temporal
 from src.widget.access import WidgetGate
 from src.widget.cors import WidgetCORS
@@ -54,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
         widget_keys = WidgetKeyService(sessions, agent_service, settings.api_key_cache_seconds)
+        chats = ChatSessionService(settings, temporal, sessions, agent_service, snapshots)
         streams = SessionStreams(engine, sessions)
         await streams.start()
         app.state.services = Services(
@@ -64,11 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RequestRateLimiter(settings.rate_limit_per_minute),
             active_sessions=ActiveSessionsCount(engine, settings.metrics_cache_seconds),
             agents=agent_service,
-            chats=ChatSessionService(settings, temporal, sessions, agent_service, snapshots),
+            chats=chats,
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
             streams=streams,
+            phone_numbers=PhoneNumberService(settings, sessions, agent_service),
+            sms=SmsChannel(sessions, SecretBox(settings.secret_keys()), chats),
         )
         try:
             yield
@@ -105,12 +112,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(codec.router)
     app.include_router(widget_script.router)
+    app.include_router(twilio_sms.router)
     keyed = (
         chats.router,
         agents.router,
         text_chat.router,
         widget.keys_router,
         widget.sessions_router,
+        phone_numbers.router,
     )
     for router in keyed:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)

@@ -15,9 +15,11 @@ from src.services.accounts import ApiKeyAuthenticator
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
+from src.sms.channel import SmsChannel
 from src.widget.access import Principal, WidgetGate
 from src.widget.keys import WidgetKeyService
 
@@ -41,6 +43,8 @@ class Services:
     widget_keys: WidgetKeyService
     widget_gate: WidgetGate
     streams: SessionStreams
+    phone_numbers: PhoneNumberService
+    sms: SmsChannel
 
 
 def _services_of(request: Request) -> Services:

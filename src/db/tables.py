@@ -142,6 +142,8 @@ class ChatSession(Base):
         Index("ix_chat_sessions_account_created", "account_id", "created_time", "id"),
         # Counting an account's active sessions at each open (PARLEY_MAX_ACTIVE_SESSIONS).
         Index("ix_chat_sessions_account_status", "account_id", "status"),
+        # The sessions of one endpoint, final ones too (an SMS redelivery is looked up there).
+        Index("ix_chat_sessions_endpoint", "endpoint_hash"),
         # Second guard behind the workflow ID: one active session per external endpoint.
         Index(
             "uq_chat_sessions_active_endpoint",

@@ -25,6 +25,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
@@ -41,6 +42,7 @@ from src.domain import (
     AgentSnapshot,
     AgentSpec,
     Artifact,
+    Attachment,
     FinishReason,
     Message,
     SessionStatus,
@@ -417,21 +419,65 @@ class ChatSessionService:
         note: str | None,
         reason: Literal[FinishReason.USER_END, FinishReason.OPT_OUT] = FinishReason.USER_END,
     ) -> SessionView:
-        row = await self._session_row(account_id, session_id)
-        if row.status != SessionStatus.FINAL.value:
-            handle = self._client.get_workflow_handle(row.workflow_id)
-
-            async def end_once() -> SessionState:
-                return await handle.execute_update(
-                    ChatSessionWorkflow.end,  # type: ignore[arg-type]  # SDK typing of async updates
-                    EndRequest(note=note, session_id=session_id, reason=reason),
-                )
-
-            try:
-                await _retrying(end_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
-            except (NotFound, Conflict):
-                pass  # the session closed a moment ago; the database has the final record
+        await self.request_end(account_id, session_id, note, reason, wait=True)
         return await self.get(account_id, session_id)
+
+    async def request_end(
+        self,
+        account_id: str,
+        session_id: str,
+        note: str | None,
+        reason: Literal[FinishReason.USER_END, FinishReason.OPT_OUT],
+        wait: bool,
+    ) -> None:
+        """Asks the session to end; with `wait`, returns once it is final, else as soon as
+        the session has taken the request (a webhook that must answer at once)."""
+        row = await self._session_row(account_id, session_id)
+        if row.status == SessionStatus.FINAL.value:
+            return
+        handle = self._client.get_workflow_handle(row.workflow_id)
+        request = EndRequest(note=note, session_id=session_id, reason=reason)
+
+        async def end_once() -> Any:
+            if wait:
+                return await handle.execute_update(ChatSessionWorkflow.end, request)
+            return await handle.start_update(
+                ChatSessionWorkflow.end,
+                request,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            )
+
+        try:
+            await _retrying(end_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
+        except (NotFound, Conflict):
+            pass  # the session closed a moment ago; the database has the final record
+
+    async def receive(
+        self,
+        account_id: str,
+        session_id: str,
+        content: str,
+        idempotency_key: str,
+        attachments: list[Attachment],
+    ) -> None:
+        """A message from an asynchronous channel (SMS), queued by signal: nobody waits for
+        the turn. A redelivery with the same `idempotency_key` is taken once."""
+        row = await self._session_row(account_id, session_id)
+        message = UserMessage(
+            content=content,
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            attachments=attachments,
+        )
+        handle = self._client.get_workflow_handle(row.workflow_id)
+        try:
+            await handle.signal(ChatSessionWorkflow.receive_message, message)
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                raise Conflict("the session is final; open a new one") from None
+            if temporal_unavailable(error):
+                raise unavailable() from None
+            raise
 
     def _render(
         self, field: TemplateName, template: str, values: dict[str, Any]

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
     from src.workflows.run_handover import RunHandover
     from src.workflows.session_inbox import SessionInbox
+    from src.workflows.sms_outbox import TWILIO_SMS, SmsOutbox
     from src.workflows.transcript_recorder import TranscriptRecorder
     from src.workflows.webhook_events import SessionEvents, WebhookRetry
 
@@ -78,6 +79,11 @@ class ChatSessionWorkflow:
                 window_seconds=start.webhook_retry_window_seconds,
                 initial_seconds=start.webhook_retry_initial_seconds,
             ),
+        )
+        self._texts = (
+            SmsOutbox(start.session_id, start.account_id, start.external_id)
+            if start.channel == TWILIO_SMS
+            else None
         )
         self._created_time = carried.created_time if carried else workflow.now()
         self._opened = carried is not None
@@ -155,7 +161,14 @@ class ChatSessionWorkflow:
         """Run one agent turn for a user message; returns why the session finishes with it
         (the agent finished, the budget is used up), or None: the session goes on."""
         transcript = self._transcript
-        transcript.append(Message(role="user", content=item.content, time=workflow.now()))
+        transcript.append(
+            Message(
+                role="user",
+                content=item.content,
+                attachments=item.attachments,
+                time=workflow.now(),
+            )
+        )
         produced_from = len(transcript.messages)
         self._turn = (item.id, produced_from)
         finish: FinishReason | None = None
@@ -221,6 +234,8 @@ class ChatSessionWorkflow:
         mark_final(reason.value)
         self._transcript.describe(self._status.value)
         await self._transcript.write_under_way()
+        if self._texts is not None:
+            await self._texts.sent_all()
         await run_finish_pipeline(
             agent=self._agent,
             reason=reason,
@@ -242,6 +257,8 @@ class ChatSessionWorkflow:
         self._draining = True
         self._handing_over = True  # releases the waiting callers: handlers cannot cross over
         await self._transcript.recorded_all()
+        if self._texts is not None:
+            await self._texts.sent_all()
         await workflow.wait_condition(workflow.all_handlers_finished)
         carried = CarriedState(
             first_seq=self._transcript.recorded,
@@ -326,6 +343,7 @@ class ChatSessionWorkflow:
             self._start.session_id,
             self._finishing or self._end_requested,
             self._start.max_message_chars,
+            has_attachments=bool(message.attachments),
         )
         if refusal is not None:
             await self._audit_refusal(message, refusal)
@@ -334,7 +352,14 @@ class ChatSessionWorkflow:
         if self._inbox.answered(key) is not None or self._inbox.is_taken(key):
             return  # a channel's redelivery of a message already taken
         item_id = key or str(workflow.uuid4())
-        self._inbox.put(InboxItem(id=item_id, content=message.content, idempotency_key=key))
+        self._inbox.put(
+            InboxItem(
+                id=item_id,
+                content=message.content,
+                idempotency_key=key,
+                attachments=message.attachments,
+            )
+        )
 
     async def _audit_refusal(self, message: UserMessage, reason: str) -> None:
         """Leaves the refusal in the audit log (no content: it may be what was wrong)."""
@@ -397,8 +422,12 @@ class ChatSessionWorkflow:
         )
 
     async def _raise_messages(self, from_index: int) -> None:
-        """The `message` events of this run's messages from `from_index` on."""
+        """This run's messages from `from_index` on: texted to the person (an SMS session),
+        then raised as `message` events."""
         transcript = self._transcript
+        if self._texts is not None:
+            for index in range(from_index, len(transcript.messages)):
+                self._texts.send(transcript.first_seq + index, transcript.messages[index])
         for index in range(from_index, len(transcript.messages)):
             message = transcript.messages[index]
             await self._events.raise_message(self._agent, transcript.first_seq + index, message)

@@ -7,13 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from src.domain import FinishReason, Message, SessionAgent, SessionStatus
+from src.domain import Attachment, FinishReason, Message, SessionAgent, SessionStatus
 
 
 class InboxItem(BaseModel):
     id: str
     content: str
     idempotency_key: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
     # A caller waited on this item when its run handed over with a backlog: the caller was
     # told to retry, so the next run remembers the outcome by `id` to answer that retry.
     awaited: bool = False
@@ -89,6 +90,8 @@ class UserMessage(BaseModel):
     request_id: str | None = None
     # The session the caller means; a workflow ID outlives sessions (external endpoints).
     session_id: str | None = None
+    # Media that came with the message (an SMS's MediaUrlN), by URL.
+    attachments: list[Attachment] = Field(default_factory=list)
 
 
 class EndRequest(BaseModel):

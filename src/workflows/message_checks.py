@@ -22,14 +22,20 @@ def check_content(content: str, max_chars: int) -> None:
 
 
 def channel_refusal(
-    content: str, for_session: str | None, session_id: str, closing: bool, max_chars: int
+    content: str,
+    for_session: str | None,
+    session_id: str,
+    closing: bool,
+    max_chars: int,
+    has_attachments: bool = False,
 ) -> str | None:
-    """Why a channel message is refused, in the words of the update's errors; None takes it."""
+    """Why a channel message is refused, in the words of the update's errors; None takes it.
+    A message may be only attachments (a photo texted with no words)."""
     if for_session is not None and for_session != session_id:
         return "another_session"
     if closing:
         return "session_final"
-    if not content.strip():
+    if not content.strip() and not has_attachments:
         return "empty"
     if len(content) > max_chars:
         return "too_large"

@@ -28,6 +28,7 @@ from src.api.schemas import (
 )
 from src.domain import SessionStatus, SessionView
 from src.services.chat_sessions import ChatFilters, OpenChat
+from src.sms.phone_numbers import TWILIO_SMS
 from src.workflows.chat_session_models import TurnResult
 
 router = APIRouter(
@@ -49,6 +50,8 @@ router = APIRouter(
 async def open_chat(
     body: OpenChatRequest, account: AccountId, services: ServicesDep, response: Response
 ) -> SessionView:
+    if body.channel == TWILIO_SMS:  # a text sent first: to a person who may be texted
+        await services.sms.check_outbound(account, body.external_id)
     session, created = await services.chats.open(account, OpenChat(**dict(body)))
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -84,9 +84,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("attachments", _JSON, nullable=True))
+    op.create_index("ix_chat_sessions_endpoint", "chat_sessions", ["endpoint_hash"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_chat_sessions_endpoint", table_name="chat_sessions")
     with op.batch_alter_table("chat_messages", schema=None) as batch_op:
         batch_op.drop_column("attachments")
     op.drop_table("sms_status_events")
