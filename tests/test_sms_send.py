@@ -65,13 +65,8 @@ async def callbacks() -> AsyncIterator[tuple[Callbacks, str]]:
 
 
 @pytest.fixture(scope="module")
-async def twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    fake = FakeTwilio()
-    try:
-        async with served(fake.app) as url:
-            yield fake, url
-    finally:
-        fake.release()
+def twilio(fake_twilio: tuple[FakeTwilio, str]) -> tuple[FakeTwilio, str]:
+    return fake_twilio
 
 
 @pytest.fixture(scope="module")
