@@ -13,6 +13,7 @@ import httpx
 
 from src.config import Settings
 from src.sms.signatures import SIGNATURE_HEADER, signature_of
+from tests.fakes.twilio_server import FakeTwilio
 
 AUTH_TOKEN = "twilio-test-auth-token-0001"
 
@@ -27,13 +28,19 @@ def account_sid() -> str:
 
 
 async def add_number(
-    http: httpx.AsyncClient, agent_id: str, number: str | None = None, **fields: Any
+    http: httpx.AsyncClient,
+    twilio: FakeTwilio,
+    agent_id: str,
+    number: str | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
+    """A number for the agent, on a Twilio account the fake Twilio knows."""
+    account = twilio.add_account(account_sid(), AUTH_TOKEN)
     body = {
         "number": number or new_number(),
         "provider": "twilio",
         "agent_id": agent_id,
-        "twilio": {"account_sid": account_sid(), "auth_token": AUTH_TOKEN},
+        "twilio": {"account_sid": account.sid, "auth_token": AUTH_TOKEN},
         **fields,
     }
     response = await http.post("/phone-numbers", json=body)

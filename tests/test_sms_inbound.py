@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.config import Settings
 from src.db.tables import SmsOptOut
 from tests.conftest import AgentFactory
+from tests.fakes.twilio_server import FakeTwilio
 from tests.sessions import wait_until_final
 from tests.sms import (
     AUTH_TOKEN,
@@ -28,6 +30,19 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
+NumberFor = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def number_for(http: httpx.AsyncClient, fake_twilio: tuple[FakeTwilio, str]) -> NumberFor:
+    """Registers a number for an agent (on an account the fake Twilio knows): its E.164."""
+
+    async def register(agent_id: str, **fields: Any) -> str:
+        return str((await add_number(http, fake_twilio[0], agent_id, **fields))["number"])
+
+    return register
+
+
 @pytest.fixture
 async def twilio(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client posting where Twilio posts: no Parley key."""
@@ -36,10 +51,14 @@ async def twilio(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_a_text_opens_a_session_and_the_agent_answers_it(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     sender = new_number()
 
     answer = await text_in(twilio, settings, sender, number, "hello over sms")
@@ -63,10 +82,14 @@ async def test_a_text_opens_a_session_and_the_agent_answers_it(
 
 
 async def test_a_missing_or_wrong_signature_is_refused_and_nothing_is_recorded(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     sender = new_number()
 
     wrong_token = await text_in(twilio, settings, sender, number, "hi", token="not-the-token")
@@ -83,10 +106,14 @@ async def test_a_missing_or_wrong_signature_is_refused_and_nothing_is_recorded(
 
 
 async def test_the_signature_covers_the_public_url(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     # Signed over another URL than PARLEY_PUBLIC_URL: what a proxy misconfiguration looks like.
     elsewhere = settings.model_copy(update={"public_url_setting": "https://elsewhere.example"})
     refused = await text_in(twilio, elsewhere, new_number(), number, "hi")
@@ -103,10 +130,14 @@ async def test_an_unknown_number_is_not_found(
 
 
 async def test_a_form_without_a_message_sid_or_not_a_form_is_refused(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     json_body = await twilio.post("/channels/twilio/sms", json={"To": number})
     assert json_body.status_code == 422
     assert "x-www-form-urlencoded" in json_body.json()["error"]["message"]
@@ -116,10 +147,14 @@ async def test_a_form_without_a_message_sid_or_not_a_form_is_refused(
 
 
 async def test_a_redelivered_message_sid_adds_nothing(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     sender, sid = new_number(), message_sid()
 
     for _ in range(3):
@@ -135,10 +170,14 @@ async def test_a_redelivered_message_sid_adds_nothing(
 
 
 async def test_media_are_kept_on_the_message_as_urls(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     photo = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
     answer = await text_in(
         twilio,
@@ -158,10 +197,14 @@ async def test_media_are_kept_on_the_message_as_urls(
 
 
 async def test_help_answers_with_the_numbers_help_text_without_the_model(
-    http: httpx.AsyncClient, twilio: httpx.AsyncClient, settings: Settings, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id, help_text="Acme & Co: call 555-0100"))["number"]
+    number = await number_for(agent_id, help_text="Acme & Co: call 555-0100")
     answer = await text_in(twilio, settings, new_number(), number, " help ")
     assert answer.status_code == 200
     assert answer.text == (
@@ -172,6 +215,7 @@ async def test_help_answers_with_the_numbers_help_text_without_the_model(
 
 
 async def test_stop_ends_the_session_as_an_opt_out_and_start_opts_back_in(
+    number_for: NumberFor,
     http: httpx.AsyncClient,
     twilio: httpx.AsyncClient,
     settings: Settings,
@@ -179,7 +223,7 @@ async def test_stop_ends_the_session_as_an_opt_out_and_start_opts_back_in(
     db: async_sessionmaker[AsyncSession],
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     sender = new_number()
     await text_in(twilio, settings, sender, number, "hello")
     [session] = await pair_sessions(http, agent_id)
@@ -217,10 +261,13 @@ async def test_stop_ends_the_session_as_an_opt_out_and_start_opts_back_in(
 
 
 async def test_opening_an_sms_session_checks_its_endpoint(
-    http: httpx.AsyncClient, other_http: httpx.AsyncClient, make_agent: AgentFactory
+    number_for: NumberFor,
+    http: httpx.AsyncClient,
+    other_http: httpx.AsyncClient,
+    make_agent: AgentFactory,
 ) -> None:
     agent_id = await make_agent()
-    number = (await add_number(http, agent_id))["number"]
+    number = await number_for(agent_id)
     other_agent = await make_agent(client=other_http)
 
     async def open_with(
