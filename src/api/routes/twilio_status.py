@@ -36,6 +36,8 @@ async def receive_status(request: Request, services: ServicesDep) -> Response:
             f"text Parley sent has MessageSid {message_sid!r}"
         )
     check_signature(request, params, number.auth_token, services.settings.public_url)
+    if not message_sid:
+        raise InvalidInput("the form lacks MessageSid")
     if text is None:
         raise NotFound(f"no text Parley sent has MessageSid {message_sid!r}")
     await services.sms_status.take(text, status_callback(params))
