@@ -20,6 +20,7 @@ from src.activities.analysis import AnalysisActivities
 from src.activities.llm import LLMActivities
 from src.activities.mcp_tools import McpToolActivities
 from src.activities.session_store import SessionStoreActivities
+from src.activities.sms import SmsActivities
 from src.activities.webhook_tools import WebhookToolActivities
 from src.activities.webhooks import WebhookActivities
 from src.config import Settings
@@ -46,7 +47,8 @@ async def running_worker(
     # (docs/benchmarks.md).
     engine = create_engine(settings.database_url, pre_ping=False)
     sessions = session_factory(engine)
-    snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
+    box = SecretBox(settings.secret_keys())
+    snapshots = SnapshotStore(sessions, box)
     store = SessionStoreActivities(sessions)
     models = ModelProviders(settings)
     llm = LLMActivities(
@@ -60,6 +62,7 @@ async def running_worker(
     mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions), resolver)
     analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)
     webhooks = WebhookActivities(settings, sessions, snapshots, resolver)
+    sms = SmsActivities(settings, sessions, box)
     worker = Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -80,6 +83,7 @@ async def running_worker(
             webhook_tools.call,
             mcp_tools.discover,
             mcp_tools.call,
+            sms.send_text,
         ],
         max_cached_workflows=settings.max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_seconds),
@@ -90,6 +94,7 @@ async def running_worker(
     finally:
         await webhook_tools.close()
         await webhooks.close()
+        await sms.close()
         await engine.dispose()
 
 

@@ -30,6 +30,7 @@ from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 from src.worker import running_worker
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
+from tests.fakes.twilio_server import FakeTwilio
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.servers import served
 from tests.stack import Stack
@@ -110,6 +111,20 @@ async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
         yield hooks, f"{base}/hooks"
 
 
+@pytest.fixture(scope="session")
+async def fake_twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
+    """Twilio's REST API on loopback (tests/fakes/twilio_server.py); every test's settings
+    point PARLEY_TWILIO_API_URL at it, so no test texts through the real Twilio. It accepts
+    only the accounts a test registers (`add_account(sid, auth_token)`): a number on another
+    gets 401, which the send activity records as a refused part."""
+    fake = FakeTwilio()
+    try:
+        async with served(fake.app) as base_url:
+            yield fake, base_url
+    finally:
+        fake.release()
+
+
 SettingsFactory = Callable[..., Settings]
 
 
@@ -118,6 +133,7 @@ def make_settings(
     temporal_env: WorkflowEnvironment,
     database_url: str,
     fake_llm: tuple[FakeLLM, str],
+    fake_twilio: tuple[FakeTwilio, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> SettingsFactory:
     target = temporal_env.client.service_client.config.target_host
@@ -130,6 +146,7 @@ def make_settings(
             "DATABASE_URL": database_url,
             "OPENAI_BASE_URL": fake_llm[1],
             "OPENAI_API_KEY": "sk-test-not-secret",
+            "PARLEY_TWILIO_API_URL": fake_twilio[1],
             "PARLEY_MIN_TTL_SECONDS": 1,
             "PARLEY_TOOL_URL_ALLOWLIST": "127.0.0.1",
             "PARLEY_MCP_COMMANDS": '[["mcp-server-time"]]',

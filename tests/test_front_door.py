@@ -238,3 +238,12 @@ async def revoke_with_the_cli(settings: Settings, key: str) -> subprocess.Comple
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.parametrize("path", ["/agents/a%00b", "/widget-keys/a%00b", "/chats/a%00b"])
+async def test_a_nul_in_the_path_is_422_not_a_database_error(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    response = await http.get(path)
+    assert response.status_code == 422
+    assert "NUL" in response.json()["error"]["message"]

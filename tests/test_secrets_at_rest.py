@@ -1,6 +1,6 @@
-"""Tenant secrets (webhook signing secrets, tool and MCP header values) are sealed in the
-database: agent versions and snapshots hold ciphertext, sessions still use the real values,
-keys rotate, and a purge erases them."""
+"""Tenant secrets (webhook signing secrets, tool and MCP header values, phone numbers' auth
+tokens) are sealed in the database: agent versions and snapshots hold ciphertext, sessions
+still use the real values, keys rotate, and a purge erases them."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
+from src.db.tables import PhoneNumber
 from src.domain import AgentSpec, CompletionWebhook, WebhookTool
 from src.sealing.secret_box import SecretBox, SecretUnreadable
+from src.sealing.secret_storage import reseal_stored_secrets
 from src.sealing.state_envelope import new_key_setting, parse_keys
 from src.services.accounts import new_api_key, register_api_key
 from src.services.agents import AgentService
+from src.services.phone_numbers import NewPhoneNumber, PhoneNumberService, TwilioCredentials
+from src.sms.phone_numbers import config_of_row
 from src.tools.signing import verify
 from tests.conftest import AgentFactory, SettingsFactory
 from tests.fakes.tool_server import FakeToolServer
@@ -132,6 +136,52 @@ async def test_secrets_sealed_with_an_old_key_still_open_when_a_new_key_is_put_f
     assert (resealed, unreadable) == (1, 0)
     assert "v1.new1." in stored and "v1.old1." not in stored
     assert (await only_new.get(account, created.id)).spec == spec
+
+
+async def test_reseal_secrets_reseals_phone_numbers_auth_tokens_and_those_in_clear(
+    make_settings: SettingsFactory, db: async_sessionmaker[AsyncSession]
+) -> None:
+    account = f"rotate-numbers-{uuid.uuid4().hex[:8]}"
+    await register_api_key(db, new_api_key(), account_id=account)
+    old, new = new_key_setting("old2"), new_key_setting("new2")
+    before_settings = make_settings(PARLEY_SECRET_KEYS=old)
+    before = agent_service(before_settings, db)
+    agent = await before.create(account, AgentSpec(name="texting"))
+    sealed_token, clear_token = secret("twilio"), secret("twilio")
+    sealed = await PhoneNumberService(before_settings, db, before).create(
+        account,
+        NewPhoneNumber(
+            number=f"+1555{uuid.uuid4().int % 10**7:07d}",
+            provider="twilio",
+            agent_id=agent.id,
+            twilio=TwilioCredentials(account_sid="AC" + "0" * 32, auth_token=sealed_token),
+        ),
+    )
+    in_clear = PhoneNumber(  # a row written before tokens were sealed
+        id=f"pn_{uuid.uuid4().hex}",
+        account_id=account,
+        number=f"+1556{uuid.uuid4().int % 10**7:07d}",
+        provider="twilio",
+        agent_id=agent.id,
+        config={"account_sid": "AC" + "1" * 32, "auth_token": clear_token},
+        created_time=agent.created_time,
+        updated_time=agent.created_time,
+    )
+    async with db.begin() as s:
+        s.add(in_clear)
+
+    report = await reseal_stored_secrets(
+        make_settings(PARLEY_SECRET_KEYS=f"{new},{old}"), account_id=account
+    )
+    only_new = SecretBox(parse_keys(new))
+    async with db() as s:
+        rows = [await s.get(PhoneNumber, row_id) for row_id in (sealed.id, in_clear.id)]
+
+    assert report == "2 row(s) resealed with key 'new2'"
+    for row, token in zip(rows, (sealed_token, clear_token), strict=True):
+        assert row is not None
+        assert only_new.key_of(row.config["auth_token"]) == "new2"
+        assert config_of_row(row, only_new).auth_token == token
 
 
 def test_a_secret_sealed_with_a_key_the_server_lacks_is_refused_by_key_id() -> None:

@@ -20,6 +20,7 @@ from src.api.routes import (
     codec,
     front_page,
     health,
+    phone_numbers,
     text_chat,
     twilio_sms,
     twilio_status,
@@ -34,6 +35,7 @@ from src.services.accounts import ApiKeyAuthenticator, register_api_key
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
             streams=streams,
+            phone_numbers=PhoneNumberService(settings, sessions, agent_service),
             sms=SmsChannel(sessions, SecretBox(settings.secret_keys()), chats),
             sms_status=DeliveryStatuses(
                 settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
@@ -122,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         text_chat.router,
         widget.keys_router,
         widget.sessions_router,
+        phone_numbers.router,
     )
     for router in keyed:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)

@@ -15,6 +15,7 @@ from src.services.accounts import ApiKeyAuthenticator
 from src.services.active_sessions import ActiveSessionsCount
 from src.services.agents import AgentService
 from src.services.chat_sessions import ChatSessionService
+from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
@@ -43,6 +44,7 @@ class Services:
     widget_keys: WidgetKeyService
     widget_gate: WidgetGate
     streams: SessionStreams
+    phone_numbers: PhoneNumberService
     sms: SmsChannel
     sms_status: DeliveryStatuses
 

@@ -26,6 +26,7 @@ from src.api.deps import ACCOUNT_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Services, beare
 from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
 from src.api.schemas import ErrorResponse
 from src.errors import (
+    InvalidInput,
     ParleyError,
     PayloadTooLarge,
     RateLimited,
@@ -79,6 +80,9 @@ class FrontDoor:
         has_body = bool(length) or "transfer-encoding" in headers
         limit = services.settings.max_request_bytes
         try:
+            if "\x00" in scope["path"]:
+                # PostgreSQL cannot hold a NUL: an id with one would fail in the database.
+                raise InvalidInput("the path contains a NUL character (%00)")
             if _needs_key(scope["path"]):
                 await self._admit(scope, headers, services, has_body)
             if length is not None and length > limit:

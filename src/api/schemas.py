@@ -20,6 +20,7 @@ from src.domain import (
     ToolCall,
     check_text,
 )
+from src.services.phone_numbers import NewPhoneNumber, PhoneNumberPatch
 from src.templates import check_timezone
 from src.widget.access import VISITOR_HEADER
 from src.widget.origins import OriginInvalid, parse_origin_pattern
@@ -273,3 +274,36 @@ class WidgetSessionResponse(BaseModel):
         description=f"Send it back in the `{VISITOR_HEADER}` header and on the next open."
     )
     session: SessionView
+
+
+CreatePhoneNumberRequest = NewPhoneNumber
+UpdatePhoneNumberRequest = PhoneNumberPatch
+
+
+class TwilioAccountResponse(BaseModel):
+    account_sid: str
+    auth_token: str = Field(description="Always masked: the token is never shown again.")
+    messaging_service_sid: str | None
+
+
+class PhoneNumberResponse(BaseModel):
+    id: str
+    number: str
+    provider: str
+    agent_id: str
+    twilio: TwilioAccountResponse
+    ttl_seconds: int | None
+    help_text: str | None
+    created_time: datetime
+    updated_time: datetime
+    webhook_url: str = Field(
+        description="Paste into Twilio's console: 'A message comes in' (HTTP POST)."
+    )
+    status_callback_url: str = Field(
+        description="Where Twilio posts delivery statuses (Parley sends it with each text)."
+    )
+
+
+class PhoneNumberList(BaseModel):
+    items: list[PhoneNumberResponse]
+    next_cursor: str | None

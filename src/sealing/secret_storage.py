@@ -1,6 +1,6 @@
 """`parley reseal-secrets`: after a new key is put first in PARLEY_SECRET_KEYS, re-encrypt
 every stored tenant secret with it (rows written in clear before encryption too), so the old
-key can then be dropped."""
+key can then be dropped: agents' secrets and phone numbers' auth tokens."""
 
 from __future__ import annotations
 
@@ -9,16 +9,23 @@ from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
 from src.sealing.secret_box import SecretBox
 from src.services.agents import AgentService
+from src.services.phone_numbers import PhoneNumberService
 
 
-async def reseal_stored_secrets(settings: Settings) -> str:
+async def reseal_stored_secrets(settings: Settings, account_id: str | None = None) -> str:
+    """Reseals every account's secrets (one account's with `account_id`); the report line."""
     engine = create_engine(settings.database_url)
     try:
         sessions = session_factory(engine)
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
-        changed, unreadable = await AgentService(settings, sessions, snapshots).reseal()
+        agents = AgentService(settings, sessions, snapshots)
+        changed, unreadable = await agents.reseal(account_id)
+        numbers_changed, numbers_unreadable = await PhoneNumberService(
+            settings, sessions, agents
+        ).reseal(account_id)
     finally:
         await engine.dispose()
+    changed, unreadable = changed + numbers_changed, unreadable + numbers_unreadable
     report = f"{changed} row(s) resealed with key {settings.secret_keys()[0].key_id!r}"
     if unreadable:
         report += f"; {unreadable} row(s) sealed with a key not in PARLEY_SECRET_KEYS, left as is"

@@ -24,3 +24,7 @@ class FailureType(StrEnum):
     TOOL_DISCOVERY_FAILED = "ToolDiscoveryFailed"
     TOOL_REFUSED = "ToolRefused"
     WEBHOOK_REJECTED = "WebhookRejected"
+    # The session's phone number was deleted or moved: its texts cannot be sent.
+    SMS_NUMBER_UNKNOWN = "SmsNumberUnknown"
+    # Twilio was busy, failed or did not answer (retried; never a refusal, which is recorded).
+    SMS_PROVIDER_UNAVAILABLE = "SmsProviderUnavailable"

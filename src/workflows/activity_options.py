@@ -92,16 +92,21 @@ MCP_CALL = ActivityConfig(
     retry_policy=_TOOL_RETRY_POLICY,
 )
 
-# Sending a message's texts: Twilio's 429s and 5xx are retried with backoff for up to an hour;
-# its refusals (4xx) are recorded by the activity, which returns.
+# Texts: 429s, 5xx and a Twilio that does not answer are retried with backoff; a refusal is
+# recorded on the part by the activity, which then returns. Every attempt first checks what an
+# earlier one sent (src/activities/sms.py), so retrying never texts twice. The heartbeat makes
+# a worker that dies mid-send be noticed in seconds; start-to-close covers a long message's
+# parts (each one or two calls of at most 15 s). Past an hour the reply is stale for the
+# person waiting on it, and the workflow hears of the failure instead.
 SMS_SEND = ActivityConfig(
-    start_to_close_timeout=timedelta(seconds=60),
+    start_to_close_timeout=timedelta(minutes=2),
     heartbeat_timeout=timedelta(seconds=10),
     schedule_to_close_timeout=timedelta(hours=1),
     retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=1),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(minutes=2),
+        non_retryable_error_types=[FailureType.SMS_NUMBER_UNKNOWN],
     ),
 )
 
