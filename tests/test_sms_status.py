@@ -2,15 +2,14 @@
 message in order (a late status never moves a text back), shown in the transcript as
 `delivery`, audited and raised as the agent's `message.delivery` webhook event, once each.
 
-The texts are the parts of an outbound-first session's `first_message` (seq 0), written to
-sms_parts as the send activity leaves them once Twilio has accepted them."""
+The texts are an outbound-first session's `first_message` (seq 0), sent by the send activity
+through the fake Twilio, which posts the callbacks signed as Twilio does."""
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,19 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from src.config import Settings
-from src.db.tables import ApiKey, ChatMessage, ChatSession, PhoneNumber, SmsPart, SmsStatusEvent
-from src.sealing.secret_box import SecretBox
-from src.services.accounts import hash_api_key
+from src.db.tables import SmsPart, SmsStatusEvent
 from src.sms.signatures import SIGNATURE_HEADER, signature_of
 from tests.conftest import WEBHOOK_SECRET, AgentFactory
+from tests.fakes.twilio_server import FakeTwilio, TwilioAccount
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.sms import AUTH_TOKEN, account_sid, endpoint, message_sid, new_number
+from tests.sessions import wait_until_final
+from tests.sms import add_number, endpoint, message_sid, new_number
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 STATUS_PATH = "/channels/twilio/status"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 REMINDER = "Reminder: your appointment is tomorrow at 9:00. Reply to reschedule."
+# Two texts: over the 1,600 characters of one.
+LONG_REMINDER = " ".join(f"line{i:04d}" for i in range(200))
 
 
 @pytest.fixture
@@ -40,6 +41,11 @@ async def twilio(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """A client posting where Twilio posts: no Parley key."""
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def fake(fake_twilio: tuple[FakeTwilio, str]) -> FakeTwilio:
+    return fake_twilio[0]
 
 
 @dataclass
@@ -50,39 +56,18 @@ class SentTexts:
     number: str  # ours: the texts' From
     person: str  # theirs: the texts' To
     sids: list[str]  # Twilio's MessageSid of each part, in order
+    account: TwilioAccount
 
 
-async def texted_first(
-    http: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
-    agent_id: str,
-    states: tuple[str, ...] = ("accepted",),
-) -> SentTexts:
-    """Opens an outbound-first SMS session on a new number and records its first message as
-    sent in one text per entry of `states` (an "accepted" text has a MessageSid)."""
-    number, person = new_number(), new_number()
-    now = datetime.now(UTC)
-    async with db.begin() as s:
-        key = await s.get(ApiKey, hash_api_key(api_key))
-        assert key is not None
-        account_id = key.account_id
-        s.add(
-            PhoneNumber(
-                id=str(uuid.uuid4()),
-                account_id=account_id,
-                number=number,
-                provider="twilio",
-                agent_id=agent_id,
-                config={
-                    "account_sid": account_sid(),
-                    "auth_token": SecretBox(settings.secret_keys()).seal(AUTH_TOKEN),
-                },
-                created_time=now,
-                updated_time=now,
-            )
-        )
+async def sms_session(
+    http: httpx.AsyncClient, fake: FakeTwilio, agent_id: str, person: str | None = None
+) -> tuple[str, str, str, TwilioAccount]:
+    """Opens an outbound-first SMS session on a new number, to `person` (a new number if
+    None): (session id, number, person, the number's Twilio account)."""
+    account = fake.add_account()
+    twilio = {"account_sid": account.sid, "auth_token": account.auth_token}
+    number = (await add_number(http, agent_id, twilio=twilio))["number"]
+    person = person or new_number()
     opened = await http.post(
         "/chats",
         json={
@@ -92,28 +77,29 @@ async def texted_first(
         },
     )
     assert opened.status_code == 201, opened.text
-    session_id = opened.json()["id"]
-    sids = [message_sid() if state == "accepted" else "" for state in states]
-    async with db.begin() as s:
-        for part, (state, sid) in enumerate(zip(states, sids, strict=True)):
-            s.add(
-                SmsPart(
-                    session_id=session_id,
-                    seq=0,
-                    part=part,
-                    account_id=account_id,
-                    sender=number,
-                    recipient=person,
-                    body=REMINDER,
-                    state=state,
-                    provider_message_id=sid or None,
-                    error_message="the person opted out (STOP)" if state == "dropped" else None,
-                    attempts=1,
-                    created_time=now,
-                    updated_time=now,
-                )
-            )
-    return SentTexts(session_id, number, person, sids)
+    return opened.json()["id"], number, person, account
+
+
+async def texted_first(
+    http: httpx.AsyncClient, fake: FakeTwilio, agent_id: str, parts: int = 1
+) -> SentTexts:
+    """An SMS session whose first message (of `parts` texts) Twilio has accepted."""
+    session_id, number, person, account = await sms_session(http, fake, agent_id)
+    shown = await delivery_when(http, session_id, lambda d: len(d) == parts and all(
+        p["provider_message_id"] for p in d))  # fmt: skip
+    return SentTexts(session_id, number, person, [p["provider_message_id"] for p in shown], account)
+
+
+async def delivery_when(
+    http: httpx.AsyncClient, session_id: str, condition: Any, attempts: int = 300
+) -> list[dict[str, Any]]:
+    """The first message's `delivery` once `condition` holds for it (bounded polling)."""
+    for _ in range(attempts):
+        shown = await delivery(http, session_id)
+        if shown is not None and condition(shown):
+            return shown
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"session {session_id}: delivery {shown} never as expected")
 
 
 async def status_in(
@@ -122,7 +108,6 @@ async def status_in(
     texts: SentTexts,
     sid: str,
     status: str,
-    token: str = AUTH_TOKEN,
     signature: str | None = None,
     **extra: str,
 ) -> httpx.Response:
@@ -132,17 +117,32 @@ async def status_in(
         "SmsSid": sid,
         "MessageStatus": status,
         "SmsStatus": status,
-        "AccountSid": "AC" + "0" * 32,
+        "AccountSid": texts.account.sid,
         "From": texts.number,
         "To": texts.person,
         "ApiVersion": "2010-04-01",
         **extra,
     }
     url = settings.public_url + STATUS_PATH
-    headers = {SIGNATURE_HEADER: signature_of(token, url, params)}
+    headers = {SIGNATURE_HEADER: signature_of(texts.account.auth_token, url, params)}
     if signature is not None:
         headers[SIGNATURE_HEADER] = signature
     return await twilio.post(STATUS_PATH, data=params, headers=headers)
+
+
+async def callback(
+    fake: FakeTwilio,
+    api_url: str,
+    sid: str,
+    status: str,
+    error_code: int | None = None,
+    auth_token: str | None = None,
+) -> httpx.Response:
+    """The fake Twilio's callback, signed over PARLEY_PUBLIC_URL, posted to the API's
+    address (as through a proxy)."""
+    return await fake.send_status(
+        sid, status, error_code, post_to=api_url + STATUS_PATH, auth_token=auth_token
+    )  # fmt: skip
 
 
 async def delivery(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]] | None:
@@ -163,16 +163,15 @@ async def test_a_status_callback_without_twilios_signature_is_refused_and_not_re
     twilio: httpx.AsyncClient,
     db: async_sessionmaker[AsyncSession],
     settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
+    texts = await texted_first(http, fake, await make_agent(first_message=REMINDER))
     [sid] = texts.sids
 
     unsigned = await status_in(twilio, settings, texts, sid, "delivered", signature="")
-    forged = await status_in(twilio, settings, texts, sid, "delivered", token="not-the-token")
+    forged = await callback(fake, api_url, sid, "delivered", auth_token="not-the-token")
 
     for answer in (unsigned, forged):
         assert answer.status_code == 403, answer.text
@@ -187,19 +186,16 @@ async def test_a_status_callback_without_twilios_signature_is_refused_and_not_re
 async def test_a_callback_for_a_text_parley_did_not_send_is_404(
     http: httpx.AsyncClient,
     twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
     settings: Settings,
-    api_key: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
+    texts = await texted_first(http, fake, await make_agent(first_message=REMINDER))
     unknown = message_sid()
 
     signed = await status_in(twilio, settings, texts, unknown, "delivered")
-    forged = await status_in(twilio, settings, texts, unknown, "delivered", token="not-the-token")
-    stranger = SentTexts(texts.session_id, new_number(), texts.person, [])
+    forged = await status_in(twilio, settings, texts, unknown, "delivered", signature="x")
+    stranger = SentTexts(texts.session_id, new_number(), texts.person, [], texts.account)
     from_nowhere = await status_in(twilio, settings, stranger, unknown, "delivered")
 
     assert signed.status_code == 404, signed.text
@@ -207,21 +203,16 @@ async def test_a_callback_for_a_text_parley_did_not_send_is_404(
     # Checked with the From number's token all the same: a forgery learns nothing.
     assert forged.status_code == 403, forged.text
     assert from_nowhere.status_code == 404, from_nowhere.text
-    async with db() as s:
-        assert await s.get(SmsStatusEvent, (unknown, "delivered")) is None
 
 
 async def test_a_status_twilio_does_not_have_is_refused_with_the_known_ones(
     http: httpx.AsyncClient,
     twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
     settings: Settings,
-    api_key: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
+    texts = await texted_first(http, fake, await make_agent(first_message=REMINDER))
 
     answer = await status_in(twilio, settings, texts, texts.sids[0], "teleported")
 
@@ -231,19 +222,15 @@ async def test_a_status_twilio_does_not_have_is_refused_with_the_known_ones(
 
 async def test_statuses_out_of_order_never_move_a_text_back(
     http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
+    texts = await texted_first(http, fake, await make_agent(first_message=REMINDER))
     [sid] = texts.sids
 
     for status in ("delivered", "sent", "queued"):
-        answer = await status_in(twilio, settings, texts, sid, status)
+        answer = await callback(fake, api_url, sid, status)
         assert answer.status_code == 200, answer.text
         assert answer.text == EMPTY_TWIML
 
@@ -259,21 +246,19 @@ async def test_statuses_out_of_order_never_move_a_text_back(
 
 async def test_an_undelivered_text_shows_its_error_code_in_the_transcript(
     http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    agent_id = await make_agent(first_message=REMINDER)
-    texts = await texted_first(http, db, settings, api_key, agent_id, ("accepted", "accepted"))
+    agent_id = await make_agent(first_message=LONG_REMINDER)
+    texts = await texted_first(http, fake, agent_id, parts=2)
     first, second = texts.sids
 
-    await status_in(twilio, settings, texts, first, "sent")
-    await status_in(twilio, settings, texts, first, "delivered")
-    await status_in(twilio, settings, texts, second, "sent")
-    await status_in(twilio, settings, texts, second, "undelivered", ErrorCode="30003")
-    late = await status_in(twilio, settings, texts, second, "delivered")
+    await callback(fake, api_url, first, "sent")
+    await callback(fake, api_url, first, "delivered")
+    await callback(fake, api_url, second, "sent")
+    await callback(fake, api_url, second, "undelivered", error_code=30003)
+    late = await callback(fake, api_url, second, "delivered")
 
     assert late.status_code == 200, late.text
     assert [
@@ -295,10 +280,8 @@ async def test_an_undelivered_text_shows_its_error_code_in_the_transcript(
 
 async def test_the_same_callback_twice_is_one_audit_event_and_one_webhook_event(
     http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
     receiver: tuple[WebhookReceiver, str],
     temporal_client: Client,
@@ -306,18 +289,18 @@ async def test_the_same_callback_twice_is_one_audit_event_and_one_webhook_event(
     hooks, hooks_url = receiver
     webhook = {"url": hooks_url, "secret": WEBHOOK_SECRET, "events": ["message.delivery"]}
     agent_id = await make_agent(first_message=REMINDER, webhook=webhook)
-    texts = await texted_first(http, db, settings, api_key, agent_id)
+    texts = await texted_first(http, fake, agent_id)
     [sid] = texts.sids
     workflow = temporal_client.get_workflow_handle(
         f"webhook-{texts.session_id}:delivery:{sid}:delivered"
     )
 
-    first = await status_in(twilio, settings, texts, sid, "delivered")
+    first = await callback(fake, api_url, sid, "delivered")
     [event] = await hooks.wait_accepted(texts.session_id, "message.delivery")
     assert await workflow.result() is True  # delivered, and its workflow closed
     run = (await workflow.describe()).run_id
-    again = await status_in(twilio, settings, texts, sid, "delivered")
-    await status_in(twilio, settings, texts, sid, "read")
+    again = await callback(fake, api_url, sid, "delivered")
+    await callback(fake, api_url, sid, "read")
     await hooks.wait_accepted(texts.session_id, "message.delivery", count=2)
 
     assert (first.status_code, again.status_code) == (200, 200)
@@ -345,10 +328,8 @@ async def test_the_same_callback_twice_is_one_audit_event_and_one_webhook_event(
 
 async def test_an_agent_not_subscribed_gets_no_delivery_webhook(
     http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
     receiver: tuple[WebhookReceiver, str],
     temporal_client: Client,
@@ -356,10 +337,10 @@ async def test_an_agent_not_subscribed_gets_no_delivery_webhook(
     hooks, hooks_url = receiver
     webhook = {"url": hooks_url, "secret": WEBHOOK_SECRET, "events": ["session.finished"]}
     agent_id = await make_agent(first_message=REMINDER, webhook=webhook)
-    texts = await texted_first(http, db, settings, api_key, agent_id)
+    texts = await texted_first(http, fake, agent_id)
     [sid] = texts.sids
 
-    answer = await status_in(twilio, settings, texts, sid, "delivered")
+    answer = await callback(fake, api_url, sid, "delivered")
 
     assert answer.status_code == 200, answer.text
     assert len(await delivery_events(http, texts.session_id)) == 1
@@ -374,16 +355,10 @@ async def test_an_agent_not_subscribed_gets_no_delivery_webhook(
 
 
 async def test_the_transcript_shows_each_texts_delivery_in_order_of_parts(
-    http: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
-    make_agent: AgentFactory,
+    http: httpx.AsyncClient, fake: FakeTwilio, make_agent: AgentFactory
 ) -> None:
-    agent_id = await make_agent(first_message=REMINDER)
-    texts = await texted_first(
-        http, db, settings, api_key, agent_id, ("accepted", "sending", "dropped")
-    )
+    agent_id = await make_agent(first_message=LONG_REMINDER)
+    texts = await texted_first(http, fake, agent_id, parts=2)
     web = await http.post("/chats", json={"agent_id": agent_id, "channel": "web"})
 
     shown = await delivery(http, texts.session_id)
@@ -391,85 +366,79 @@ async def test_the_transcript_shows_each_texts_delivery_in_order_of_parts(
     assert shown == [
         {"part": 0, "status": "queued", "provider_message_id": texts.sids[0],
          "error_code": None, "error_message": None},
-        {"part": 1, "status": "sending", "provider_message_id": None,
+        {"part": 1, "status": "queued", "provider_message_id": texts.sids[1],
          "error_code": None, "error_message": None},
-        {"part": 2, "status": "not_sent", "provider_message_id": None,
-         "error_code": None, "error_message": "the person opted out (STOP)"},
     ]  # fmt: skip
     assert web.json()["messages"][0]["delivery"] is None
 
 
+async def test_a_text_twilio_refused_shows_as_not_sent_with_its_error(
+    http: httpx.AsyncClient, fake: FakeTwilio, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent(first_message=REMINDER)
+    person = new_number()
+    fake.refuse(person, code=21610)
+    session_id, *_ = await sms_session(http, fake, agent_id, person)
+
+    [part] = await delivery_when(http, session_id, lambda d: len(d) == 1)
+
+    assert (part["status"], part["provider_message_id"], part["error_code"]) == (
+        "not_sent",
+        None,
+        "21610",
+    )
+    assert part["error_message"]
+
+
+async def test_a_callback_before_the_send_is_recorded_still_counts(
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    fake: FakeTwilio,
+    make_agent: AgentFactory,
+) -> None:
+    """Twilio's callback can beat the send activity's record of Twilio's answer."""
+    agent_id = await make_agent(first_message=REMINDER)
+    fake.hang_next(to=(person := new_number()))
+    session_id, number, _, account = await sms_session(http, fake, agent_id, person)
+    held = await fake.wait_hanging()
+    assert held.to == person
+    [sending] = await delivery_when(http, session_id, lambda d: len(d) == 1)
+
+    # Posted by hand: the fake's own callback would change the status its held answer gives.
+    texts = SentTexts(session_id, number, person, [held.sid], account)
+    early = await status_in(twilio, settings, texts, held.sid, "sent")
+    fake.release(held.sid)
+    [part] = await delivery_when(http, session_id, lambda d: d[0]["provider_message_id"])
+
+    assert sending["status"] == "sending"
+    assert early.status_code == 404, early.text
+    assert (part["status"], part["provider_message_id"]) == ("sent", held.sid)
+
+
 async def test_a_finished_sms_conversation_keeps_its_delivery_statuses(
     http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
     db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
+    api_url: str,
+    fake: FakeTwilio,
     make_agent: AgentFactory,
 ) -> None:
-    """Read from the database (the workflow is gone): a callback often comes after the end."""
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
-    finished = await finished_copy(db, texts)
+    """Read from the database once final: a callback often comes after the session ended."""
+    texts = await texted_first(http, fake, await make_agent(first_message=REMINDER))
+    [sid] = texts.sids
+    ended = await http.post(f"/chats/{texts.session_id}/end", json={})
+    assert ended.status_code == 200, ended.text
+    await wait_until_final(http, texts.session_id)
 
-    answer = await status_in(twilio, settings, finished, finished.sids[0], "delivered")
+    answer = await callback(fake, api_url, sid, "failed", error_code=30006)
 
     assert answer.status_code == 200, answer.text
-    view = (await http.get(f"/chats/{finished.session_id}")).json()
+    view = (await http.get(f"/chats/{texts.session_id}")).json()
     assert view["is_final"] is True
-    assert [(p["status"], p["provider_message_id"]) for p in view["messages"][0]["delivery"]] == [
-        ("delivered", finished.sids[0])
+    assert [(p["status"], p["error_code"]) for p in view["messages"][0]["delivery"]] == [
+        ("failed", "30006")
     ]
-
-
-async def finished_copy(db: async_sessionmaker[AsyncSession], texts: SentTexts) -> SentTexts:
-    """A final session on the same agent snapshot, stored as the finish pipeline leaves it,
-    whose first message went out as one text."""
-    sid, session_id = message_sid(), str(uuid.uuid4())
-    now = datetime.now(UTC)
-    async with db.begin() as s:
-        row = await s.get(ChatSession, texts.session_id)
-        assert row is not None
-        s.add(
-            ChatSession(
-                id=session_id, account_id=row.account_id, agent_id=row.agent_id,
-                agent_version=row.agent_version, snapshot_id=row.snapshot_id,
-                channel="twilio_sms", external_id=None, endpoint_hash=None,
-                workflow_id=f"chat-{session_id}", additional_data={}, ttl_seconds=row.ttl_seconds,
-                status="final", final_reason="ttl", analysis_usage=[], created_time=now,
-                last_activity=now, finished_time=now,
-            )
-        )  # fmt: skip
-        await s.flush()
-        s.add(
-            ChatMessage(session_id=session_id, seq=0, role="assistant", content=REMINDER,
-                        tool_calls=[], time=now)
-        )  # fmt: skip
-        s.add(
-            SmsPart(session_id=session_id, seq=0, part=0, account_id=row.account_id,
-                    sender=texts.number, recipient=texts.person, body=REMINDER, state="accepted",
-                    provider_message_id=sid, attempts=1, created_time=now, updated_time=now)
-        )  # fmt: skip
-    return SentTexts(session_id, texts.number, texts.person, [sid])
-
-
-async def test_a_text_status_is_kept_on_its_part_row(
-    http: httpx.AsyncClient,
-    twilio: httpx.AsyncClient,
-    db: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    api_key: str,
-    make_agent: AgentFactory,
-) -> None:
-    texts = await texted_first(
-        http, db, settings, api_key, await make_agent(first_message=REMINDER)
-    )
-    [sid] = texts.sids
-
-    await status_in(twilio, settings, texts, sid, "failed", ErrorCode="30006")
-
     async with db() as s:
-        part = await s.scalar(select(SmsPart).where(SmsPart.provider_message_id == sid))
-    assert part is not None
-    assert (part.state, part.status, part.error_code) == ("accepted", "failed", "30006")
+        row = await s.scalar(select(SmsPart).where(SmsPart.provider_message_id == sid))
+    assert row is not None
+    assert (row.state, row.status, row.error_code) == ("accepted", "failed", "30006")

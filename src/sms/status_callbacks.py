@@ -123,6 +123,19 @@ class DeliveryStatuses:
         if recorded is not None and session is not None:
             await self._raise_event(session, recorded)
 
+    async def keep_early(self, callback: StatusCallback) -> None:
+        """Keeps a signed status of a text Parley has not recorded (Twilio's callback can
+        beat the send activity's record of Twilio's answer): the activity gives the text the
+        furthest status kept for it. No audit or webhook event: the session is not known."""
+        async with self._sessions.begin() as db:
+            await insert_missing(
+                db,
+                SmsStatusEvent,
+                [{"provider_message_id": callback.message_sid, "status": callback.status,
+                  "time": datetime.now(UTC)}],
+                ["provider_message_id", "status"],
+            )  # fmt: skip
+
     async def _raise_event(self, session: ChatSession, event: AuditEvent) -> None:
         snapshot = await self._snapshots.load(session.snapshot_id)
         webhook = snapshot.spec.webhook

@@ -36,15 +36,19 @@ async def receive_status(request: Request, services: ServicesDep) -> Response:
             f"text Parley sent has MessageSid {message_sid!r}"
         )
     check_signature(request, params, number.auth_token, services.settings.public_url)
-    if not message_sid:
-        raise InvalidInput("the form lacks MessageSid")
+    callback = status_callback(params)
     if text is None:
-        raise NotFound(f"no text Parley sent has MessageSid {message_sid!r}")
-    await services.sms_status.take(text, status_callback(params))
+        # Perhaps a text whose send has not been recorded yet: the send activity takes the
+        # status from here when it records the text (src/activities/sms.py).
+        await services.sms_status.keep_early(callback)
+        raise NotFound(f"no text Parley sent has MessageSid {message_sid!r} (yet)")
+    await services.sms_status.take(text, callback)
     return twiml(None)
 
 
 def status_callback(params: dict[str, str]) -> StatusCallback:
+    if not params.get("MessageSid"):
+        raise InvalidInput("the form lacks MessageSid")
     status = params.get("MessageStatus") or params.get("SmsStatus") or ""
     if status not in STATUS_RANK:
         raise InvalidInput(
