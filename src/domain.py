@@ -531,7 +531,8 @@ class PartDelivery(BaseModel):
     """How one text of a message sent by SMS fared (a long message is several texts)."""
 
     part: int
-    # queued, sent, delivered, undelivered, failed (the provider's); "sending" while the
+    # The provider's: queued, sent, delivered, undelivered, failed (and Twilio's rarer
+    # accepted, scheduled, sending, read, canceled: src/sms/delivery.py); "sending" while the
     # provider's answer is unknown; "not_sent": refused, or dropped (the recipient opted out).
     status: str
     provider_message_id: str | None = None

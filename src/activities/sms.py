@@ -41,6 +41,7 @@ from src.config import Settings
 from src.db.tables import SmsPart, SmsStatusEvent
 from src.db.upsert import insert_missing
 from src.sealing.secret_box import SecretBox
+from src.sms.delivery import STATUS_RANK
 from src.sms.phone_numbers import PhoneNumberConfig, is_opted_out, number_config
 from src.sms.texts import text_parts
 from src.temporal.failures import FailureType
@@ -65,8 +66,6 @@ _SETTLED = {ACCEPTED, FAILED, DROPPED}
 OPTED_OUT_MESSAGE = "the recipient opted out"
 # Delivery statuses in the order a message goes through them: a status callback taken before
 # the part was recorded wins over the "queued" of Twilio's answer.
-_STATUS_RANK = {"accepted": 0, "queued": 0, "sending": 1, "sent": 2,
-                "delivered": 3, "undelivered": 3, "failed": 3}  # fmt: skip
 
 
 class SmsText(BaseModel):
@@ -395,7 +394,7 @@ async def _latest_status(db: AsyncSession, sid: str, answered: str) -> str:
             select(SmsStatusEvent.status).where(SmsStatusEvent.provider_message_id == sid)
         )
     )
-    return max([answered, *known], key=lambda status: _STATUS_RANK.get(status, 0))
+    return max([answered, *known], key=lambda status: STATUS_RANK.get(status, 0))
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

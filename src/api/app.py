@@ -23,6 +23,7 @@ from src.api.routes import (
     phone_numbers,
     text_chat,
     twilio_sms,
+    twilio_status,
     widget,
     widget_script,
 )
@@ -39,6 +40,7 @@ from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 from src.sms.channel import SmsChannel
+from src.sms.status_callbacks import DeliveryStatuses
 from src.temporal.client import connect_temporal
 from src.widget.access import WidgetGate
 from src.widget.cors import WidgetCORS
@@ -76,6 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
             streams=streams,
             phone_numbers=PhoneNumberService(settings, sessions, agent_service),
             sms=SmsChannel(sessions, SecretBox(settings.secret_keys()), chats),
+            sms_status=DeliveryStatuses(
+                settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
+            ),
         )
         try:
             yield
@@ -113,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(codec.router)
     app.include_router(widget_script.router)
     app.include_router(twilio_sms.router)
+    app.include_router(twilio_status.router)
     keyed = (
         chats.router,
         agents.router,

@@ -20,6 +20,7 @@ from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
 from src.services.text_chat import TextChatService
 from src.sms.channel import SmsChannel
+from src.sms.status_callbacks import DeliveryStatuses
 from src.widget.access import Principal, WidgetGate
 from src.widget.keys import WidgetKeyService
 
@@ -45,6 +46,7 @@ class Services:
     streams: SessionStreams
     phone_numbers: PhoneNumberService
     sms: SmsChannel
+    sms_status: DeliveryStatuses
 
 
 def _services_of(request: Request) -> Services:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -15,9 +16,10 @@ async def insert_missing(
     table: type[DeclarativeBase],
     rows: Sequence[Mapping[str, Any]],
     conflict_columns: Sequence[str],
-) -> None:
+) -> int:
+    """How many of `rows` were inserted (the others were there already)."""
     if not rows:
-        return
+        return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
@@ -25,4 +27,5 @@ async def insert_missing(
         .values(list(rows))
         .on_conflict_do_nothing(index_elements=list(conflict_columns))
     )
-    await session.execute(statement)
+    result = cast(CursorResult[Any], await session.execute(statement))
+    return result.rowcount

@@ -64,6 +64,8 @@ from src.pagination import encode_cursor
 from src.services.agents import AgentService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
+from src.sms.delivery import with_delivery
+from src.sms.phone_numbers import TWILIO_SMS
 from src.templates import render_for_caller, template_values
 from src.temporal.failures import FailureType
 from src.temporal.search_attributes import FINAL_REASON, SESSION_ID, STATUS
@@ -515,11 +517,14 @@ class ChatSessionService:
         return row
 
     async def _view(self, account_id: str, state: SessionState) -> SessionView:
-        earlier: list[Message] = []
-        if state.first_seq > 0:
+        messages = state.messages
+        sms = state.channel == TWILIO_SMS
+        if state.first_seq > 0 or sms:
             async with self._sessions() as db:
-                earlier = await transcript(db, state.id, stop=state.first_seq)
-        messages = earlier + state.messages
+                if state.first_seq > 0:
+                    messages = await transcript(db, state.id, stop=state.first_seq) + messages
+                if sms:
+                    messages = await with_delivery(db, state.id, messages)
         cost, costs = session_costs(messages, [], self._settings.model_prices)
         return SessionView(
             id=state.id,
@@ -567,6 +572,8 @@ class ChatSessionService:
     async def _view_from_db(self, row: ChatSession) -> SessionView:
         async with self._sessions() as db:
             messages = await transcript(db, row.id)
+            if row.channel == TWILIO_SMS:
+                messages = await with_delivery(db, row.id, messages)
         return self._view_of_row(row, messages)
 
     def _view_of_row(self, row: ChatSession, messages: list[Message]) -> SessionView:

@@ -62,7 +62,7 @@ class WebhookReceiver:
     answers: dict[str, list[Answer]] = field(default_factory=dict)
     hold: set[str] = field(default_factory=set)
     _valid: Counter[str] = field(default_factory=Counter)
-    _keys: dict[tuple[str, str, Any], str] = field(default_factory=dict)
+    _keys: dict[tuple[Any, ...], str] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _releases: dict[str, asyncio.Event] = field(default_factory=dict)
     _held: set[str] = field(default_factory=set)
@@ -119,8 +119,15 @@ class WebhookReceiver:
             problems.append(f"X-Parley-Event {event!r} is not the body's {body.get('event')!r}")
         if not key:
             problems.append("no Idempotency-Key")
-        # One event of a session: its type, and its seq for per-message events.
-        identity = (body["session_id"], body.get("event", ""), body["data"].get("seq"))
+        # One event of a session: its type, and its seq for per-message events (with the
+        # text's part and status for a `message.delivery`).
+        data = body["data"]
+        identity = (
+            body["session_id"],
+            body.get("event", ""),
+            data.get("seq"),
+            *((data.get("part"), data.get("status")) if event == "message.delivery" else ()),
+        )
         if self._keys.setdefault(identity, key) != key:
             problems.append(f"Idempotency-Key changed from {self._keys[identity]!r} to {key!r}")
         answer = Answer(200 if not problems else 401 if not signed else 400)
