@@ -64,9 +64,9 @@ async def sms_session(
 ) -> tuple[str, str, str, TwilioAccount]:
     """Opens an outbound-first SMS session on a new number, to `person` (a new number if
     None): (session id, number, person, the number's Twilio account)."""
-    account = fake.add_account()
-    twilio = {"account_sid": account.sid, "auth_token": account.auth_token}
-    number = (await add_number(http, agent_id, twilio=twilio))["number"]
+    registered = await add_number(http, fake, agent_id)
+    number = registered["number"]
+    account = fake.accounts[registered["twilio"]["account_sid"]]
     person = person or new_number()
     opened = await http.post(
         "/chats",
