@@ -414,9 +414,7 @@ async def test_a_widget_key_cannot_manage_phone_numbers(
         assert_error(response, 403, "forbidden")
 
 
-@pytest.mark.parametrize(
-    ("number_id", "says"), [("pn_a%00b", "NUL"), ("x" * 65, "number_id")]
-)
+@pytest.mark.parametrize(("number_id", "says"), [("pn_a%00b", "NUL"), ("x" * 65, "number_id")])
 async def test_an_id_no_number_can_have_is_422_on_every_route(
     http: httpx.AsyncClient, number_id: str, says: str
 ) -> None:
