@@ -52,6 +52,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         PARLEY_LLM_TIMEOUT_SECONDS=str(settings.llm_timeout_seconds),
         PARLEY_RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
         PARLEY_MAX_ACTIVE_SESSIONS=str(settings.max_active_sessions),
+        PARLEY_TWILIO_API_URL=settings.twilio_api_url,
+        PARLEY_PUBLIC_URL=settings.public_url,
     )
     env.update(extra)
     return env

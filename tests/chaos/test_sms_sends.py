@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from src.sms.texts import text_parts
 from tests.chaos.harness import SCALE, marker, report, worker_process
 from tests.conftest import AgentFactory, SettingsFactory, api_client
 from tests.fakes.twilio_server import FakeTwilio
@@ -18,7 +19,7 @@ from tests.sms import add_number, new_number, pair_sessions, text_in
 
 # A send cut by a kill is retried once its heartbeat times out (10 s, SMS_SEND).
 SEND_PATIENCE = 120.0
-# A question of ~2,000 characters: its echo is two texts.
+# A question of ~3,500 characters: its echo is three texts.
 QUESTION_WORDS = 220
 
 
@@ -76,5 +77,5 @@ async def test_worker_killed_during_sms_sends(
     )
     assert duplicates == 0
     assert "".join(t.body for t in texts) == "".join(expected)
-    assert len(texts) == len(parts) == 2 * killed
+    assert len(texts) == len(parts) == sum(len(text_parts(e)) for e in expected)
     assert all(p["provider_message_id"] for p in parts)
