@@ -53,8 +53,10 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         PARLEY_RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
         PARLEY_MAX_ACTIVE_SESSIONS=str(settings.max_active_sessions),
         PARLEY_TWILIO_API_URL=settings.twilio_api_url,
-        PARLEY_PUBLIC_URL=settings.public_url,
     )
+    if settings.public_url_setting:
+        # Only when set: unset, each child derives it from its own PARLEY_HOST/PARLEY_PORT.
+        env["PARLEY_PUBLIC_URL"] = settings.public_url_setting
     env.update(extra)
     return env
 
