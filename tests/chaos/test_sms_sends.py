@@ -19,7 +19,7 @@ from tests.sms import add_number, new_number, pair_sessions, text_in
 
 # A send cut by a kill is retried once its heartbeat times out (10 s, SMS_SEND).
 SEND_PATIENCE = 120.0
-# A question of ~3,500 characters: its echo is three texts.
+# A question of ~3,400 characters: its echo is three texts.
 QUESTION_WORDS = 220
 
 
