@@ -25,9 +25,14 @@ from pydantic import (
 from src.tools import json_schemas
 
 FINISH_THE_CONVERSATION = "finishTheConversation"
-BUILTIN_TOOLS = frozenset({FINISH_THE_CONVERSATION})
+# Asks for a human operator (sets the session's `help_requested`); the reply still goes out.
+REQUEST_HUMAN = "requestHuman"
+BUILTIN_TOOLS = frozenset({FINISH_THE_CONVERSATION, REQUEST_HUMAN})
+# The most recent context strings a session keeps (POST /chats/{id}/context), oldest first.
+CONTEXT_KEPT = 5
 # Keys the server sets itself before each LLM call; clients cannot override them.
-RESERVED_TEMPLATE_KEYS = frozenset({"channel", "sip_endpoint"})
+CONTEXT_VARIABLE = "context"  # the session's context strings, one per line
+RESERVED_TEMPLATE_KEYS = frozenset({"channel", "sip_endpoint", CONTEXT_VARIABLE})
 _TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # RFC 9110 `token`; a value may hold no control character but tab (no CR/LF: header injection).
@@ -219,7 +224,15 @@ class AnalysisSettings(Frozen):
     structured_outputs: list[StructuredOutput] = Field(default_factory=list, max_length=32)
 
 
-WebhookEvent = Literal["session.opened", "message", "message.delivery", "session.finished"]
+WebhookEvent = Literal[
+    "session.opened",
+    "message",
+    "message.delivery",
+    "session.finished",
+    "session.help_requested",
+    "session.takeover",
+    "session.handback",
+]
 
 
 def _default_webhook_events() -> list[WebhookEvent]:
@@ -540,6 +553,31 @@ class PartDelivery(BaseModel):
     error_message: str | None = None
 
 
+class Operator(BaseModel):
+    """A human who takes a session over (the console's user, or any API caller's)."""
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class Author(BaseModel):
+    """Who wrote an assistant message: the agent (`ai`) or a human operator (`human`)."""
+
+    kind: Literal["ai", "human"]
+    agent_id: str | None = None
+    id: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def human(cls, operator: Operator) -> Author:
+        return cls(kind="human", id=operator.id, name=operator.name)
+
+
+class SessionMode(StrEnum):
+    AI = "ai"  # the agent answers
+    HUMAN = "human"  # a human operator holds the session; the agent stays silent
+
+
 class Message(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str | None = None
@@ -552,6 +590,10 @@ class Message(BaseModel):
     delivery: list[PartDelivery] | None = Field(
         default=None,
         description="SMS sessions: one entry per text the message was sent as.",
+    )
+    author: Author | None = Field(
+        default=None,
+        description="Assistant messages: the agent (`ai`) or the human operator who wrote it.",
     )
 
 
@@ -611,3 +653,13 @@ class SessionView(BaseModel):
     )
     cost: float = Field(default=0.0, description="USD, from the price table in settings.")
     costs: list[CostItem] = Field(default_factory=list)
+    mode: SessionMode = Field(
+        default=SessionMode.AI, description="`human` while an operator holds the session."
+    )
+    help_requested: bool = Field(
+        default=False, description="The agent asked for a human (requestHuman), none took over."
+    )
+    active_human: Operator | None = None
+    context: list[str] = Field(
+        default_factory=list, description=f"The {CONTEXT_KEPT} most recent context strings."
+    )

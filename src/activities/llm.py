@@ -25,8 +25,10 @@ from src.db.queries import transcript
 from src.db.snapshots import SnapshotStore
 from src.db.tables import ChatSession
 from src.domain import (
+    CONTEXT_VARIABLE,
     DEFAULT_BUDGET_MESSAGE,
     FINISH_THE_CONVERSATION,
+    REQUEST_HUMAN,
     AgentSnapshot,
     BuiltinTool,
     Message,
@@ -34,6 +36,7 @@ from src.domain import (
     Usage,
     WebhookTool,
     render_template,
+    template_variables,
 )
 from src.llm.providers import ModelProviders
 from src.llm.types import (
@@ -58,7 +61,26 @@ _BUILTIN_TOOL_SCHEMAS: dict[str, ToolSchema] = {
             ),
             "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
         },
-    }
+    },
+    REQUEST_HUMAN: {
+        "type": "function",
+        "function": {
+            "name": REQUEST_HUMAN,
+            "description": (
+                "Ask for a human operator to join the conversation: when the user asks for a "
+                "person, or you cannot help. Tell the user in the same reply that someone "
+                "has been asked to join."
+            ),
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "reason": {"type": "string", "description": "Why a human is needed."}
+                },
+                "required": ["reason"],
+                "additionalProperties": False,
+            },
+        },
+    },
 }
 
 
@@ -87,6 +109,10 @@ class SessionTurnRequest(BaseModel):
     budget_usd: float | None = None
     # Where the reply streams to (its text as the model produces it); None: not streamed.
     stream: TurnStream | None = None
+    # The session's context strings (oldest first), in the system prompt; and an operator's
+    # whispered guidance for this turn, as a system message after the transcript.
+    context: list[str] = Field(default_factory=list)
+    guidance: list[str] = Field(default_factory=list)
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -168,9 +194,12 @@ class LLMActivities:
             datetime.now(UTC),
             context.external_id,
         )
+        values[CONTEXT_VARIABLE] = "\n".join(request.context)
         try:
             system_prompt, missing = render_template(
-                agent.spec.system_prompt, values, self._max_rendered_chars
+                with_context_section(agent.spec.system_prompt, request.context),
+                values,
+                self._max_rendered_chars,
             )
         except TemplateTooLarge as error:
             # Checked at open; a session opened under a higher limit fails its turns clearly.
@@ -186,6 +215,8 @@ class LLMActivities:
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
         messages += recorded.wire
         messages += to_wire_messages(request.unrecorded)
+        if request.guidance:
+            messages.append({"role": "system", "content": guidance_message(request.guidance)})
         tools = tool_schemas(agent) if request.allow_tools else []
         started = time.monotonic()
         reply = await self._ask(request, agent, messages, tools)
@@ -263,6 +294,22 @@ class LLMActivities:
         )
         self._transcripts[session_id] = recorded
         return context, recorded
+
+
+def with_context_section(system_prompt: str, context: list[str]) -> str:
+    """The system prompt with the session's context as its last section, unless the prompt
+    places `{{context}}` itself."""
+    if not context or CONTEXT_VARIABLE in template_variables(system_prompt):
+        return system_prompt
+    return f"{system_prompt}\n\n## Context\n{{{{{CONTEXT_VARIABLE}}}}}".lstrip()
+
+
+def guidance_message(guidance: list[str]) -> str:
+    lines = "\n".join(f"- {text}" for text in guidance)
+    return (
+        "Guidance from a human operator for your next reply (the user does not see this; "
+        f"do not quote it):\n{lines}"
+    )
 
 
 def tool_schemas(agent: AgentSnapshot) -> list[ToolSchema]:

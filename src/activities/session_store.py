@@ -271,6 +271,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 "usage": message.usage.model_dump(mode="json") if message.usage else None,
                 "time": message.time,
                 "attachments": [a.model_dump(mode="json") for a in message.attachments] or None,
+                "author": message.author.model_dump(mode="json") if message.author else None,
             }
         )
         audits.append(

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from src.domain import Attachment, Message, ToolCall, Usage
+from src.domain import Attachment, Author, Message, ToolCall, Usage
 
 Json = JSON().with_variant(JSON(none_as_null=True), "postgresql")
 
@@ -170,6 +170,9 @@ class ChatMessage(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # What came with the message (an SMS's media): [{"url", "content_type"}]; None before 0007.
     attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(Json, nullable=True)
+    # An assistant message's author: {"kind": "ai", "agent_id"} or {"kind": "human", "id",
+    # "name"}; None before 0008 (the agent's).
+    author: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
     __table_args__ = (
         Index(
@@ -215,6 +218,7 @@ def message_of_row(row: ChatMessage) -> Message:
         time=row.time,
         usage=Usage.model_validate(row.usage) if row.usage else None,
         attachments=[Attachment.model_validate(a) for a in row.attachments or []],
+        author=Author.model_validate(row.author) if row.author else None,
     )
 
 

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ToolInvocation,
         WebhookToolActivities,
     )
-    from src.domain import Message, SessionAgent
+    from src.domain import REQUEST_HUMAN, Message, SessionAgent
     from src.llm.types import LLMReply, LLMToolCall
     from src.workflows import activity_options
 
@@ -37,12 +37,16 @@ async def ask_model(
     opening: UnrecordedOpening | None = None,
     budget_usd: float | None = None,
     stream: TurnStream | None = None,
+    context: list[str] | None = None,
+    guidance: list[str] | None = None,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
     and so is the context, unless a stateless turn gives its own `additional_data` (and, on
     its first turn, the `opening` it has not recorded yet). With a `budget_usd` the
     conversation has used up, the reply is the budget message and the model is not called.
-    With a `stream`, the reply's text goes to the conversation's live stream as it comes."""
+    With a `stream`, the reply's text goes to the conversation's live stream as it comes.
+    `context` (the session's context strings) and `guidance` (an operator's whispers) reach
+    the model as parts of its instructions the user never sees."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -54,6 +58,8 @@ async def ask_model(
             opening=opening,
             budget_usd=budget_usd,
             stream=stream,
+            context=context or [],
+            guidance=guidance or [],
         ),
         **activity_options.titled(activity_options.LLM, f"LLM {agent.model_name}"),
     )
@@ -63,7 +69,10 @@ async def call_tool(
     conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
 ) -> str:
     """One tool call as an activity; a failure becomes a result the model can read. The
-    idempotency key is fixed here, so every retry of the call carries the same one."""
+    idempotency key is fixed here, so every retry of the call carries the same one. A
+    stateful session answers requestHuman itself; here (stateless) no human can join."""
+    if call.name == REQUEST_HUMAN:
+        return "error: no human can join this conversation; go on helping the user yourself"
     invocation = ToolInvocation(
         snapshot_id=agent.snapshot_id,
         session_id=conversation_id,

@@ -15,6 +15,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from src.domain import (
         FINISH_THE_CONVERSATION,
+        REQUEST_HUMAN,
+        Author,
         FinishReason,
         Message,
         SessionAgent,
@@ -27,7 +29,8 @@ FINISH_ACKNOWLEDGED = "The conversation will end after your reply. Say goodbye n
 
 # complete(allow_tools) asks the model for the next step of the transcript as it stands.
 Complete = Callable[[bool], Awaitable[LLMReply]]
-# run_tool(call) runs one of the agent's tools (an activity) and returns its result text.
+# run_tool(call) runs one of the agent's tools (an activity, or requestHuman, which the
+# conversation answers itself) and returns its result text.
 RunTool = Callable[[LLMToolCall], Awaitable[str]]
 Append = Callable[[Message], None]
 
@@ -59,13 +62,20 @@ async def run_agent_turn(
         allow_tools = steps < max_tool_steps and not finish_called
         reply = await complete(allow_tools)
         if reply.budget_used_up:
-            append(Message(role="assistant", content=reply.content, time=workflow.now()))
+            append(
+                Message(
+                    role="assistant",
+                    content=reply.content,
+                    time=workflow.now(),
+                    author=Author(kind="ai", agent_id=agent.id),
+                )
+            )
             return TurnEnd(agent_finished=finish_called, budget_used_up=True)
         if not allow_tools and reply.tool_calls:
             # Tools were not offered; a provider that returns calls anyway is not followed.
             reply = reply.model_copy(update={"tool_calls": []})
         if not reply.tool_calls:
-            append(_assistant(reply, []))
+            append(_assistant(agent, reply, []))
             return TurnEnd(agent_finished=finish_called)
         finish_called = finish_called or any(
             call.name == FINISH_THE_CONVERSATION and agent.has_builtin(call.name)
@@ -79,7 +89,7 @@ async def run_agent_turn(
             ToolCall(id=call.id, name=call.name, arguments=call.arguments, response=response)
             for call, response in zip(reply.tool_calls, responses, strict=True)
         ]
-        append(_assistant(reply, calls))
+        append(_assistant(agent, reply, calls))
         steps += 1
         if finish_called and reply.content:
             return TurnEnd(agent_finished=True)
@@ -89,12 +99,12 @@ async def _respond(agent: SessionAgent, call: LLMToolCall, run_tool: RunTool) ->
     kind = agent.tools.get(call.name)
     if kind == "builtin" and call.name == FINISH_THE_CONVERSATION:
         return FINISH_ACKNOWLEDGED
-    if kind in ("webhook", "mcp"):
+    if kind in ("webhook", "mcp") or (kind == "builtin" and call.name == REQUEST_HUMAN):
         return await run_tool(call)
     return f"error: the tool {call.name!r} is not available to this agent"
 
 
-def _assistant(reply: LLMReply, calls: list[ToolCall]) -> Message:
+def _assistant(agent: SessionAgent, reply: LLMReply, calls: list[ToolCall]) -> Message:
     usage = Usage(
         model=reply.model,
         served_model=reply.served_model,
@@ -102,5 +112,10 @@ def _assistant(reply: LLMReply, calls: list[ToolCall]) -> Message:
         completion_tokens=reply.completion_tokens,
     )
     return Message(
-        role="assistant", content=reply.content, tool_calls=calls, time=workflow.now(), usage=usage
+        role="assistant",
+        content=reply.content,
+        tool_calls=calls,
+        time=workflow.now(),
+        usage=usage,
+        author=Author(kind="ai", agent_id=agent.id),
     )
