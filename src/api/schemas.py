@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from src.domain import (
+    CONTEXT_KEPT,
     RESERVED_TEMPLATE_KEYS,
     AgentPatch,
     AgentSpec,
@@ -32,6 +40,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _context_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a context string may not be empty")
+    check_text(text, "context")
+    return text
+
+
+# One context string: what the model should know (who the user is, an order, a page).
+ContextText = Annotated[str, Field(max_length=4000), AfterValidator(_context_text)]
+
+
 class OpenChatRequest(Strict):
     agent_id: str | None = Field(default=None, min_length=1, max_length=64)
     agent: AgentSpec | None = Field(
@@ -51,6 +70,11 @@ class OpenChatRequest(Strict):
     )
     ttl_seconds: int | None = Field(default=None, description="Inactivity timeout, 60-86400.")
     additional_data: dict[str, Any] = Field(default_factory=dict)
+    context: list[ContextText] = Field(
+        default_factory=list,
+        max_length=CONTEXT_KEPT,
+        description=f"Up to {CONTEXT_KEPT} context strings the model reads on every turn.",
+    )
 
     @model_validator(mode="after")
     def _one_agent(self) -> OpenChatRequest:
@@ -102,6 +126,14 @@ class SendMessageRequest(Strict):
 class SendMessageResponse(BaseModel):
     messages: list[Message]
     is_final: bool
+
+
+class AddContextRequest(Strict):
+    context: ContextText
+
+
+class ContextResponse(BaseModel):
+    context: list[str] = Field(description=f"The {CONTEXT_KEPT} most recent, oldest first.")
 
 
 class EndChatRequest(Strict):

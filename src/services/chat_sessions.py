@@ -71,6 +71,7 @@ from src.temporal.failures import FailureType
 from src.temporal.search_attributes import FINAL_REASON, SESSION_ID, STATUS
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
+    ContextAdded,
     EndRequest,
     OpenRequest,
     OpenResult,
@@ -127,6 +128,7 @@ class OpenChat(BaseModel):
     external_id: dict[str, Any] | None = None
     ttl_seconds: int | None = None
     additional_data: dict[str, Any] = {}
+    context: list[str] = []
 
 
 class ChatFilters(BaseModel):
@@ -238,6 +240,7 @@ class ChatSessionService:
             answered_keys_kept=settings.answered_keys_kept,
             webhook_retry_window_seconds=settings.webhook_retry_window_seconds,
             webhook_retry_initial_seconds=settings.webhook_retry_initial_seconds,
+            context=request.context,
         )
         return start, first_missing
 
@@ -454,6 +457,25 @@ class ChatSessionService:
         except (NotFound, Conflict):
             pass  # the session closed a moment ago; the database has the final record
 
+    async def add_context(self, account_id: str, session_id: str, content: str) -> list[str]:
+        """One more context string for the session's later turns; the ones kept, oldest first."""
+        row = await self._session_row(account_id, session_id)
+        if row.status == SessionStatus.FINAL.value:
+            raise Conflict("the session is final; open a new one")
+        handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
+        added = ContextAdded(content=content, session_id=session_id)
+
+        async def add_once() -> list[str]:
+            return await handle.execute_update(
+                ChatSessionWorkflow.add_context,  # type: ignore[arg-type]  # SDK typing of async updates
+                added,
+            )
+
+        try:
+            return await _retrying(add_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
+        except NotFound:
+            raise Conflict("the session is final; open a new one") from None
+
     async def receive(
         self,
         account_id: str,
@@ -539,6 +561,7 @@ class ChatSessionService:
             is_final=state.status == SessionStatus.FINAL,
             status=state.status,
             final_reason=state.final_reason,
+            context=state.context,
         )
 
     async def _view_without_worker(self, row: ChatSession) -> SessionView:

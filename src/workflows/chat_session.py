@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.activities.turn_stream import TurnStream
-    from src.domain import FinishReason, Message, SessionStatus
+    from src.domain import CONTEXT_KEPT, FinishReason, Message, SessionStatus
     from src.llm.types import LLMReply, LLMToolCall
     from src.temporal.failures import FailureType
     from src.workflows import activity_options
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from src.workflows.agent_loop import run_agent_turn
     from src.workflows.chat_session_models import (
         CarriedState,
+        ContextAdded,
         EndRequest,
         InboxItem,
         OpenRequest,
@@ -93,6 +94,8 @@ class ChatSessionWorkflow:
         self._end_requested = carried.end_requested if carried else False
         self._note: str | None = carried.note if carried else None
         self._end_reason = carried.end_reason if carried else FinishReason.USER_END
+        # What the model should know besides the transcript: the most recent CONTEXT_KEPT.
+        self._context = list(carried.context if carried else start.context)
         self._finishing = False
         # Handing over to the next run: new updates are refused (`Draining`, the API
         # retries), and waiting callers are released to retry there.
@@ -212,6 +215,7 @@ class ChatSessionWorkflow:
             self._transcript.unrecorded_messages(),
             allow_tools,
             budget_usd=self._start.budget_usd,
+            context=self._context,
             stream=TurnStream(
                 turn=turn, message_index=len(self._transcript.messages) - produced_from
             ),
@@ -271,6 +275,7 @@ class ChatSessionWorkflow:
             note=self._note,
             end_reason=self._end_reason,
             keys_forgotten=self._inbox.keys_forgotten,
+            context=self._context,
         )
         workflow.continue_as_new(
             self._start.model_copy(update={"carried": carried, "agent": self._agent})
@@ -373,6 +378,28 @@ class ChatSessionWorkflow:
         self._transcript.add_event(entry)
         self._transcript.record_in_background()
 
+    @workflow.update(name="add_context")
+    async def add_context(self, added: ContextAdded) -> list[str]:
+        """One more context string for the model's later turns; the oldest past
+        CONTEXT_KEPT goes. The audit log keeps its length, not its text."""
+        self._handover.updates += 1
+        self._context = [*self._context, added.content][-CONTEXT_KEPT:]
+        self._transcript.add_event(
+            AuditEntry(
+                key=f"context:{workflow.uuid4()}",
+                kind="session.context_added",
+                data={"length": len(added.content), "kept": len(self._context)},
+                time=workflow.now(),
+            )
+        )
+        self._transcript.record_in_background()
+        return self._context
+
+    @add_context.validator
+    def _validate_context(self, added: ContextAdded) -> None:
+        self._refuse_other_session(added.session_id)
+        self._refuse_if_closing()
+
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
         self._handover.updates += 1
@@ -454,6 +481,7 @@ class ChatSessionWorkflow:
             ttl_seconds=self._start.ttl_seconds,
             status=self._status,
             final_reason=self._final_reason,
+            context=self._context,
         )
 
 

@@ -48,6 +48,7 @@ class CarriedState(BaseModel):
     # Whether some idempotency key was dropped from `answered`: a key not found there is then
     # looked up in the database before it runs a turn.
     keys_forgotten: bool = False
+    context: list[str] = Field(default_factory=list)
 
 
 class SessionStart(BaseModel):
@@ -73,6 +74,8 @@ class SessionStart(BaseModel):
     answered_keys_kept: int = 256
     webhook_retry_window_seconds: float = 86_400
     webhook_retry_initial_seconds: float = 1.0
+    # The context strings given at open (at most CONTEXT_KEPT), read by the model every turn.
+    context: list[str] = Field(default_factory=list)
     carried: CarriedState | None = None
 
 
@@ -92,6 +95,11 @@ class UserMessage(BaseModel):
     session_id: str | None = None
     # Media that came with the message (an SMS's MediaUrlN), by URL.
     attachments: list[Attachment] = Field(default_factory=list)
+
+
+class ContextAdded(BaseModel):
+    content: str
+    session_id: str | None = None
 
 
 class EndRequest(BaseModel):
@@ -125,6 +133,7 @@ class SessionState(BaseModel):
     ttl_seconds: int
     status: SessionStatus
     final_reason: FinishReason | None = None
+    context: list[str] = Field(default_factory=list)
 
 
 class OpenResult(BaseModel):

@@ -17,9 +17,11 @@ from src.api.event_streams import (
     wants_event_stream,
 )
 from src.api.schemas import (
+    AddContextRequest,
     AuditEventList,
     AuditEventResponse,
     ChatSessionList,
+    ContextResponse,
     EndChatRequest,
     ErrorResponse,
     OpenChatRequest,
@@ -147,6 +149,17 @@ async def follow_chat(
     start = resume_position(last_event_id, after)
     await services.chats.check_owned(account, session_id)
     return event_source(conversation_events(services.streams, session_id, start))
+
+
+@router.post("/{session_id}/context", responses={409: {"model": ErrorResponse}})
+async def add_chat_context(
+    session_id: str, body: AddContextRequest, account: AccountId, services: ServicesDep
+) -> ContextResponse:
+    """Something more the model should know on the session's later turns (it reads the 5
+    most recent, in its system prompt); 409 once the session is final or for a stateless
+    conversation (its client sends `additional_data` with each turn)."""
+    context = await services.chats.add_context(account, session_id, body.context)
+    return ContextResponse(context=context)
 
 
 @router.post("/{session_id}/end")
