@@ -12,7 +12,7 @@ from tests.sessions import open_chat, say
 async def test_the_agents_messages_name_the_agent_live_and_when_final(
     http: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
-    agent_id = await make_agent()
+    agent_id = await make_agent(first_message="Hi, I am the agent.")
     session = await open_chat(http, agent_id)
 
     turn = await say(http, session["id"], "hello there")
@@ -23,6 +23,7 @@ async def test_the_agents_messages_name_the_agent_live_and_when_final(
     assert turn["messages"][-1]["author"] == ai
     for view in (live, final):
         assert [(m["role"], m["author"]) for m in view["messages"]] == [
+            ("assistant", ai),
             ("user", None),
             ("assistant", ai),
         ]

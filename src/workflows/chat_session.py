@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.activities.turn_stream import TurnStream
-    from src.domain import CONTEXT_KEPT, FinishReason, Message, SessionStatus
+    from src.domain import CONTEXT_KEPT, Author, FinishReason, Message, SessionStatus
     from src.llm.types import LLMReply, LLMToolCall
     from src.temporal.failures import FailureType
     from src.workflows import activity_options
@@ -139,7 +139,10 @@ class ChatSessionWorkflow:
         await record_opened(self._opened_record(), "record session opened")
         if self._open_error is None and self._start.first_message:
             first = Message(
-                role="assistant", content=self._start.first_message, time=workflow.now()
+                role="assistant",
+                content=self._start.first_message,
+                time=workflow.now(),
+                author=Author(kind="ai", agent_id=self._agent.id),
             )
             self._transcript.append(first)
             self._transcript.record_in_background()
