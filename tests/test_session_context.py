@@ -44,7 +44,10 @@ async def test_context_given_at_open_and_added_later_reaches_the_model(
     assert system_prompt(fake_llm, "marker-context-2") == (
         f"{PROMPT}\n\n## Context\nplan: gold\norder 77"
     )
+    final = (await http.post(f"/chats/{session['id']}/end")).json()
+
     assert live["context"] == ["plan: gold", "order 77"]
+    assert final["is_final"] is True and final["context"] == ["plan: gold", "order 77"]
     async with db() as s:
         audited = (
             await s.scalars(

@@ -94,6 +94,8 @@ class SessionFinished(BaseModel):
     note: str | None
     unrecorded: MessagesProduced
     finished_time: datetime
+    # The session's context strings as it finished, kept with its record.
+    context: list[str] | None = None
 
 
 class SessionStoreActivities:
@@ -217,6 +219,7 @@ class SessionStoreActivities:
                     note=finished.note,
                     finished_time=finished.finished_time,
                     last_activity=finished.unrecorded.last_activity,
+                    context=finished.context or None,
                 )
             )
             audit = audit_row(

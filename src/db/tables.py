@@ -137,6 +137,8 @@ class ChatSession(Base):
     created_time: Mapped[datetime] = mapped_column(UTCDateTime())
     last_activity: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The context strings a session had when it finished (None: none, or before 0008).
+    context: Mapped[list[str] | None] = mapped_column(Json, nullable=True)
 
     __table_args__ = (
         Index("ix_chat_sessions_account_created", "account_id", "created_time", "id"),

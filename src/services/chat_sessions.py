@@ -637,6 +637,7 @@ def _view_of_row(row: ChatSession, messages: list[Message]) -> SessionView:
         is_final=status == SessionStatus.FINAL,
         status=status,
         final_reason=FinishReason(row.final_reason) if row.final_reason else None,
+        context=row.context or [],
     )
 
 

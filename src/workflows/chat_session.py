@@ -251,6 +251,7 @@ class ChatSessionWorkflow:
             finished_time=workflow.now(),
             retry=self._events.retry,
             inline=not self._agent.has_analysis,
+            context=self._context,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state(with_messages=False)

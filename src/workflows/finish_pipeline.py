@@ -36,6 +36,7 @@ async def run_finish_pipeline(
     finished_time: datetime,
     retry: WebhookRetry,
     inline: bool = True,
+    context: list[str] | None = None,
 ) -> None:
     """With `inline` False, an agent's analysis runs in a child workflow that outlives the
     caller; agents without analysis raise `session.finished` from the caller either way."""
@@ -49,6 +50,7 @@ async def run_finish_pipeline(
             note=note,
             unrecorded=unrecorded,
             finished_time=finished_time,
+            context=context,
         ),
         **activity_options.titled(
             activity_options.STORE, f"persist final session ({reason.value})"
