@@ -230,8 +230,6 @@ WebhookEvent = Literal[
     "message.delivery",
     "session.finished",
     "session.help_requested",
-    "session.takeover",
-    "session.handback",
 ]
 
 

@@ -562,6 +562,7 @@ class ChatSessionService:
             status=state.status,
             final_reason=state.final_reason,
             context=state.context,
+            help_requested=state.help_requested,
         )
 
     async def _view_without_worker(self, row: ChatSession) -> SessionView:

@@ -24,7 +24,14 @@ with workflow.unsafe.imports_passed_through():
         SessionStoreActivities,
     )
     from src.activities.turn_stream import TurnStream
-    from src.domain import CONTEXT_KEPT, Author, FinishReason, Message, SessionStatus
+    from src.domain import (
+        CONTEXT_KEPT,
+        REQUEST_HUMAN,
+        Author,
+        FinishReason,
+        Message,
+        SessionStatus,
+    )
     from src.llm.types import LLMReply, LLMToolCall
     from src.temporal.failures import FailureType
     from src.workflows import activity_options
@@ -51,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         record_opened,
     )
     from src.workflows.finish_pipeline import run_finish_pipeline
+    from src.workflows.help_requests import HELP_REQUESTED, help_reason
     from src.workflows.idle_timer import IdleTimer
     from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
     from src.workflows.run_handover import RunHandover
@@ -96,6 +104,8 @@ class ChatSessionWorkflow:
         self._end_reason = carried.end_reason if carried else FinishReason.USER_END
         # What the model should know besides the transcript: the most recent CONTEXT_KEPT.
         self._context = list(carried.context if carried else start.context)
+        # The agent asked for a human (requestHuman) and none has taken over yet.
+        self._help_requested = carried.help_requested if carried else False
         self._finishing = False
         # Handing over to the next run: new updates are refused (`Draining`, the API
         # retries), and waiting callers are released to retry there.
@@ -225,9 +235,29 @@ class ChatSessionWorkflow:
         )
 
     async def _run_tool(self, call: LLMToolCall) -> str:
+        if call.name == REQUEST_HUMAN:
+            return await self._request_help(call)
         return await call_tool(
             self._start.session_id, self._agent, call, self._transcript.pending_events
         )
+
+    async def _request_help(self, call: LLMToolCall) -> str:
+        """The agent asks for a human operator: the session says so (its view, the audit log,
+        the `session.help_requested` webhook event) and the agent's reply still goes out."""
+        reason = help_reason(call.arguments)
+        self._help_requested = True
+        self._transcript.add_event(
+            AuditEntry(
+                key=f"help:{call.id}",
+                kind="session.help_requested",
+                data={"reason": reason},
+                time=workflow.now(),
+            )
+        )
+        await self._events.raise_event(
+            self._agent, "session.help_requested", f"help_requested:{call.id}", {"reason": reason}
+        )
+        return HELP_REQUESTED
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persist_final writes what is
@@ -280,6 +310,7 @@ class ChatSessionWorkflow:
             end_reason=self._end_reason,
             keys_forgotten=self._inbox.keys_forgotten,
             context=self._context,
+            help_requested=self._help_requested,
         )
         workflow.continue_as_new(
             self._start.model_copy(update={"carried": carried, "agent": self._agent})
@@ -486,6 +517,7 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
             context=self._context,
+            help_requested=self._help_requested,
         )
 
 

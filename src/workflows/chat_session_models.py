@@ -49,6 +49,7 @@ class CarriedState(BaseModel):
     # looked up in the database before it runs a turn.
     keys_forgotten: bool = False
     context: list[str] = Field(default_factory=list)
+    help_requested: bool = False
 
 
 class SessionStart(BaseModel):
@@ -134,6 +135,7 @@ class SessionState(BaseModel):
     status: SessionStatus
     final_reason: FinishReason | None = None
     context: list[str] = Field(default_factory=list)
+    help_requested: bool = False
 
 
 class OpenResult(BaseModel):
