@@ -7,10 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHistory
 
-from src.db.tables import ChatSession
+from src.db.tables import AuditEvent, ChatSession
 
 
 async def open_chat(http: httpx.AsyncClient, agent_id: str | None, **fields: Any) -> dict[str, Any]:
@@ -59,3 +60,16 @@ def event_summaries(client: Client, history: WorkflowHistory, event_type: int) -
         for event in history.events
         if event.event_type == event_type and event.HasField("user_metadata")
     ]
+
+
+async def audit_data(
+    db: async_sessionmaker[AsyncSession], session_id: str, kind: str
+) -> list[dict[str, Any]]:
+    """The `data` of a session's audit events of one kind, oldest first."""
+    async with db() as s:
+        rows = await s.scalars(
+            select(AuditEvent.data)
+            .where(AuditEvent.session_id == session_id, AuditEvent.kind == kind)
+            .order_by(AuditEvent.id)
+        )
+        return list(rows.all())

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.db.tables import AuditEvent
 from src.workflows.help_requests import HELP_REQUESTED
 from tests.conftest import WEBHOOK_SECRET, AgentFactory
 from tests.fakes.webhook_receiver import WebhookReceiver
-from tests.sessions import open_chat, say
+from tests.sessions import audit_data, open_chat, say
 
 REQUEST_HUMAN = {"type": "builtin", "name": "requestHuman"}
 
@@ -44,15 +42,7 @@ async def test_a_help_request_is_seen_in_the_view_the_audit_log_and_the_webhook(
     assert view["help_requested"] is True and view["mode"] == "ai"
     assert delivery.body["data"] == {"reason": "wants a refund over $500"}
     await http.post(f"/chats/{session['id']}/end")
-    async with db() as s:
-        audited = (
-            await s.scalars(
-                select(AuditEvent.data).where(
-                    AuditEvent.session_id == session["id"],
-                    AuditEvent.kind == "session.help_requested",
-                )
-            )
-        ).all()
+    audited = await audit_data(db, session["id"], "session.help_requested")
     assert audited == [{"reason": "wants a refund over $500"}]
 
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.db.tables import AuditEvent
 from tests.conftest import AgentFactory
 from tests.fakes.llm_server import FakeLLM
-from tests.sessions import open_chat, say
+from tests.sessions import audit_data, open_chat, say
 
 PROMPT = "You help customers of Acme on web."
 
@@ -48,15 +46,7 @@ async def test_context_given_at_open_and_added_later_reaches_the_model(
 
     assert live["context"] == ["plan: gold", "order 77"]
     assert final["is_final"] is True and final["context"] == ["plan: gold", "order 77"]
-    async with db() as s:
-        audited = (
-            await s.scalars(
-                select(AuditEvent.data).where(
-                    AuditEvent.session_id == session["id"],
-                    AuditEvent.kind == "session.context_added",
-                )
-            )
-        ).all()
+    audited = await audit_data(db, session["id"], "session.context_added")
     assert audited == [{"length": 8, "kept": 2}]  # its length, never its text
 
 
