@@ -567,8 +567,8 @@ class Author(BaseModel):
     name: str | None = None
 
     @classmethod
-    def human(cls, operator: Operator) -> Author:
-        return cls(kind="human", id=operator.id, name=operator.name)
+    def ai(cls, agent_id: str) -> Author:
+        return cls(kind="ai", agent_id=agent_id)
 
 
 class SessionMode(StrEnum):

@@ -67,7 +67,7 @@ async def run_agent_turn(
                     role="assistant",
                     content=reply.content,
                     time=workflow.now(),
-                    author=Author(kind="ai", agent_id=agent.id),
+                    author=Author.ai(agent.id),
                 )
             )
             return TurnEnd(agent_finished=finish_called, budget_used_up=True)
@@ -117,5 +117,5 @@ def _assistant(agent: SessionAgent, reply: LLMReply, calls: list[ToolCall]) -> M
         tool_calls=calls,
         time=workflow.now(),
         usage=usage,
-        author=Author(kind="ai", agent_id=agent.id),
+        author=Author.ai(agent.id),
     )

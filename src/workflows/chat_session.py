@@ -152,7 +152,7 @@ class ChatSessionWorkflow:
                 role="assistant",
                 content=self._start.first_message,
                 time=workflow.now(),
-                author=Author(kind="ai", agent_id=self._agent.id),
+                author=Author.ai(self._agent.id),
             )
             self._transcript.append(first)
             self._transcript.record_in_background()
