@@ -17,7 +17,7 @@ from src.widget.access import VISITOR_HEADER
 from tests.conftest import AgentFactory, ApiFactory, SettingsFactory, api_client
 from tests.sessions import open_chat, wait_until_final
 from tests.test_api_errors import assert_error
-from tests.test_quotas import AGENT
+from tests.test_quotas import AGENT, well_inside_a_minute
 
 SHOP = "https://shop.example.com"
 ORIGINS = [SHOP, "https://*.example.org"]
@@ -378,6 +378,7 @@ async def test_a_visitor_over_its_rate_gets_429_with_retry_after(
 ) -> None:
     settings = make_settings(PARLEY_WIDGET_RATE_PER_VISITOR_PER_MINUTE=3)
     async with serve_api(settings) as url, widget(url, widget_key["key"]) as page:
+        await well_inside_a_minute()
         first = (await open_widget(page)).json()
         other = (await open_widget(page)).json()
         token, session_id = first["visitor_token"], first["session"]["id"]
@@ -409,6 +410,7 @@ async def test_an_ip_over_its_rate_gets_429_with_retry_after(
 ) -> None:
     settings = make_settings(PARLEY_WIDGET_RATE_PER_IP_PER_MINUTE=2)
     async with serve_api(settings) as url, widget(url, widget_key["key"]) as page:
+        await well_inside_a_minute()
         allowed = [(await open_widget(page)).status_code for _ in range(2)]
         refused = await open_widget(page)
 
