@@ -42,15 +42,15 @@ dev: $(STAMP)
 PARLEY_TEST_POSTGRES ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 # The reduced chaos suite (tests/chaos) runs in the first pass only; it picks PostgreSQL
 # itself where a case needs it. So do tests/unit and tests/workflows (time-skipping server,
-# stubbed activities): they reach no database. Neither does the history-growth measurement
-# (Temporal's history, ~2.5 min), so it runs once too.
+# stubbed activities): they reach no database. Nor do the tests marked database_agnostic
+# (the history-growth measurement, the dev stack with its own SQLite file, static pages).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	@if $(BIN)/python -m tests.postgres_reachable "$(PARLEY_TEST_POSTGRES)"; then \
 		echo "== again against PostgreSQL =="; \
 		PARLEY_TEST_DATABASE_URL="$(PARLEY_TEST_POSTGRES)" $(BIN)/python -m pytest -q \
 			--ignore=tests/chaos --ignore=tests/unit --ignore=tests/workflows \
-			--deselect tests/test_durability.py::test_history_bytes_per_turn_do_not_grow_with_the_conversation; \
+			-m 'not database_agnostic'; \
 	else \
 		echo "PostgreSQL not reachable at $(PARLEY_TEST_POSTGRES): SQLite only"; \
 	fi

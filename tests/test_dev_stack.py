@@ -15,9 +15,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.fakes.llm_server import FakeLLM
+
+# Its own data dir and SQLite file: the PostgreSQL pass would only run it again.
+pytestmark = pytest.mark.database_agnostic
 
 
 def _free_port() -> int:

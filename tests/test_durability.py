@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -101,6 +102,7 @@ async def test_sessions_continue_as_new_with_no_client_visible_error(
     assert len(runs) >= 4
 
 
+@pytest.mark.database_agnostic  # Temporal's history, ~2.5 min: measured once
 async def test_history_bytes_per_turn_do_not_grow_with_the_conversation(
     http: httpx.AsyncClient,
     make_agent: AgentFactory,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.async_api import expect
 
 from tests.browser.conftest import OfflinePage
+
+# Static pages: the PostgreSQL pass would only run them again.
+pytestmark = pytest.mark.database_agnostic
 
 
 async def test_swagger_ui_lists_the_routes_with_no_internet(

@@ -7,12 +7,16 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.async_api import expect
 
 from tests.browser.conftest import OfflinePage
 from tests.servers import bound_socket
 from tests.test_dev_stack import dev_stack
 from tests.test_front_page import links_in
+
+# Its own data dir and SQLite file: the PostgreSQL pass would only run it again.
+pytestmark = pytest.mark.database_agnostic
 
 
 def _free_port() -> int:
