@@ -381,3 +381,40 @@ async def test_a_reply_cut_off_mid_stream_arrives_whole_and_once(
     (session,) = (await http.get("/chats", params={"agent_id": agent})).json()["items"]
     transcript = (await http.get(f"/chats/{session['id']}")).json()["messages"]
     assert [m["role"] for m in transcript] == ["user", "assistant"]
+
+
+async def test_a_person_who_takes_over_is_named_in_the_widget(
+    offline_page: OfflinePage,
+    embed: Embedder,
+    host_site: str,
+    agent: str,
+    http: httpx.AsyncClient,
+) -> None:
+    page = offline_page.page
+    await page.goto(await embed(agent, host_site, allowed=host_site))
+    await open_by_keyboard(page)
+    conversation = page.get_by_role("log")
+    await say_by_keyboard(page, "I would like to talk to a person")
+    await expect(conversation).to_contain_text("echo: I would like to talk to a person")
+    listed = await http.get("/chats", params={"status": "active", "agent_id": agent})
+    [session] = listed.json()["items"]
+
+    taken = await http.post(
+        f"/chats/{session['id']}/takeover", json={"operator": {"id": "op-ana", "name": "Ana"}}
+    )
+    await expect(conversation).to_contain_text("Ana has joined the chat")
+    await say_by_keyboard(page, "Hello Ana?")
+    await expect(conversation).to_contain_text("Hello Ana?")
+    await expect(page.get_by_role("status", name="Assistant is typing")).to_be_hidden()
+    written = await http.post(
+        f"/chats/{session['id']}/operator-messages",
+        json={"content": "Hi, Ana here. How can I help?"},
+    )
+    reply = conversation.locator(".msg.assistant").last
+    await expect(reply).to_contain_text("Hi, Ana here. How can I help?")
+    await expect(reply.locator(".who")).to_have_text("Ana")
+    await offline_page.screenshot("operator-joined")
+
+    assert taken.status_code == 200 and written.status_code == 201
+    assert "echo: Hello Ana?" not in await conversation.inner_text()
+    await http.post(f"/chats/{session['id']}/end")

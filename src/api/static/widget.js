@@ -77,6 +77,8 @@
     ".msg.user { align-self: flex-end; background: var(--parley-accent, #2563eb);",
     "  color: var(--parley-accent-text, #fff); border-bottom-right-radius: 5px; }",
     ".msg.streaming::after { content: '\\258D'; margin-left: 1px; opacity: .5; }",
+    ".msg .who { display: block; font-size: 11.5px; font-weight: 600; color: #4b5563;",
+    "  margin-bottom: 2px; }",
     ".note { align-self: center; margin: 6px 0; font-size: 12.5px; color: #6b7280;",
     "  text-align: center; }",
     ".typing { align-self: flex-start; display: flex; gap: 4px; padding: 13px 14px;",
@@ -242,6 +244,7 @@
     this.pendingUser = [];     // contents of own messages not yet echoed by the live stream
     this.streamGeneration = 0; // bumped to stop the live stream
     this.streamAvailable = true;
+    this.humanMode = false;    // a person (an operator) holds the conversation: no bot reply
     this.build();
   }
 
@@ -424,6 +427,7 @@
     var fresh = !this.session || this.session.id !== session.id;
     if (fresh && this.session) this.note("New conversation");
     this.session = session;
+    this.humanMode = session.mode === "human";
     if (fresh) {
       this.lastEventId = null;
       this.seen = {};
@@ -459,10 +463,12 @@
       typeof message.content === "string" && message.content !== "";
   }
 
-  Widget.prototype.bubble = function (role, text) {
+  // `author` {kind: "human", name} marks a message a person (an operator) wrote: named.
+  Widget.prototype.bubble = function (role, text, author) {
     var bubble = el("div", "msg " + role);
-    var who = el("span", "sr-only");
-    who.textContent = role === "user" ? "You: " : "Assistant: ";
+    var person = author && author.kind === "human" && author.name;
+    var who = el("span", person ? "who" : "sr-only");
+    who.textContent = role === "user" ? "You: " : person ? author.name : "Assistant: ";
     var body = el("span", "text");
     body.textContent = text;
     bubble.append(who, body);
@@ -492,7 +498,7 @@
   Widget.prototype.renderMessage = function (message, seq) {
     if (!message || this.known(message, seq)) return;
     this.remember(message, seq);
-    if (shown(message)) this.bubble(message.role, message.content);
+    if (shown(message)) this.bubble(message.role, message.content, message.author);
   };
 
   Widget.prototype.partial = function (index) {
@@ -539,8 +545,9 @@
         } else {
           this.renderMessage(event.message, event.seq);
         }
-        // Someone (this visitor in another tab) asked: a reply is coming.
-        this.turn = { partials: {}, waiting: true };
+        // Someone (this visitor in another tab) asked: a reply is coming, unless a person
+        // holds the conversation (they answer in their own time).
+        this.turn = { partials: {}, waiting: !this.humanMode };
         break;
       case "message.delta":
         var bubble = this.partial(event.message_index);
@@ -563,7 +570,7 @@
         }
         this.remember(event.message, event.seq);
         if (shown(event.message) && event.message.role === "assistant") {
-          partialBubble = partialBubble || this.bubble("assistant", "");
+          partialBubble = partialBubble || this.bubble("assistant", "", event.message.author);
           partialBubble.querySelector(".text").textContent = event.message.content;
           partialBubble.classList.remove("streaming");
           turn.partials[event.message_index] = partialBubble;
@@ -592,7 +599,17 @@
         }
         missing.forEach(function (m) { this.renderMessage(m); }, this);
         this.turn = null;
+        if (event.mode === "human") this.humanMode = true;
         if (event.is_final) this.ended();
+        break;
+      case "session.takeover":
+        this.humanMode = true;
+        this.turn = null;
+        this.note(((event.operator || {}).name || "A person") + " has joined the chat");
+        break;
+      case "session.handback":
+        this.humanMode = false;
+        this.note("You are chatting with the assistant again");
         break;
       case "session.final":
         this.turn = null;
@@ -762,6 +779,7 @@
   Widget.prototype.applyTurn = function (body) {
     this.pendingUser.shift();
     (body.messages || []).forEach(this.renderMessage, this);
+    if (body.mode === "human") this.humanMode = true;
     if (body.is_final) this.ended();
   };
 
