@@ -599,6 +599,14 @@ class Operator(BaseModel):
     id: str = Field(min_length=1, max_length=200)
     name: str = Field(min_length=1, max_length=200)
 
+    @field_validator("id", "name")
+    @classmethod
+    def _storable(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be blank")
+        check_text(text, "the operator")
+        return text
+
 
 class Author(BaseModel):
     """Who wrote an assistant message: the agent (`ai`) or a human operator (`human`)."""

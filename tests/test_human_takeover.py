@@ -300,3 +300,23 @@ async def test_handoff_durations_below_the_minimum_ttl_are_refused(
 
     error = assert_error(refused, 422, "invalid_input")
     assert "human_handoff.operator_idle_seconds must be at least 60" in error["message"]
+
+
+async def test_operators_and_notes_that_cannot_be_stored_are_422(
+    http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await open_chat(http, await make_agent())
+    sid = session["id"]
+
+    nul = await http.post(
+        f"/chats/{sid}/takeover", json={"operator": {"id": "a\u0000", "name": "A"}}
+    )
+    blank = await http.post(f"/chats/{sid}/takeover", json={"operator": {"id": "a", "name": " "}})
+    note = await http.post(
+        f"/chats/{sid}/approvals/call_1", json={"approved": False, "note": "\u0000"}
+    )
+    await http.post(f"/chats/{sid}/end")
+
+    assert "NUL" in assert_error(nul, 422, "invalid_input")["message"]
+    assert "blank" in assert_error(blank, 422, "invalid_input")["message"]
+    assert_error(note, 422, "invalid_input")

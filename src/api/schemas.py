@@ -176,6 +176,13 @@ class ApprovalRequest(Strict):
     )
 
 
+    @field_validator("note")
+    @classmethod
+    def _storable_note(cls, note: str | None) -> str | None:
+        check_text(note, "the note")
+        return note
+
+
 class ApprovalResponse(BaseModel):
     tool_call_id: str
     name: str

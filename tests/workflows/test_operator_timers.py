@@ -14,6 +14,7 @@ from tests.workflows.sessions import (
     Session,
     end_session,
     hand_back,
+    runs,
     say,
     start_session,
     take_over,
@@ -107,3 +108,22 @@ async def test_the_inactivity_ttl_does_not_run_while_a_human_holds_the_session(
     assert held.status == SessionStatus.ACTIVE and held.mode == SessionMode.HUMAN
     assert back.status == SessionStatus.ACTIVE
     assert final.final_reason is not None and final.final_reason.value == "ttl"
+
+
+async def test_a_held_session_and_its_timer_cross_to_the_next_run(stubbed: StubbedStack) -> None:
+    session = await start_session(stubbed, turns_per_run=2, human_handoff=HANDOFF)
+    await take_over(session, ANA)
+    for n in range(3):
+        held = await say(session, f"waiting {n}")
+        assert held.mode == SessionMode.HUMAN
+    handed_over = await runs(stubbed, session)
+    still_held = await state(session)
+    await stubbed.env.sleep(timedelta(minutes=6))
+    back = await state(session)
+    await end_session(session)
+
+    assert handed_over >= 2
+    assert still_held.mode == SessionMode.HUMAN and still_held.active_human == ANA
+    assert back.mode == SessionMode.AI
+    assert stubbed.backend.contents()[-1] == "echo: waiting 2 (saw 3)"
+    assert [d["reason"] for d in kinds(stubbed, "session.handback")] == ["operator_idle"]
