@@ -1,0 +1,166 @@
+"""The operator console in Chromium: signed in with an account API key kept in the tab only,
+the account's sessions listed with help requests first, a session's transcript live, and an
+operator who takes a session over, answers the customer and hands it back to the AI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.browser.conftest import OfflinePage
+from tests.conftest import AgentFactory
+from tests.sessions import open_chat, say
+
+REQUEST_HUMAN = {"type": "builtin", "name": "requestHuman"}
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+async def sign_in(page: Page, api_url: str, key: str, name: str = "Dana Reyes") -> None:
+    await page.goto(f"{api_url}/console")
+    await page.get_by_role("textbox", name="API key").fill(key)
+    await page.get_by_role("textbox", name="Your name").fill(name)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Active sessions")).to_be_visible()
+
+
+def entry(page: Page, session_id: str) -> Any:
+    return page.get_by_role("navigation").get_by_role("button", name=session_id)
+
+
+@pytest.fixture
+async def console(offline_page: OfflinePage) -> AsyncIterator[OfflinePage]:
+    await offline_page.page.set_viewport_size(DESKTOP)
+    yield offline_page
+    assert offline_page.refused == []
+
+
+@pytest.fixture
+async def chat(http: httpx.AsyncClient, make_agent: AgentFactory) -> AsyncIterator[str]:
+    """An active session with one exchange in it, ended after the test."""
+    agent_id = await make_agent("echo", first_message="Hi! How can I help?")
+    session = await open_chat(http, agent_id)
+    await say(http, session["id"], "Where is my order?")
+    yield session["id"]
+    await http.post(f"/chats/{session['id']}/end")
+
+
+async def test_the_api_key_is_kept_in_the_tab_only(
+    console: OfflinePage, api_url: str, api_key: str, chat: str
+) -> None:
+    page = console.page
+    await sign_in(page, api_url, api_key)
+
+    await expect(entry(page, chat)).to_be_visible()
+    stored = await page.evaluate("() => [sessionStorage.length, localStorage.length]")
+    kept = await page.evaluate("() => Object.values(sessionStorage).join('')")
+    assert stored == [1, 0]
+    assert api_key in kept
+    assert await page.context.cookies() == []
+    assert api_key not in page.url
+    await page.reload()  # the same tab: still signed in
+    await expect(entry(page, chat)).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("textbox", name="API key")).to_be_visible()
+    assert await page.evaluate("() => sessionStorage.length") == 0
+
+
+async def test_a_key_the_api_refuses_is_said_so(console: OfflinePage, api_url: str) -> None:
+    page = console.page
+    await page.goto(f"{api_url}/console")
+    await page.get_by_role("textbox", name="API key").fill("pk_not_a_real_key")
+    await page.get_by_role("textbox", name="Your name").fill("Dana Reyes")
+    await page.get_by_role("button", name="Sign in").click()
+
+    await expect(page.get_by_role("alert")).to_contain_text("This API key was refused")
+    await expect(page.get_by_role("textbox", name="API key")).to_be_focused()
+    assert await page.evaluate("() => sessionStorage.length") == 0
+
+
+async def test_a_selected_session_shows_its_transcript_live(
+    console: OfflinePage, api_url: str, api_key: str, http: httpx.AsyncClient, chat: str
+) -> None:
+    page = console.page
+    await sign_in(page, api_url, api_key)
+
+    await entry(page, chat).click()
+    conversation = page.get_by_role("log", name="Conversation")
+    await expect(conversation).to_contain_text("Hi! How can I help?")
+    await expect(conversation).to_contain_text("echo: Where is my order?")
+    # Sent by the customer's side after the console opened it: the live stream brings it.
+    await say(http, chat, "It was due on Monday")
+
+    await expect(conversation).to_contain_text("echo: It was due on Monday")
+    await expect(page.get_by_role("button", name="Take over")).to_be_enabled()
+    await expect(page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
+    await expect(page.get_by_role("button", name="Hand back")).to_be_disabled()
+    await console.screenshot("ai-mode")
+
+
+async def test_an_operator_answers_a_help_request_and_hands_the_session_back(
+    console: OfflinePage,
+    api_url: str,
+    api_key: str,
+    http: httpx.AsyncClient,
+    make_agent: AgentFactory,
+) -> None:
+    page = console.page
+    quiet = await open_chat(http, await make_agent("echo"))
+    await say(http, quiet["id"], "Just browsing")
+    agent_id = await make_agent(model="tool-requestHuman", tools=[REQUEST_HUMAN])
+    session = (await open_chat(http, agent_id))["id"]
+    await say(http, session, json.dumps({"reason": "wants a refund over $500"}))
+    await say(http, quiet["id"], "Still browsing")  # the most recent activity, yet second
+
+    await sign_in(page, api_url, api_key)
+    first = page.get_by_role("navigation").get_by_role("listitem").first
+    await expect(first).to_contain_text(session)
+    await expect(first).to_contain_text("Help requested")
+    await console.screenshot("help-request-listed")
+
+    await entry(page, session).click()
+    await page.get_by_role("button", name="Take over").click()
+    await expect(page.locator("#session-facts")).to_contain_text("Human mode")
+    await expect(page.get_by_role("button", name="Take over")).to_be_disabled()
+    await page.get_by_role("textbox", name="Reply").fill("I'm Dana, I can refund that for you.")
+    await page.get_by_role("button", name="Send", exact=True).click()
+    conversation = page.get_by_role("log", name="Conversation")
+    await expect(conversation).to_contain_text("I'm Dana, I can refund that for you.")
+    await expect(conversation).to_contain_text("Dana Reyes (operator)")
+    await console.screenshot("human-mode")
+
+    view = (await http.get(f"/chats/{session}")).json()
+    last = view["messages"][-1]
+    assert last["content"] == "I'm Dana, I can refund that for you."
+    assert last["author"]["kind"] == "human" and last["author"]["name"] == "Dana Reyes"
+
+    await page.get_by_role("button", name="Hand back").click()
+    await expect(page.locator("#session-facts")).to_contain_text("AI mode")
+    await expect(page.get_by_role("button", name="Send", exact=True)).to_be_disabled()
+    await expect(page.get_by_role("alert")).to_be_empty()
+    assert (await http.get(f"/chats/{session}")).json()["mode"] == "ai"
+    for ended in (session, quiet["id"]):
+        await http.post(f"/chats/{ended}/end")
+
+
+async def test_on_a_phone_the_list_sits_above_the_conversation(
+    offline_page: OfflinePage, api_url: str, api_key: str, chat: str
+) -> None:
+    page = offline_page.page
+    await page.set_viewport_size(PHONE)
+    await sign_in(page, api_url, api_key)
+
+    await entry(page, chat).click()
+
+    await expect(page.get_by_role("log", name="Conversation")).to_contain_text("echo:")
+    listed = await page.get_by_role("navigation").bounding_box()
+    transcript = await page.get_by_role("log", name="Conversation").bounding_box()
+    assert listed is not None and transcript is not None
+    assert listed["width"] <= PHONE["width"] and transcript["y"] > listed["y"]
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    await offline_page.screenshot("phone")
