@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, ViewportSize, expect
 
 from tests.browser.conftest import OfflinePage
 from tests.conftest import AgentFactory
 from tests.sessions import open_chat, say
 
 REQUEST_HUMAN = {"type": "builtin", "name": "requestHuman"}
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=390, height=844)
 
 
 async def sign_in(page: Page, api_url: str, key: str, name: str = "Dana Reyes") -> None:
@@ -29,7 +28,7 @@ async def sign_in(page: Page, api_url: str, key: str, name: str = "Dana Reyes") 
     await expect(page.get_by_role("heading", name="Active sessions")).to_be_visible()
 
 
-def entry(page: Page, session_id: str) -> Any:
+def entry(page: Page, session_id: str) -> Locator:
     return page.get_by_role("navigation").get_by_role("button", name=session_id)
 
 
@@ -164,3 +163,17 @@ async def test_on_a_phone_the_list_sits_above_the_conversation(
     assert listed["width"] <= PHONE["width"] and transcript["y"] > listed["y"]
     assert await page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     await offline_page.screenshot("phone")
+
+
+async def test_the_page_runs_only_its_own_script_and_may_not_be_framed(api_url: str) -> None:
+    async with httpx.AsyncClient(base_url=api_url) as client:
+        page = await client.get("/console")
+        script = await client.get("/console.js")
+        style = await client.get("/console.css")
+
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy and "form-action 'none'" in policy
+    assert page.headers["referrer-policy"] == "no-referrer"
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert style.headers["content-type"] == "text/css; charset=utf-8"
