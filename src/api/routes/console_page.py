@@ -151,18 +151,17 @@ CONSOLE_HTML = """<!doctype html>
         </form>
 
         <form id="whisper-form" class="composer whisper">
-          <label for="whisper">Whisper to the AI</label>
+          <label for="whisper">Whisper to the AI
+            <span class="aside">(the customer never sees it)</span></label>
           <div class="row">
-            <textarea id="whisper" rows="1" maxlength="4000"
-              aria-describedby="whisper-hint"></textarea>
+            <textarea id="whisper" rows="1" maxlength="4000"></textarea>
             <button type="submit" id="whisper-send">Whisper</button>
           </div>
           <div class="whisper-options">
-            <input type="checkbox" id="reply-now">
+            <input type="checkbox" id="reply-now" aria-describedby="whisper-hint">
             <label for="reply-now">The AI answers the customer now</label>
+            <span class="hint" id="whisper-hint"></span>
           </div>
-          <p class="hint" id="whisper-hint">Guidance only the AI reads; the customer never
-            sees it.</p>
         </form>
       </section>
     </main>

@@ -424,15 +424,16 @@ class Console {
     if (summary.help_requested) button.classList.add("help");
     if (summary.id === this.selectedId) button.setAttribute("aria-current", "true");
     const id = el("span", "sid", summary.id);
-    const when = el("span", "when", ago(summary.last_activity));
     const tags = el("span", "tags");
     if (summary.help_requested) tags.append(el("span", "tag help", "Help requested"));
     const mode = summary.mode || "ai";
     const holder = summary.active_human && summary.active_human.name;
     tags.append(el("span", `tag mode-${mode}`, holder ? `${modeLabel(mode)}: ${holder}` :
       modeLabel(mode)));
-    tags.append(el("span", "tag", summary.channel));
-    button.append(id, when, tags);
+    const meta = el("span", "meta", `${summary.channel} · `);
+    meta.append(el("span", "when", ago(summary.last_activity)));
+    tags.append(meta);
+    button.append(id, tags);
     button.addEventListener("click", () => this.select(summary.id));
     item.append(button);
     return item;
@@ -654,6 +655,7 @@ class Console {
     $("reply-hint").textContent = !isLive(view) ? "" : human
       ? "Goes to the customer under your name. Enter sends, Shift+Enter for a new line."
       : "Take over first: while the AI holds the session, only it answers.";
+    $("whisper-hint").textContent = isLive(view) && human ? "(while the AI holds the session)" : "";
     for (const button of $("approval-list").querySelectorAll("button")) {
       button.disabled = !live;
     }
