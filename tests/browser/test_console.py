@@ -34,9 +34,16 @@ def entry(page: Page, session_id: str) -> Locator:
 
 @pytest.fixture
 async def console(offline_page: OfflinePage) -> AsyncIterator[OfflinePage]:
-    await offline_page.page.set_viewport_size(DESKTOP)
+    """The console's tab at 1280x800; after the test, it has reached for nothing elsewhere,
+    thrown nothing and broken none of its own content security policy."""
+    page = offline_page.page
+    await page.set_viewport_size(DESKTOP)
+    thrown: list[str] = []
+    page.on("pageerror", lambda error: thrown.append(str(error)))
+    page.on("console", lambda m: thrown.append(m.text) if "Content Security" in m.text else None)
     yield offline_page
     assert offline_page.refused == []
+    assert thrown == []
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@
 
 const API = new URL("api/v1/", document.baseURI).href;
 const STORE_KEY = "parley:console";
+const TITLE = document.title;
 const LIST_EVERY_MS = 4000;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
@@ -219,6 +220,7 @@ class Console {
     this.listTimer = null;
     this.poller = null;
     this.busy = 0;               // actions in flight: their buttons wait
+    this.errorSource = null;     // what the message in the alert is about
     this.bind();
   }
 
@@ -331,7 +333,8 @@ class Console {
     $("session-list").replaceChildren();
     $("session").hidden = true;
     $("placeholder").hidden = false;
-    $("error").textContent = "";
+    this.clearError();
+    document.title = TITLE;
     this.showSignIn(message);
   }
 
@@ -349,17 +352,23 @@ class Console {
 
   // ---- errors ----------------------------------------------------------------------------
 
-  showError(action, error) {
+  // `source` names what failed, so that its next success takes the message away (a list that
+  // loads again) while an action's failure stays until the next action.
+  showError(action, error, source = "action") {
     if (error instanceof ApiError && error.status === 401) {
       this.signOut(`Signed out: the API key was refused (${error.message}).`);
       return;
     }
     const detail = error instanceof ApiError ? `${error.message} (${error.code})` : error.message;
     $("error").textContent = `${action}: ${detail}`;
+    this.errorSource = source;
   }
 
-  clearError() {
-    $("error").textContent = "";
+  clearError(source = "action") {
+    if (source === "action" || this.errorSource === source) {
+      $("error").textContent = "";
+      this.errorSource = null;
+    }
   }
 
   // ---- the session list ------------------------------------------------------------------
@@ -381,11 +390,14 @@ class Console {
     try {
       page = await api.get("chats?status=active&limit=100");
     } catch (error) {
-      if (api === this.api) this.showError("Could not load the sessions", error);
+      if (api === this.api) this.showError("Could not load the sessions", error, "list");
       return;
     }
     if (api !== this.api) return; // signed out meanwhile
+    this.clearError("list");
     this.sessions = (page.items || []).slice().sort(byUrgency);
+    const asking = this.sessions.filter((s) => s.help_requested).length;
+    document.title = `${asking ? `(${asking}) ` : ""}${TITLE}`;
     $("list-updated").textContent = `Updated ${clock(new Date().toISOString())}`;
     this.renderList();
   }
@@ -480,9 +492,12 @@ class Console {
     this.viewLoading = this.api.get(chatPath(id));
     try {
       const view = await this.viewLoading;
-      if (id === this.selectedId) this.show(view);
+      if (id === this.selectedId) {
+        this.clearError("view");
+        this.show(view);
+      }
     } catch (error) {
-      if (id === this.selectedId) this.showError("Could not load the session", error);
+      if (id === this.selectedId) this.showError("Could not load the session", error, "view");
     } finally {
       this.viewLoading = null;
       if (this.viewDirty) {
