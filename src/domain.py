@@ -230,6 +230,9 @@ WebhookEvent = Literal[
     "message.delivery",
     "session.finished",
     "session.help_requested",
+    "session.help_unanswered",
+    "session.takeover",
+    "session.handback",
 ]
 
 
@@ -286,6 +289,18 @@ BudgetMessage = Annotated[
 ]
 
 
+class HumanHandoff(Frozen):
+    """The agent's timers around a human operator, in seconds (at least
+    PARLEY_MIN_TTL_SECONDS): `wait_seconds` after a help request nobody took over, the
+    holding message goes to the user (once) and `session.help_unanswered` fires;
+    `operator_idle_seconds` after a user message an operator holding the session left
+    unanswered, the agent takes the session back and answers it."""
+
+    wait_seconds: int | None = Field(default=None, ge=1, le=604_800)
+    holding_message: str | None = Field(default=None, min_length=1, max_length=2000)
+    operator_idle_seconds: int | None = Field(default=None, ge=1, le=604_800)
+
+
 class AgentSpec(Frozen):
     """What a client says an agent is; the server adds id, version and timestamps."""
 
@@ -300,6 +315,7 @@ class AgentSpec(Frozen):
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
     budget_usd: BudgetUsd = None
     budget_message: BudgetMessage = None
+    human_handoff: HumanHandoff | None = None
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Default template variable values."
     )
@@ -382,6 +398,7 @@ class AgentPatch(Frozen):
     max_tool_steps: int | None = Field(default=None, ge=1, le=64)
     budget_usd: BudgetUsd = None
     budget_message: BudgetMessage = None
+    human_handoff: HumanHandoff | None = None
     variables: dict[str, Any] | None = None
 
     def apply(self, spec: AgentSpec, merge_variables: bool) -> AgentSpec:
@@ -448,6 +465,7 @@ class AgentSnapshot(Frozen):
             needs_discovery=self.needs_discovery,
             has_analysis=self.spec.analysis is not None,
             webhook_events=list(self.spec.webhook.events) if self.spec.webhook else [],
+            human_handoff=self.spec.human_handoff,
         )
 
 
@@ -462,6 +480,7 @@ class SessionAgent(BaseModel):
     needs_discovery: bool = False
     has_analysis: bool = False
     webhook_events: list[str] = Field(default_factory=list)
+    human_handoff: HumanHandoff | None = None
 
     def has_builtin(self, name: str) -> bool:
         return self.tools.get(name) == "builtin"
@@ -570,6 +589,10 @@ class Author(BaseModel):
     def ai(cls, agent_id: str) -> Author:
         return cls(kind="ai", agent_id=agent_id)
 
+    @classmethod
+    def human(cls, operator: Operator) -> Author:
+        return cls(kind="human", id=operator.id, name=operator.name)
+
 
 class SessionMode(StrEnum):
     AI = "ai"  # the agent answers
@@ -631,6 +654,13 @@ class SessionSummary(BaseModel):
     is_final: bool
     status: SessionStatus
     final_reason: FinishReason | None = None
+    mode: SessionMode = Field(
+        default=SessionMode.AI, description="`human` while an operator holds the session."
+    )
+    help_requested: bool = Field(
+        default=False, description="The agent asked for a human (requestHuman), none took over."
+    )
+    active_human: Operator | None = None
 
 
 class SessionView(BaseModel):

@@ -30,7 +30,7 @@ async def test_open_message_reply_end(
 
     assert session["status"] == "active" and session["is_final"] is False
     assert [m["content"] for m in session["messages"]] == ["Hello, how can I help?"]
-    assert turn == {"messages": [turn["messages"][0]], "is_final": False}
+    assert turn == {"messages": [turn["messages"][0]], "is_final": False, "mode": "ai"}
     assert turn["messages"][0]["role"] == "assistant"
     assert turn["messages"][0]["content"] == "echo: where is my order?"
     assert ended.status_code == 200

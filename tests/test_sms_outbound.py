@@ -221,3 +221,37 @@ async def test_a_reply_queued_when_stop_comes_in_is_dropped(
         }
     ]
     assert fake.sends(person) == []
+
+
+async def test_an_operator_who_took_over_answers_by_text(
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
+    number_for: NumberFor,
+    fake: FakeTwilio,
+) -> None:
+    agent_id = await make_agent()
+    number, person = await number_for(agent_id), new_number()
+    await text_in(twilio, settings, person, number, "hello")
+    await fake.wait_sent(1, to=person)
+    [session] = await pair_sessions(http, agent_id)
+    sid = session["id"]
+
+    taken = await http.post(
+        f"/chats/{sid}/takeover", json={"operator": {"id": "o1", "name": "Ana"}}
+    )
+    await text_in(twilio, settings, person, number, "I need a person")
+    for _ in range(300):  # the text is recorded, not answered by the agent
+        if len((await http.get(f"/chats/{sid}")).json()["messages"]) == 3:
+            break
+        await asyncio.sleep(0.1)
+    written = await http.post(f"/chats/{sid}/operator-messages", json={"content": "Ana here."})
+    await fake.wait_sent(2, to=person)
+    [part] = await delivered(http, sid, written.json()["seq"])
+    texts = [text.body for text in fake.sent(person)]
+    await http.post(f"/chats/{sid}/end")
+
+    assert taken.status_code == 200 and written.status_code == 201, written.text
+    assert texts == ["echo: hello", "Ana here."]
+    assert part["status"] == "queued"

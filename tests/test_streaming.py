@@ -35,7 +35,7 @@ async def test_a_streamed_turn_sends_the_text_as_it_comes_then_done(
     assert done.at - deltas[0].at > 0.1
     assert text_of(events) == f"echo: {LONG}" == message.data["message"]["content"]
     assert message.data["message_index"] == 0
-    plain_shape = {"messages": [message.data["message"]], "is_final": False}
+    plain_shape = {"messages": [message.data["message"]], "is_final": False, "mode": "ai"}
     assert done.data == plain_shape
     positions = [event.position for event in events]
     assert positions == sorted(positions) and len(set(positions[:-1])) == len(positions) - 1

@@ -22,7 +22,16 @@ from src.db.queries import AuditRow, audit_row, insert_audit_rows
 from src.db.stream_events import NewEvent, append_events, drop_partial_text
 from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
-from src.domain import Artifact, FinishReason, Message, SessionAgent, SessionStatus, Usage
+from src.domain import (
+    Artifact,
+    FinishReason,
+    Message,
+    Operator,
+    SessionAgent,
+    SessionMode,
+    SessionStatus,
+    Usage,
+)
 from src.templates import context_changes, context_opened
 from src.temporal.failures import FailureType
 
@@ -51,6 +60,28 @@ class AuditEntry(BaseModel):
     time: datetime
 
 
+class SessionPresence(BaseModel):
+    """Who answers the session, as its row shows it to the session list."""
+
+    mode: SessionMode
+    help_requested: bool
+    active_human: Operator | None = None
+
+
+# Audit events that also go on the conversation's live stream (an operator's console follows
+# them); the rest (a whisper, above all) stay in the audit log.
+STREAMED_AUDIT_KINDS = frozenset(
+    {
+        "session.help_requested",
+        "session.help_unanswered",
+        "session.takeover",
+        "session.handback",
+        "tool.approval_requested",
+        "tool.approval_decided",
+    }
+)
+
+
 class MessagesProduced(BaseModel):
     session_id: str
     account_id: str
@@ -64,6 +95,8 @@ class MessagesProduced(BaseModel):
     # conversation's stored context, and a difference from the last turn's is audited as
     # `context.changed`. None for sessions, whose context is fixed at open.
     additional_data: dict[str, Any] | None = None
+    # Set when who answers the session changed since the last write.
+    presence: SessionPresence | None = None
 
 
 class KeyLookup(BaseModel):
@@ -316,6 +349,13 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
     await _record_keys(db, produced)
     await insert_audit_rows(db, audits)
     await _stream_messages(db, produced)
+    streamed = [
+        NewEvent(kind=entry.kind, key=entry.key, data=entry.data)
+        for entry in produced.events
+        if entry.kind in STREAMED_AUDIT_KINDS
+    ]
+    if streamed:
+        await append_events(db, produced.session_id, streamed, produced.last_activity)
     await db.execute(
         update(ChatSession)
         .where(
@@ -324,6 +364,17 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         )
         .values(last_activity=produced.last_activity)
     )
+    if produced.presence is not None:
+        presence = produced.presence
+        await db.execute(
+            update(ChatSession)
+            .where(ChatSession.id == produced.session_id)
+            .values(
+                mode=presence.mode.value,
+                help_requested=presence.help_requested,
+                active_human=presence.active_human.model_dump() if presence.active_human else None,
+            )
+        )
 
 
 async def _stream_messages(db: AsyncSession, produced: MessagesProduced) -> None:

@@ -23,6 +23,8 @@ from src.domain import (
     AnalysisSettings,
     Message,
     ModelConfig,
+    Operator,
+    SessionMode,
     SessionSummary,
     SessionView,
     ToolCall,
@@ -126,6 +128,48 @@ class SendMessageRequest(Strict):
 class SendMessageResponse(BaseModel):
     messages: list[Message]
     is_final: bool
+    mode: SessionMode = Field(
+        default=SessionMode.AI,
+        description="`human`: an operator holds the session, so the message was recorded "
+        "and not answered by the agent (status 202).",
+    )
+
+
+def _operator_text(content: str) -> str:
+    if not content.strip():
+        raise ValueError("the message is empty")
+    check_text(content, "the message")
+    return content
+
+
+OperatorText = Annotated[str, AfterValidator(_operator_text)]
+
+
+class TakeoverRequest(Strict):
+    operator: Operator = Field(description="Who takes the session over; shown as the author.")
+
+
+class OperatorMessageRequest(Strict):
+    content: OperatorText = Field(description="The operator's message to the user.")
+
+
+class OperatorMessageResponse(BaseModel):
+    seq: int = Field(description="The message's position in the transcript.")
+    message: Message
+
+
+class WhisperRequest(Strict):
+    content: OperatorText = Field(description="Guidance for the agent; the user never sees it.")
+    reply_now: bool = Field(default=False, description="The agent answers at once, using it.")
+    operator: Operator | None = Field(
+        default=None, description="Who whispers (for the audit log); default: the one holding it."
+    )
+
+
+class HandbackRequest(Strict):
+    operator: Operator | None = Field(
+        default=None, description="Who hands back (for the audit log); default: the one holding it."
+    )
 
 
 class AddContextRequest(Strict):

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -139,6 +140,11 @@ class ChatSession(Base):
     finished_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # The context strings a session had when it finished (None: none, or before 0008).
     context: Mapped[list[str] | None] = mapped_column(Json, nullable=True)
+    # Who answers: "ai", "human" (an operator holds it; `active_human` {"id", "name"}), None
+    # before 0009; and whether the agent asked for a human that none has been yet.
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    help_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    active_human: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
 
     __table_args__ = (
         Index("ix_chat_sessions_account_created", "account_id", "created_time", "id"),

@@ -203,6 +203,11 @@ class AgentService:
         ttl = spec.default_ttl_seconds
         if ttl is not None and not low <= ttl <= high:
             raise InvalidInput(f"default_ttl_seconds must be between {low} and {high}; got {ttl}")
+        handoff = spec.human_handoff
+        for name in ("wait_seconds", "operator_idle_seconds"):
+            seconds = getattr(handoff, name) if handoff else None
+            if seconds is not None and seconds < low:
+                raise InvalidInput(f"human_handoff.{name} must be at least {low}; got {seconds}")
         allowlist = self._settings.tool_url_allowlist
         urls = [("webhook.url", spec.webhook.url)] if spec.webhook else []
         for index, tool in enumerate(spec.tools):

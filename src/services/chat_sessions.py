@@ -45,6 +45,8 @@ from src.domain import (
     Attachment,
     FinishReason,
     Message,
+    Operator,
+    SessionMode,
     SessionStatus,
     SessionSummary,
     SessionView,
@@ -73,10 +75,15 @@ from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
     ContextAdded,
     EndRequest,
+    HandbackRequest,
     OpenRequest,
     OpenResult,
+    OperatorMessageResult,
+    OperatorReply,
+    OperatorWhisper,
     SessionStart,
     SessionState,
+    TakeoverRequest,
     TurnResult,
     UserMessage,
 )
@@ -117,6 +124,7 @@ _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     FailureType.MESSAGE_TOO_LARGE: PayloadTooLarge,
     FailureType.TURN_FAILED: AgentFailed,
     FailureType.OPEN_FAILED: AgentFailed,
+    FailureType.MODE_CONFLICT: Conflict,
 }
 
 
@@ -459,22 +467,79 @@ class ChatSessionService:
 
     async def add_context(self, account_id: str, session_id: str, content: str) -> list[str]:
         """One more context string for the session's later turns; the ones kept, oldest first."""
+        added = ContextAdded(content=content, session_id=session_id)
+        context: list[str] = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.add_context, added
+        )
+        return context
+
+    # ---- human operators -----------------------------------------------------------------
+
+    async def take_over(self, account_id: str, session_id: str, operator: Operator) -> SessionView:
+        """The operator holds the session from now on (the agent stops answering)."""
+        request = TakeoverRequest(operator=operator, session_id=session_id)
+        state: SessionState = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.take_over, request
+        )
+        return await self._view_with_transcript(account_id, state)
+
+    async def operator_message(
+        self, account_id: str, session_id: str, content: str
+    ) -> OperatorMessageResult:
+        reply = OperatorReply(content=content, session_id=session_id)
+        result: OperatorMessageResult = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.operator_message, reply
+        )
+        return result
+
+    async def whisper(
+        self,
+        account_id: str,
+        session_id: str,
+        content: str,
+        reply_now: bool,
+        operator: Operator | None,
+    ) -> TurnResult:
+        whisper = OperatorWhisper(
+            content=content, reply_now=reply_now, operator=operator, session_id=session_id
+        )
+        result: TurnResult = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.whisper, whisper
+        )
+        return result
+
+    async def hand_back(
+        self, account_id: str, session_id: str, operator: Operator | None
+    ) -> SessionView:
+        request = HandbackRequest(operator=operator, session_id=session_id)
+        state: SessionState = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.hand_back, request
+        )
+        return await self._view_with_transcript(account_id, state)
+
+    async def _update_active(
+        self, account_id: str, session_id: str, update: Any, argument: BaseModel
+    ) -> Any:
+        """An update to an active session of the account's: 404 for another account's, 409
+        for a final session or a stateless conversation (it has no workflow to ask)."""
         row = await self._session_row(account_id, session_id)
         if row.status == SessionStatus.FINAL.value:
             raise Conflict("the session is final; open a new one")
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
-        added = ContextAdded(content=content, session_id=session_id)
 
-        async def add_once() -> list[str]:
-            return await handle.execute_update(
-                ChatSessionWorkflow.add_context,  # type: ignore[arg-type]  # SDK typing of async updates
-                added,
-            )
+        async def update_once() -> Any:
+            return await handle.execute_update(update, argument)
 
         try:
-            return await _retrying(add_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
+            return await _retrying(update_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
         except NotFound:
             raise Conflict("the session is final; open a new one") from None
+
+    async def _view_with_transcript(self, account_id: str, state: SessionState) -> SessionView:
+        """The view of a state an update returned without its messages."""
+        if not state.messages:
+            return await self.get(account_id, state.id)
+        return await self._view(account_id, state)
 
     async def receive(
         self,
@@ -563,6 +628,8 @@ class ChatSessionService:
             final_reason=state.final_reason,
             context=state.context,
             help_requested=state.help_requested,
+            mode=state.mode,
+            active_human=state.active_human,
         )
 
     async def _view_without_worker(self, row: ChatSession) -> SessionView:
@@ -639,6 +706,7 @@ def _view_of_row(row: ChatSession, messages: list[Message]) -> SessionView:
         status=status,
         final_reason=FinishReason(row.final_reason) if row.final_reason else None,
         context=row.context or [],
+        **_presence_of_row(row),
     )
 
 
@@ -654,7 +722,17 @@ def _summary_of_row(row: ChatSession) -> SessionSummary:
         is_final=status == SessionStatus.FINAL,
         status=status,
         final_reason=FinishReason(row.final_reason) if row.final_reason else None,
+        **_presence_of_row(row),
     )
+
+
+def _presence_of_row(row: ChatSession) -> dict[str, Any]:
+    """Who answers the session, as its last write left it."""
+    return {
+        "mode": SessionMode(row.mode) if row.mode else SessionMode.AI,
+        "help_requested": bool(row.help_requested),
+        "active_human": Operator.model_validate(row.active_human) if row.active_human else None,
+    }
 
 
 async def _retrying(

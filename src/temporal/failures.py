@@ -17,6 +17,8 @@ class FailureType(StrEnum):
     MESSAGE_TOO_LARGE = "MessageTooLarge"
     TURN_FAILED = "TurnFailed"
     OPEN_FAILED = "OpenFailed"
+    # An operator action the session's mode does not allow (not taken over, held by another).
+    MODE_CONFLICT = "ModeConflict"
     # Activities: the caller's own errors, never retried.
     ENDPOINT_BUSY = "EndpointBusy"
     LLM_REJECTED = "LLMRequestRejected"

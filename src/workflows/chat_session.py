@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         AuditEntry,
         KeyLookup,
         SessionOpened,
+        SessionPresence,
         SessionStoreActivities,
     )
     from src.activities.turn_stream import TurnStream
@@ -30,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         Author,
         FinishReason,
         Message,
+        Operator,
+        SessionMode,
         SessionStatus,
     )
     from src.llm.types import LLMReply, LLMToolCall
@@ -41,11 +44,16 @@ with workflow.unsafe.imports_passed_through():
         CarriedState,
         ContextAdded,
         EndRequest,
+        HandbackRequest,
         InboxItem,
         OpenRequest,
         OpenResult,
+        OperatorMessageResult,
+        OperatorReply,
+        OperatorWhisper,
         SessionStart,
         SessionState,
+        TakeoverRequest,
         TurnOutcome,
         TurnResult,
         UserMessage,
@@ -61,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     from src.workflows.help_requests import HELP_REQUESTED, help_reason
     from src.workflows.idle_timer import IdleTimer
     from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
+    from src.workflows.operator_desk import Duty, OperatorDesk
     from src.workflows.run_handover import RunHandover
     from src.workflows.session_inbox import SessionInbox
     from src.workflows.sms_outbox import TWILIO_SMS, SmsOutbox
@@ -104,15 +113,21 @@ class ChatSessionWorkflow:
         self._end_reason = carried.end_reason if carried else FinishReason.USER_END
         # What the model should know besides the transcript: the most recent CONTEXT_KEPT.
         self._context = list(carried.context if carried else start.context)
-        # The agent asked for a human (requestHuman) and none has taken over yet.
-        self._help_requested = carried.help_requested if carried else False
+        # The agent or a human operator answers; help requests, whispers, handoff timers.
+        self._desk = OperatorDesk(carried, start.agent.human_handoff)
         self._finishing = False
         # Handing over to the next run: new updates are refused (`Draining`, the API
         # retries), and waiting callers are released to retry there.
         self._draining = False
         self._handing_over = False
-        # The turn under way: its inbox item and where its messages start in the transcript.
+        # The turn under way: its id (inbox item) and where its messages start in the
+        # transcript; whether one runs, and the whispers it reads.
         self._turn = ("", 0)
+        self._turn_running = False
+        self._turn_guidance: list[str] = []
+        # Turns answered in this run and the last one's outcome (a whisper's reply_now).
+        self._turns_done = 0
+        self._last_outcome = TurnOutcome()
 
     # ---- the session's life -------------------------------------------------------------
 
@@ -125,20 +140,25 @@ class ChatSessionWorkflow:
         while True:
             if self._handover.due(bool(self._inbox), self._end_requested):
                 await self._continue_as_new()
-            if not await self._idle.wait(self._has_work):
+            if not await self._idle.wait(self._has_work, paused=self._desk.holds_session):
                 return await self._finish(FinishReason.TTL)
-            if self._inbox:
+            finish: FinishReason | None = None
+            if self._inbox and self._desk.holds_session():
+                await self._hold(self._inbox.next())
+            elif self._inbox:
                 finish = await self._answer(self._inbox.next())
-                self._handover.turns += 1
-                if finish is not None:
-                    return await self._finish(finish)
-                if self._handover.backlog_never_empties():
-                    self._draining = True
+            elif (duty := self._desk.duty()) is not None:
+                finish = await self._attend(duty)
             elif self._end_requested:
                 return await self._finish(self._end_reason)
+            self._handover.turns += 1
+            if finish is not None:
+                return await self._finish(finish)
+            if self._handover.backlog_never_empties():
+                self._draining = True
 
     def _has_work(self) -> bool:
-        return bool(self._inbox) or self._end_requested
+        return bool(self._inbox) or self._end_requested or self._desk.duty() is not None
 
     async def _open(self) -> None:
         name_conversation(self._start.session_id, self._agent.id, self._start.channel)
@@ -176,17 +196,36 @@ class ChatSessionWorkflow:
     async def _answer(self, item: InboxItem) -> FinishReason | None:
         """Run one agent turn for a user message; returns why the session finishes with it
         (the agent finished, the budget is used up), or None: the session goes on."""
+        self._transcript.append(_user_message(item))
+        outcome, finish = await self._reply(item.id)
+        if outcome.error_type is None and item.idempotency_key is not None:
+            self._transcript.key_message(outcome.first_seq - 1, item.idempotency_key)
+        self._inbox.settle(item, outcome)
+        _, produced_from = self._turn
+        await self._record_and_raise(produced_from - 1)
+        return finish
+
+    async def _hold(self, item: InboxItem) -> None:
+        """A user message while an operator holds the session: recorded, streamed and raised,
+        not answered; its caller reads mode `human`."""
         transcript = self._transcript
-        transcript.append(
-            Message(
-                role="user",
-                content=item.content,
-                attachments=item.attachments,
-                time=workflow.now(),
-            )
-        )
+        transcript.append(_user_message(item))
+        seq = transcript.count - 1
+        if item.idempotency_key is not None:
+            transcript.key_message(seq, item.idempotency_key)
+        self._desk.user_waiting()
+        outcome = TurnOutcome(first_seq=seq + 1, mode=SessionMode.HUMAN)
+        self._inbox.settle(item, outcome)
+        await self._record_and_raise(len(transcript.messages) - 1)
+
+    async def _reply(self, turn_id: str) -> tuple[TurnOutcome, FinishReason | None]:
+        """One agent turn on the transcript as it stands, with the whispers waiting for it."""
+        transcript = self._transcript
         produced_from = len(transcript.messages)
-        self._turn = (item.id, produced_from)
+        self._turn = (turn_id, produced_from)
+        self._turn_running = True
+        self._turn_guidance = list(self._desk.state.guidance)
+        owed = self._desk.state.reply_due
         finish: FinishReason | None = None
         try:
             turn = await run_agent_turn(
@@ -211,13 +250,47 @@ class ChatSessionWorkflow:
                 error_type=FailureType.TURN_FAILED,
                 error=f"the agent could not answer: {failure_reason(error)}",
             )
-        transcript.record_in_background()
-        if outcome.error_type is None and item.idempotency_key is not None:
-            transcript.key_message(outcome.first_seq - 1, item.idempotency_key)
-        self._inbox.settle(item, outcome)
-        transcript.describe(self._status.value)
-        await self._raise_messages(produced_from - 1)
-        return finish
+        self._turn_running = False
+        self._desk.replied(len(self._turn_guidance) if outcome.error_type is None else 0, owed)
+        self._turns_done += 1
+        self._last_outcome = outcome
+        return outcome, finish
+
+    async def _attend(self, duty: Duty) -> FinishReason | None:
+        """What the operator desk says is due: the agent's reply with no new user message,
+        the holding message of an unanswered help request, or taking back an idle session."""
+        if duty == Duty.REPLY:
+            _, finish = await self._reply(f"reply:{workflow.uuid4()}")
+            await self._record_and_raise(self._turn[1])
+            return finish
+        if duty == Duty.OPERATOR_IDLE:
+            await self._hand_back("operator_idle", None)
+            return None
+        self._desk.help_unanswered_done()
+        holding = self._agent.human_handoff.holding_message if self._agent.human_handoff else None
+        if holding:
+            self._transcript.append(
+                Message(
+                    role="assistant",
+                    content=holding,
+                    time=workflow.now(),
+                    author=Author.ai(self._agent.id),
+                )
+            )
+        await self._operator_event(
+            "session.help_unanswered",
+            f"help_unanswered:{workflow.uuid4()}",
+            {"reason": self._desk.state.help_reason},
+        )
+        await self._record_and_raise(len(self._transcript.messages) - (1 if holding else 0))
+        return None
+
+    async def _record_and_raise(self, from_index: int) -> None:
+        """The transcript from `from_index` on: written in the background, shown in the
+        Temporal UI, texted (an SMS session) and raised as webhook events."""
+        self._transcript.record_in_background()
+        self._transcript.describe(self._status.value)
+        await self._raise_messages(from_index)
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
         turn, produced_from = self._turn
@@ -229,6 +302,7 @@ class ChatSessionWorkflow:
             allow_tools,
             budget_usd=self._start.budget_usd,
             context=self._context,
+            guidance=self._turn_guidance,
             stream=TurnStream(
                 turn=turn, message_index=len(self._transcript.messages) - produced_from
             ),
@@ -245,19 +319,34 @@ class ChatSessionWorkflow:
         """The agent asks for a human operator: the session says so (its view, the audit log,
         the `session.help_requested` webhook event) and the agent's reply still goes out."""
         reason = help_reason(call.arguments)
-        self._help_requested = True
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"help:{call.id}",
-                kind="session.help_requested",
-                data={"reason": reason},
-                time=workflow.now(),
+        self._desk.help_requested(reason)
+        await self._operator_event("session.help_requested", f"help:{call.id}", {"reason": reason})
+        return HELP_REQUESTED
+
+    async def _hand_back(self, reason: str, operator: Operator | None) -> None:
+        """The agent answers again (an operator handed back, or left a user message
+        unanswered past operator_idle_seconds); a waiting user message is answered now."""
+        held_by = self._desk.hand_back()
+        by = operator or held_by
+        await self._operator_event(
+            "session.handback",
+            f"handback:{workflow.uuid4()}",
+            {"reason": reason, "operator": by.model_dump() if by else None},
+        )
+        self._transcript.record_in_background()
+
+    async def _operator_event(self, kind: str, key: str, data: dict[str, object]) -> None:
+        """An event of the operator desk: in the audit log (and the live stream), and raised
+        as a webhook event of the same name."""
+        self._transcript.add_event(AuditEntry(key=key, kind=kind, data=data, time=workflow.now()))
+        self._transcript.set_presence(
+            SessionPresence(
+                mode=self._desk.mode,
+                help_requested=self._desk.state.help_requested,
+                active_human=self._desk.operator,
             )
         )
-        await self._events.raise_event(
-            self._agent, "session.help_requested", f"help_requested:{call.id}", {"reason": reason}
-        )
-        return HELP_REQUESTED
+        await self._events.raise_event(self._agent, kind, key, data)
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persist_final writes what is
@@ -265,6 +354,7 @@ class ChatSessionWorkflow:
         analysis (a child it abandons) may still run."""
         self._finishing = True
         self._idle.cancel()
+        self._desk.close()
         self._status = SessionStatus.FINAL
         self._final_reason = reason
         self._inbox.close(_final_outcome())
@@ -310,7 +400,8 @@ class ChatSessionWorkflow:
             end_reason=self._end_reason,
             keys_forgotten=self._inbox.keys_forgotten,
             context=self._context,
-            help_requested=self._help_requested,
+            help_requested=self._desk.state.help_requested,
+            desk=self._desk.state,
         )
         workflow.continue_as_new(
             self._start.model_copy(update={"carried": carried, "agent": self._agent})
@@ -435,6 +526,127 @@ class ChatSessionWorkflow:
         self._refuse_other_session(added.session_id)
         self._refuse_if_closing()
 
+    # ---- human operators --------------------------------------------------------------------
+
+    @workflow.update(name="take_over")
+    async def take_over(self, request: TakeoverRequest) -> SessionState:
+        """An operator holds the session from now on: the agent stops answering. A turn in
+        flight finishes first; its reply still goes out."""
+        self._handover.updates += 1
+        while self._turn_running:
+            await workflow.wait_condition(lambda: not self._turn_running)
+        self._refuse_if_closing()
+        if self._desk.operator != request.operator:
+            self._desk.take_over(request.operator)
+            await self._operator_event(
+                "session.takeover",
+                f"takeover:{workflow.uuid4()}",
+                {"operator": request.operator.model_dump()},
+            )
+            self._transcript.record_in_background()
+        return self._state(with_messages=False)
+
+    @take_over.validator
+    def _validate_take_over(self, request: TakeoverRequest) -> None:
+        self._refuse_other_session(request.session_id)
+        self._refuse_if_closing()
+        held_by = self._desk.operator
+        if held_by is not None and held_by.id != request.operator.id:
+            raise ApplicationError(
+                f"operator {held_by.id!r} ({held_by.name}) holds the session; "
+                "they hand it back first",
+                type=FailureType.MODE_CONFLICT,
+            )
+
+    @workflow.update(name="operator_message")
+    async def operator_message(self, reply: OperatorReply) -> OperatorMessageResult:
+        """The operator's message to the user, in the transcript as the assistant's with the
+        operator as its author, and delivered like the agent's (text, stream, webhooks)."""
+        self._handover.updates += 1
+        operator = self._desk.operator
+        assert operator is not None  # the validator refused it otherwise
+        message = Message(
+            role="assistant",
+            content=reply.content,
+            time=workflow.now(),
+            author=Author.human(operator),
+        )
+        transcript = self._transcript
+        transcript.append(message)
+        seq = transcript.count - 1
+        self._desk.operator_answered()
+        transcript.add_event(
+            AuditEntry(
+                key=f"operator_message:{seq}",
+                kind="operator.message",
+                data={"operator": operator.model_dump(), "seq": seq},
+                time=message.time,
+            )
+        )
+        await self._record_and_raise(len(transcript.messages) - 1)
+        return OperatorMessageResult(seq=seq, message=message)
+
+    @operator_message.validator
+    def _validate_operator_message(self, reply: OperatorReply) -> None:
+        self._refuse_other_session(reply.session_id)
+        self._refuse_if_closing()
+        self._refuse_unless_held()
+        check_content(reply.content, self._start.max_message_chars)
+
+    @workflow.update(name="whisper")
+    async def whisper(self, whisper: OperatorWhisper) -> TurnResult:
+        """Guidance for the agent's next turn that the user never sees; with `reply_now` the
+        agent answers at once, and the result holds its reply."""
+        self._handover.updates += 1
+        by = whisper.operator or self._desk.operator
+        self._transcript.add_event(
+            AuditEntry(
+                key=f"whisper:{workflow.uuid4()}",
+                kind="operator.whisper",
+                data={
+                    "operator": by.model_dump() if by else None,
+                    "length": len(whisper.content),
+                    "reply_now": whisper.reply_now,
+                },
+                time=workflow.now(),
+            )
+        )
+        self._transcript.record_in_background()
+        started = self._turns_done + (1 if self._turn_running else 0)
+        self._desk.whisper(whisper.content, whisper.reply_now)
+        if not whisper.reply_now:
+            return TurnResult(messages=[], is_final=False, mode=self._desk.mode)
+        await workflow.wait_condition(
+            lambda: self._turns_done > started or self._finishing or self._handing_over
+        )
+        if self._turns_done <= started:  # the session ended, or the reply comes in the next run
+            return TurnResult(messages=[], is_final=self._finishing)
+        return _turn_result(self._last_outcome)
+
+    @whisper.validator
+    def _validate_whisper(self, whisper: OperatorWhisper) -> None:
+        self._refuse_other_session(whisper.session_id)
+        self._refuse_if_closing()
+        check_content(whisper.content, self._start.max_message_chars)
+        if whisper.reply_now and self._desk.holds_session():
+            raise ApplicationError(
+                "an operator holds the session, so the agent does not answer; "
+                "hand it back first, or whisper without reply_now",
+                type=FailureType.MODE_CONFLICT,
+            )
+
+    @workflow.update(name="hand_back")
+    async def hand_back(self, request: HandbackRequest) -> SessionState:
+        self._handover.updates += 1
+        await self._hand_back("operator", request.operator)
+        return self._state(with_messages=False)
+
+    @hand_back.validator
+    def _validate_hand_back(self, request: HandbackRequest) -> None:
+        self._refuse_other_session(request.session_id)
+        self._refuse_if_closing()
+        self._refuse_unless_held()
+
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
         self._handover.updates += 1
@@ -498,6 +710,13 @@ class ChatSessionWorkflow:
         if session_id is not None and session_id != self._start.session_id:
             raise ApplicationError("that session is final", type=FailureType.SESSION_FINAL)
 
+    def _refuse_unless_held(self) -> None:
+        if not self._desk.holds_session():
+            raise ApplicationError(
+                "no operator holds the session; take it over first",
+                type=FailureType.MODE_CONFLICT,
+            )
+
     def _refuse_if_closing(self) -> None:
         if self._draining:
             raise _draining()
@@ -517,12 +736,20 @@ class ChatSessionWorkflow:
             status=self._status,
             final_reason=self._final_reason,
             context=self._context,
-            help_requested=self._help_requested,
+            help_requested=self._desk.state.help_requested,
+            mode=self._desk.mode,
+            active_human=self._desk.operator,
         )
 
 
 def _draining() -> ApplicationError:
     return ApplicationError("the session is moving to a new run", type=FailureType.DRAINING)
+
+
+def _user_message(item: InboxItem) -> Message:
+    return Message(
+        role="user", content=item.content, attachments=item.attachments, time=workflow.now()
+    )
 
 
 def _final_outcome() -> TurnOutcome:
@@ -539,4 +766,5 @@ def _turn_result(outcome: TurnOutcome) -> TurnResult:
         is_final=outcome.is_final,
         first_seq=outcome.first_seq,
         count=outcome.count,
+        mode=outcome.mode,
     )

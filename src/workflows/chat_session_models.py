@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from src.domain import Attachment, FinishReason, Message, SessionAgent, SessionStatus
+from src.domain import (
+    Attachment,
+    FinishReason,
+    Message,
+    Operator,
+    SessionAgent,
+    SessionMode,
+    SessionStatus,
+)
 
 
 class InboxItem(BaseModel):
@@ -30,6 +38,27 @@ class TurnOutcome(BaseModel):
     first_seq: int = 0
     count: int = 0
     messages_dropped: bool = False
+    # `human`: an operator held the session, so the message was recorded and not answered.
+    mode: SessionMode = SessionMode.AI
+
+
+class DeskState(BaseModel):
+    """Who answers the session and what the agent owes (see OperatorDesk), across runs."""
+
+    operator: Operator | None = None
+    help_requested: bool = False
+    help_reason: str = ""
+    # The help request went unanswered past wait_seconds (told once, until a takeover).
+    help_unanswered: bool = False
+    # An operator's whispers, for the agent's next turn.
+    guidance: list[str] = Field(default_factory=list)
+    # The agent owes a reply with no new user message (a hand-back, a whisper's reply_now).
+    reply_due: bool = False
+    # A user message came while an operator held the session and none answered it yet.
+    unanswered: bool = False
+    # When the human_handoff timers fire, if armed.
+    help_deadline: datetime | None = None
+    idle_deadline: datetime | None = None
 
 
 class CarriedState(BaseModel):
@@ -49,7 +78,8 @@ class CarriedState(BaseModel):
     # looked up in the database before it runs a turn.
     keys_forgotten: bool = False
     context: list[str] = Field(default_factory=list)
-    help_requested: bool = False
+    help_requested: bool = False  # runs before DeskState carried only this
+    desk: DeskState | None = None
 
 
 class SessionStart(BaseModel):
@@ -103,6 +133,38 @@ class ContextAdded(BaseModel):
     session_id: str | None = None
 
 
+class TakeoverRequest(BaseModel):
+    operator: Operator
+    session_id: str | None = None
+
+
+class OperatorReply(BaseModel):
+    """An operator's message to the user; by the operator holding the session."""
+
+    content: str
+    session_id: str | None = None
+
+
+class OperatorWhisper(BaseModel):
+    """Guidance for the agent's next turn, never shown to the user; with `reply_now` the
+    agent answers at once."""
+
+    content: str
+    reply_now: bool = False
+    operator: Operator | None = None
+    session_id: str | None = None
+
+
+class HandbackRequest(BaseModel):
+    operator: Operator | None = None
+    session_id: str | None = None
+
+
+class OperatorMessageResult(BaseModel):
+    seq: int
+    message: Message
+
+
 class EndRequest(BaseModel):
     note: str | None = None
     session_id: str | None = None
@@ -118,6 +180,7 @@ class TurnResult(BaseModel):
     is_final: bool
     first_seq: int = 0
     count: int = 0
+    mode: SessionMode = SessionMode.AI
 
 
 class SessionState(BaseModel):
@@ -136,6 +199,8 @@ class SessionState(BaseModel):
     final_reason: FinishReason | None = None
     context: list[str] = Field(default_factory=list)
     help_requested: bool = False
+    mode: SessionMode = SessionMode.AI
+    active_human: Operator | None = None
 
 
 class OpenResult(BaseModel):

@@ -19,10 +19,18 @@ class IdleTimer:
         self._ttl = ttl
         self._timer: asyncio.Task[None] | None = None
 
-    async def wait(self, has_work: Callable[[], bool]) -> bool:
-        """Waits until `has_work()`; False once the session has been idle for the TTL."""
+    async def wait(
+        self, has_work: Callable[[], bool], paused: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Waits until `has_work()`; False once the session has been idle for the TTL. While
+        `paused()` (a human operator holds the session) the TTL does not run; it starts over
+        when the pause ends."""
         idle_since = workflow.now()
         while not has_work():
+            if paused():
+                await workflow.wait_condition(lambda: has_work() or not paused())
+                idle_since = workflow.now()
+                continue
             if self._timer is None or self._timer.done():
                 left = idle_since + self._ttl - workflow.now()
                 if left <= timedelta(0):
@@ -30,7 +38,7 @@ class IdleTimer:
                 self._timer = asyncio.create_task(
                     workflow.sleep(left, summary="inactivity timeout")
                 )
-            await workflow.wait_condition(lambda: has_work() or self._fired())
+            await workflow.wait_condition(lambda: has_work() or self._fired() or paused())
         return True
 
     def cancel(self) -> None:

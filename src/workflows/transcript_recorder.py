@@ -14,7 +14,12 @@ from datetime import datetime
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from src.activities.session_store import AuditEntry, MessagesProduced, SessionStoreActivities
+    from src.activities.session_store import (
+        AuditEntry,
+        MessagesProduced,
+        SessionPresence,
+        SessionStoreActivities,
+    )
     from src.domain import Message
     from src.workflows import activity_options
     from src.workflows.chat_session_models import CarriedState
@@ -33,6 +38,8 @@ class TranscriptRecorder:
         self._events: list[AuditEntry] = []
         # Idempotency keys of answered user messages not yet written, by seq.
         self._keys: dict[int, str] = {}
+        # Who answers the session, when that changed since the last write.
+        self._presence: SessionPresence | None = None
         self._writing: asyncio.Task[None] | None = None
 
     @property
@@ -51,6 +58,10 @@ class TranscriptRecorder:
 
     def add_event(self, entry: AuditEntry) -> None:
         self._events.append(entry)
+
+    def set_presence(self, presence: SessionPresence) -> None:
+        """Written with the next batch, for the session list."""
+        self._presence = presence
 
     def key_message(self, seq: int, key: str) -> None:
         """The user message at `seq` was answered for `key`: written with it, so the database
@@ -75,6 +86,7 @@ class TranscriptRecorder:
         """Messages and audit events not yet written; the events and keys are handed over."""
         events, self._events = self._events, []
         keys, self._keys = self._keys, {}
+        presence, self._presence = self._presence, None
         return MessagesProduced(
             session_id=self._session_id,
             account_id=self._account_id,
@@ -83,6 +95,7 @@ class TranscriptRecorder:
             last_activity=self.last_activity,
             events=events,
             idempotency_keys=keys,
+            presence=presence,
         )
 
     def record_in_background(self) -> None:
@@ -117,7 +130,7 @@ class TranscriptRecorder:
         )
 
     async def _record_until_caught_up(self) -> None:
-        while self.recorded < self.count or self._events or self._keys:
+        while self.recorded < self.count or self._events or self._keys or self._presence:
             batch = self.take_unrecorded()
             await workflow.execute_local_activity_method(
                 SessionStoreActivities.record_messages,

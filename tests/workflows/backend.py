@@ -18,8 +18,8 @@ from src.activities.session_store import (
     SessionFinished,
     SessionOpened,
 )
-from src.domain import Message
-from src.llm.types import LLMReply
+from src.domain import REQUEST_HUMAN, Message
+from src.llm.types import LLMReply, LLMToolCall
 
 
 @dataclass
@@ -29,6 +29,8 @@ class StubBackend:
     transcript: dict[int, Message] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
     finished: list[SessionFinished] = field(default_factory=list)
+    # Audit events written, in order (kind, data).
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     model_calls: list[SessionTurnRequest] = field(default_factory=list)
     # Cleared, model calls wait until it is set again: messages queue up meanwhile.
     model_open: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,6 +98,14 @@ class StubBackend:
             seen = [self.transcript[seq] for seq in range(request.recorded_count)]
             seen += request.unrecorded
             last_user = next(m for m in reversed(seen) if m.role == "user")
+            if (last_user.content or "").startswith("help") and seen[-1].role == "user":
+                # The agent asks for a human (requestHuman, which the workflow answers).
+                return LLMReply(
+                    tool_calls=[
+                        LLMToolCall(id=f"call-{len(seen)}", name=REQUEST_HUMAN, arguments="{}")
+                    ],
+                    model="stub-model",
+                )
             return LLMReply(
                 content=f"echo: {last_user.content} (saw {len(seen)})",
                 model="stub-model",
@@ -110,3 +120,4 @@ class StubBackend:
             self.transcript[produced.first_seq + offset] = message
         for seq, key in produced.idempotency_keys.items():
             self.keys[key] = seq
+        self.events += [(entry.kind, entry.data) for entry in produced.events]

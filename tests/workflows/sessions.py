@@ -17,13 +17,15 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from src.domain import SessionAgent
+from src.domain import REQUEST_HUMAN, HumanHandoff, Operator, SessionAgent
 from src.temporal.failures import FailureType
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
     EndRequest,
+    HandbackRequest,
     SessionStart,
     SessionState,
+    TakeoverRequest,
     TurnResult,
     UserMessage,
 )
@@ -41,13 +43,25 @@ _RETRIES = 500
 
 
 async def start_session(
-    stubbed: StubbedStack, *, ttl_seconds: int = DAY_SECONDS, turns_per_run: int = 500
+    stubbed: StubbedStack,
+    *,
+    ttl_seconds: int = DAY_SECONDS,
+    turns_per_run: int = 500,
+    human_handoff: HumanHandoff | None = None,
 ) -> Session:
     session_id = str(uuid.uuid4())
+    agent = SessionAgent(
+        snapshot_id="snap-1",
+        id="agent-1",
+        version=1,
+        model_name="stub",
+        tools={REQUEST_HUMAN: "builtin"},
+        human_handoff=human_handoff,
+    )
     start = SessionStart(
         session_id=session_id,
         account_id="acct-1",
-        agent=SessionAgent(snapshot_id="snap-1", id="agent-1", version=1, model_name="stub"),
+        agent=agent,
         channel="web",
         ttl_seconds=ttl_seconds,
         max_message_chars=4_000,
@@ -109,6 +123,24 @@ async def text_in(session: Session, content: str, key: str | None = None) -> Non
     `key` is the channel's message id, the same on a redelivery."""
     await session.signal(
         ChatSessionWorkflow.receive_message, UserMessage(content=content, idempotency_key=key)
+    )
+
+
+async def take_over(session: Session, operator: Operator) -> SessionState:
+    return await _retrying(
+        lambda: session.execute_update(
+            ChatSessionWorkflow.take_over,  # type: ignore[arg-type]  # SDK typing of async updates
+            TakeoverRequest(operator=operator),
+        )
+    )
+
+
+async def hand_back(session: Session) -> SessionState:
+    return await _retrying(
+        lambda: session.execute_update(
+            ChatSessionWorkflow.hand_back,  # type: ignore[arg-type]  # SDK typing of async updates
+            HandbackRequest(),
+        )
     )
 
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from src.api.deps import AccountId, ServicesDep, SessionAccount
 from src.api.event_streams import (
@@ -24,11 +25,16 @@ from src.api.schemas import (
     ContextResponse,
     EndChatRequest,
     ErrorResponse,
+    HandbackRequest,
     OpenChatRequest,
+    OperatorMessageRequest,
+    OperatorMessageResponse,
     SendMessageRequest,
     SendMessageResponse,
+    TakeoverRequest,
+    WhisperRequest,
 )
-from src.domain import SessionStatus, SessionView
+from src.domain import SessionMode, SessionStatus, SessionView
 from src.services.chat_sessions import ChatFilters, OpenChat
 from src.sms.phone_numbers import TWILIO_SMS
 from src.workflows.chat_session_models import TurnResult
@@ -90,6 +96,11 @@ async def get_chat(session_id: str, account: SessionAccount, services: ServicesD
             "come (message.delta, tool_call, tool_result, message, discard), then `done` "
             "with this body, or `error`.",
         },
+        202: {
+            "model": SendMessageResponse,
+            "description": "An operator holds the session: the message is recorded, the "
+            'agent does not answer (`"mode": "human"`, no messages).',
+        },
         409: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         502: {"model": ErrorResponse},
@@ -106,7 +117,10 @@ async def send_message(
     chats = services.chats
     if not wants_event_stream(request):
         turn = await chats.send(account, session_id, body.content, idempotency_key)
-        return SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
+        reply = SendMessageResponse(messages=turn.messages, is_final=turn.is_final, mode=turn.mode)
+        if turn.mode == SessionMode.HUMAN:  # recorded; an operator answers, in their time
+            return JSONResponse(reply.model_dump(mode="json"), status.HTTP_202_ACCEPTED)
+        return reply
     workflow_id = await chats.check_send(account, session_id, body.content, idempotency_key)
     request_id = str(uuid.uuid4())
     turn_id = idempotency_key or request_id
@@ -122,7 +136,7 @@ async def send_message(
 
 
 def _recorded_turn(turn: TurnResult) -> tuple[set[int], dict[str, Any]]:
-    done = SendMessageResponse(messages=turn.messages, is_final=turn.is_final)
+    done = SendMessageResponse(messages=turn.messages, is_final=turn.is_final, mode=turn.mode)
     return set(range(turn.first_seq, turn.first_seq + turn.count)), done.model_dump(mode="json")
 
 
@@ -160,6 +174,62 @@ async def add_chat_context(
     conversation (its client sends `additional_data` with each turn)."""
     context = await services.chats.add_context(account, session_id, body.context)
     return ContextResponse(context=context)
+
+
+# ---- human operators (the console's, or any caller's with the account's key) ---------------
+
+
+@router.post("/{session_id}/takeover", responses={409: {"model": ErrorResponse}})
+async def take_over_chat(
+    session_id: str, body: TakeoverRequest, account: AccountId, services: ServicesDep
+) -> SessionView:
+    """The operator holds the session from now on: the agent stops answering, user messages
+    are recorded and streamed (their senders get 202). A turn in flight finishes first. 409:
+    final, stateless, or held by another operator."""
+    return await services.chats.take_over(account, session_id, body.operator)
+
+
+@router.post(
+    "/{session_id}/operator-messages",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+)
+async def send_operator_message(
+    session_id: str, body: OperatorMessageRequest, account: AccountId, services: ServicesDep
+) -> OperatorMessageResponse:
+    """The operator's message to the user, delivered on the session's channel (a text, the
+    stream, webhooks) and read by the agent once it answers again. 409 unless taken over."""
+    result = await services.chats.operator_message(account, session_id, body.content)
+    return OperatorMessageResponse(seq=result.seq, message=result.message)
+
+
+@router.post(
+    "/{session_id}/whisper",
+    responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
+)
+async def whisper_to_agent(
+    session_id: str, body: WhisperRequest, account: AccountId, services: ServicesDep
+) -> SendMessageResponse:
+    """Guidance for the agent's next turn that the user never sees (not in `messages`; the
+    audit log has `operator.whisper`, its length only). With `reply_now` the agent answers at
+    once and this holds its reply (409 while an operator holds the session)."""
+    turn = await services.chats.whisper(
+        account, session_id, body.content, body.reply_now, body.operator
+    )
+    messages = turn.messages or []
+    return SendMessageResponse(messages=messages, is_final=turn.is_final, mode=turn.mode)
+
+
+@router.post("/{session_id}/handback", responses={409: {"model": ErrorResponse}})
+async def hand_back_chat(
+    session_id: str,
+    account: AccountId,
+    services: ServicesDep,
+    body: HandbackRequest | None = None,
+) -> SessionView:
+    """The agent answers again; a user message left unanswered meanwhile is answered now.
+    409 unless an operator holds the session."""
+    return await services.chats.hand_back(account, session_id, body.operator if body else None)
 
 
 @router.post("/{session_id}/end")
