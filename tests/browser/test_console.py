@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, ViewportSize, expect
 
+from src.activities.llm import guidance_message
 from tests.browser.conftest import OfflinePage
 from tests.conftest import AgentFactory
 from tests.sessions import open_chat, say
@@ -154,9 +155,12 @@ async def test_an_operator_answers_a_help_request_and_hands_the_session_back(
     await page.get_by_role("button", name="Take over").click()
     await expect(page.locator("#session-facts")).to_contain_text("Human mode")
     await expect(page.get_by_role("button", name="Take over")).to_be_disabled()
+    asked = await http.post(f"/chats/{session}/messages", json={"content": "Is that a person?"})
+    assert asked.status_code == 202  # recorded, and the AI stays silent
+    conversation = page.get_by_role("log", name="Conversation")
+    await expect(conversation).to_contain_text("Is that a person?")
     await page.get_by_role("textbox", name="Reply").fill("I'm Dana, I can refund that for you.")
     await page.get_by_role("button", name="Send", exact=True).click()
-    conversation = page.get_by_role("log", name="Conversation")
     await expect(conversation).to_contain_text("I'm Dana, I can refund that for you.")
     await expect(conversation).to_contain_text("Dana Reyes (operator)")
     await console.screenshot("human-mode")
@@ -173,6 +177,28 @@ async def test_an_operator_answers_a_help_request_and_hands_the_session_back(
     assert (await http.get(f"/chats/{session}")).json()["mode"] == "ai"
     for ended in (session, quiet["id"]):
         await http.post(f"/chats/{ended}/end")
+
+
+async def test_a_whisper_guides_the_ai_and_it_answers_at_once(
+    console: OfflinePage, api_url: str, api_key: str, http: httpx.AsyncClient, chat: str
+) -> None:
+    page = console.page
+    await sign_in(page, api_url, api_key)
+    await entry(page, chat).click()
+    await expect(page.get_by_role("log", name="Conversation")).to_contain_text("echo:")
+
+    await page.get_by_role("textbox", name="Whisper to the AI").fill("Offer the 10% coupon")
+    await page.get_by_role("checkbox", name="The AI answers the customer now").check()
+    await page.get_by_role("button", name="Whisper").click()
+
+    # The echo model repeats the last message it reads: the guidance, unseen by the user.
+    answer = f"echo: {guidance_message(['Offer the 10% coupon'])}"
+    await expect(page.get_by_role("log", name="Conversation")).to_contain_text(answer)
+    await expect(page.get_by_role("textbox", name="Whisper to the AI")).to_have_value("")
+    await expect(page.get_by_role("alert")).to_have_count(0)
+    view = (await http.get(f"/chats/{chat}")).json()
+    assert [m["content"] for m in view["messages"]][-1] == answer
+    assert view["mode"] == "ai"
 
 
 async def test_on_a_phone_the_list_sits_above_the_conversation(

@@ -786,7 +786,9 @@ class Console {
     if (!content || $("whisper-send").disabled) return;
     const replyNow = $("reply-now").checked && !$("reply-now").disabled;
     const answer = await this.act("Could not whisper to the AI", (id) =>
-      this.api.post(chatPath(id, "/whisper"), { content, reply_now: replyNow }));
+      this.api.post(chatPath(id, "/whisper"), {
+        content, reply_now: replyNow, operator: this.operator,
+      }));
     if (answer) {
       $("whisper").value = "";
       $("reply-now").checked = false;
@@ -797,7 +799,7 @@ class Console {
 
   async handBack() {
     const view = await this.act("Could not hand back", (id) =>
-      this.api.post(chatPath(id, "/handback")));
+      this.api.post(chatPath(id, "/handback"), { operator: this.operator }));
     if (view) {
       this.show(view);
       $("take-over").focus();
