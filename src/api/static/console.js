@@ -213,6 +213,7 @@ class Console {
     this.rendered = [];          // message keys shown in the transcript, in order
     this.partials = new Map();   // message_index -> element of text streaming in
     this.streamAbort = null;     // stops the live stream of the selected session
+    this.streamUp = false;       // that stream is connected
     this.lastEventId = null;
     this.viewTimer = null;
     this.viewLoading = null;
@@ -230,6 +231,9 @@ class Console {
       this.signIn();
     });
     $("sign-out").addEventListener("click", () => this.signOut(""));
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible" && this.api) this.poll();
+    });
     $("operator-name").addEventListener("input", () => {
       $("operator-id").placeholder = operatorIdOf($("operator-name").value);
     });
@@ -373,9 +377,12 @@ class Console {
 
   // ---- the session list ------------------------------------------------------------------
 
+  // The list every few seconds while the tab is seen; the selected session too while its
+  // live stream is down (while it is up, its events say when to load it).
   poll() {
+    if (document.visibilityState === "hidden") return;
     this.refreshList();
-    if (isLive(this.view)) this.scheduleView(0);
+    if (isLive(this.view) && !this.streamUp) this.scheduleView(0);
   }
 
   scheduleList() {
@@ -681,6 +688,7 @@ class Console {
   stopStream() {
     if (this.streamAbort) this.streamAbort.abort();
     this.streamAbort = null;
+    this.streamUp = false;
     this.lastEventId = null;
     this.clearPartials();
   }
@@ -697,6 +705,7 @@ class Console {
         const response = await this.api.stream(chatPath(id, "/stream"), this.lastEventId,
           abort.signal);
         if (!response.ok) throw await apiError(response);
+        this.streamUp = true;
         await readEvents(response, (name, data, eventId) => {
           if (abort.signal.aborted) return;
           attempt = 0;
@@ -706,12 +715,14 @@ class Console {
         });
       } catch (error) {
         if (abort.signal.aborted) return;
+        this.streamUp = false;
         if (!retryable(error)) {
           // No stream for it (gone, or another account's): the periodic refresh stays.
           if (error.status !== 404) this.showError("The live updates stopped", error);
           return;
         }
       }
+      this.streamUp = false;
       if (ended) return;
       await sleep(backoff(attempt++), abort.signal);
     }
