@@ -162,6 +162,11 @@ class WebhookTool(Frozen):
     # Header values are treated as secrets: never returned by the API, never in history.
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    requires_approval: bool = Field(
+        default=False,
+        description="Each call waits for an operator's approval (POST /chats/{id}/approvals/"
+        "{tool_call_id}) before it is made; see the agent's approval_timeout_seconds.",
+    )
 
     _headers = field_validator("headers")(_sendable_headers)
 
@@ -233,6 +238,7 @@ WebhookEvent = Literal[
     "session.help_unanswered",
     "session.takeover",
     "session.handback",
+    "tool.approval_requested",
 ]
 
 
@@ -289,6 +295,11 @@ BudgetMessage = Annotated[
 ]
 
 
+# How long a tool call waits for an operator's approval before it is refused by itself.
+ApprovalTimeout = Annotated[int | None, Field(default=None, ge=1, le=30 * 86_400)]
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 3600
+
+
 class HumanHandoff(Frozen):
     """The agent's timers around a human operator, in seconds (at least
     PARLEY_MIN_TTL_SECONDS): `wait_seconds` after a help request nobody took over, the
@@ -316,6 +327,7 @@ class AgentSpec(Frozen):
     budget_usd: BudgetUsd = None
     budget_message: BudgetMessage = None
     human_handoff: HumanHandoff | None = None
+    approval_timeout_seconds: ApprovalTimeout = None
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Default template variable values."
     )
@@ -399,6 +411,7 @@ class AgentPatch(Frozen):
     budget_usd: BudgetUsd = None
     budget_message: BudgetMessage = None
     human_handoff: HumanHandoff | None = None
+    approval_timeout_seconds: ApprovalTimeout = None
     variables: dict[str, Any] | None = None
 
     def apply(self, spec: AgentSpec, merge_variables: bool) -> AgentSpec:
@@ -466,6 +479,13 @@ class AgentSnapshot(Frozen):
             has_analysis=self.spec.analysis is not None,
             webhook_events=list(self.spec.webhook.events) if self.spec.webhook else [],
             human_handoff=self.spec.human_handoff,
+            approval_required=[
+                tool.name
+                for tool in self.spec.tools
+                if isinstance(tool, WebhookTool) and tool.requires_approval
+            ],
+            approval_timeout_seconds=self.spec.approval_timeout_seconds
+            or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
         )
 
 
@@ -481,6 +501,9 @@ class SessionAgent(BaseModel):
     has_analysis: bool = False
     webhook_events: list[str] = Field(default_factory=list)
     human_handoff: HumanHandoff | None = None
+    # Tools whose calls wait for an operator's approval, and for how long at most.
+    approval_required: list[str] = Field(default_factory=list)
+    approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
 
     def has_builtin(self, name: str) -> bool:
         return self.tools.get(name) == "builtin"
@@ -663,6 +686,15 @@ class SessionSummary(BaseModel):
     active_human: Operator | None = None
 
 
+class PendingApproval(BaseModel):
+    """A tool call waiting for an operator's approval."""
+
+    tool_call_id: str
+    name: str
+    arguments: str
+    requested_time: datetime
+
+
 class SessionView(BaseModel):
     """The public projection of a chat session."""
 
@@ -690,4 +722,7 @@ class SessionView(BaseModel):
     active_human: Operator | None = None
     context: list[str] = Field(
         default_factory=list, description=f"The {CONTEXT_KEPT} most recent context strings."
+    )
+    pending_approvals: list[PendingApproval] = Field(
+        default_factory=list, description="Tool calls waiting for an operator's approval."
     )

@@ -166,6 +166,22 @@ class WhisperRequest(Strict):
     )
 
 
+class ApprovalRequest(Strict):
+    approved: bool = Field(description="true: the call is made; false: the model is told no.")
+    note: str | None = Field(
+        default=None, max_length=2000, description="Why, for the model (when refused) and the log."
+    )
+    operator: Operator | None = Field(
+        default=None, description="Who decides (for the audit log); default: the one holding it."
+    )
+
+
+class ApprovalResponse(BaseModel):
+    tool_call_id: str
+    name: str
+    approved: bool
+
+
 class HandbackRequest(Strict):
     operator: Operator | None = Field(
         default=None, description="Who hands back (for the audit log); default: the one holding it."

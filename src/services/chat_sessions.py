@@ -46,6 +46,7 @@ from src.domain import (
     FinishReason,
     Message,
     Operator,
+    PendingApproval,
     SessionMode,
     SessionStatus,
     SessionSummary,
@@ -87,8 +88,15 @@ from src.workflows.chat_session_models import (
     TurnResult,
     UserMessage,
 )
+from src.workflows.tool_approvals import ApprovalDecision
 
 T = TypeVar("T")
+
+
+class WorkflowGone(NotFound):
+    """The session's workflow has closed (the session finished a moment ago)."""
+
+
 log = logging.getLogger(__name__)
 
 # How long a caller is kept waiting while a session hands over to its next run (a few ms in
@@ -125,6 +133,7 @@ _UPDATE_ERRORS: dict[str, type[ParleyError]] = {
     FailureType.TURN_FAILED: AgentFailed,
     FailureType.OPEN_FAILED: AgentFailed,
     FailureType.MODE_CONFLICT: Conflict,
+    FailureType.APPROVAL_NOT_PENDING: NotFound,
 }
 
 
@@ -517,6 +526,28 @@ class ChatSessionService:
         )
         return await self._view_with_transcript(account_id, state)
 
+    async def decide_approval(
+        self,
+        account_id: str,
+        session_id: str,
+        tool_call_id: str,
+        approved: bool,
+        note: str | None,
+        operator: Operator | None,
+    ) -> PendingApproval:
+        """Lets a tool call waiting for approval run, or refuses it (the model is told)."""
+        decision = ApprovalDecision(
+            tool_call_id=tool_call_id,
+            approved=approved,
+            note=note,
+            operator=operator,
+            session_id=session_id,
+        )
+        decided: PendingApproval = await self._update_active(
+            account_id, session_id, ChatSessionWorkflow.decide_approval, decision
+        )
+        return decided
+
     async def _update_active(
         self, account_id: str, session_id: str, update: Any, argument: BaseModel
     ) -> Any:
@@ -532,7 +563,7 @@ class ChatSessionService:
 
         try:
             return await _retrying(update_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
-        except NotFound:
+        except WorkflowGone:
             raise Conflict("the session is final; open a new one") from None
 
     async def _view_with_transcript(self, account_id: str, state: SessionState) -> SessionView:
@@ -630,6 +661,7 @@ class ChatSessionService:
             help_requested=state.help_requested,
             mode=state.mode,
             active_human=state.active_human,
+            pending_approvals=state.pending_approvals,
         )
 
     async def _view_without_worker(self, row: ChatSession) -> SessionView:
@@ -763,7 +795,7 @@ async def _retrying(
             raise Unavailable("the session did not answer in time; retry the request") from None
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound("the session's workflow is not running") from None
+                raise WorkflowGone("the session's workflow is not running") from None
             if _not_admitted(error) and loop.time() < deadline:
                 # Past the SDK's own ~10 s of retries, a crowd of updates on one workflow
                 # (many opens racing for one endpoint) is still being turned away; spread the

@@ -19,6 +19,8 @@ class FailureType(StrEnum):
     OPEN_FAILED = "OpenFailed"
     # An operator action the session's mode does not allow (not taken over, held by another).
     MODE_CONFLICT = "ModeConflict"
+    # A decision on a tool call that is not waiting for one.
+    APPROVAL_NOT_PENDING = "ApprovalNotPending"
     # Activities: the caller's own errors, never retried.
     ENDPOINT_BUSY = "EndpointBusy"
     LLM_REJECTED = "LLMRequestRejected"

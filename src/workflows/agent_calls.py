@@ -65,14 +65,25 @@ async def ask_model(
     )
 
 
+async def call_tool_unattended(
+    conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
+) -> str:
+    """A tool call in a conversation no human attends (a stateless one): requestHuman is told
+    no human can join, and a call that needs an operator's approval is not made."""
+    if call.name == REQUEST_HUMAN:
+        return "error: no human can join this conversation; go on helping the user yourself"
+    if call.name in agent.approval_required:
+        return (
+            "error: this tool needs an operator's approval, which this conversation cannot wait for"
+        )
+    return await call_tool(conversation_id, agent, call, audit)
+
+
 async def call_tool(
     conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
 ) -> str:
     """One tool call as an activity; a failure becomes a result the model can read. The
-    idempotency key is fixed here, so every retry of the call carries the same one. A
-    stateful session answers requestHuman itself; here (stateless) no human can join."""
-    if call.name == REQUEST_HUMAN:
-        return "error: no human can join this conversation; go on helping the user yourself"
+    idempotency key is fixed here, so every retry of the call carries the same one."""
     invocation = ToolInvocation(
         snapshot_id=agent.snapshot_id,
         session_id=conversation_id,

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         FinishReason,
         Message,
         Operator,
+        PendingApproval,
         SessionMode,
         SessionStatus,
     )
@@ -73,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
     from src.workflows.run_handover import RunHandover
     from src.workflows.session_inbox import SessionInbox
     from src.workflows.sms_outbox import TWILIO_SMS, SmsOutbox
+    from src.workflows.tool_approvals import ApprovalDecision, ToolApprovals, refusal_result
     from src.workflows.transcript_recorder import TranscriptRecorder
     from src.workflows.webhook_events import SessionEvents, WebhookRetry
 
@@ -115,6 +117,7 @@ class ChatSessionWorkflow:
         self._context = list(carried.context if carried else start.context)
         # The agent or a human operator answers; help requests, whispers, handoff timers.
         self._desk = OperatorDesk(carried, start.agent.human_handoff)
+        self._approvals = ToolApprovals()
         self._finishing = False
         # Handing over to the next run: new updates are refused (`Draining`, the API
         # retries), and waiting callers are released to retry there.
@@ -311,6 +314,10 @@ class ChatSessionWorkflow:
     async def _run_tool(self, call: LLMToolCall) -> str:
         if call.name == REQUEST_HUMAN:
             return await self._request_help(call)
+        if call.name in self._agent.approval_required:
+            decision = await self._await_approval(call)
+            if not decision.approved:
+                return refusal_result(decision)
         return await call_tool(
             self._start.session_id, self._agent, call, self._transcript.pending_events
         )
@@ -322,6 +329,33 @@ class ChatSessionWorkflow:
         self._desk.help_requested(reason)
         await self._operator_event("session.help_requested", f"help:{call.id}", {"reason": reason})
         return HELP_REQUESTED
+
+    async def _await_approval(self, call: LLMToolCall) -> ApprovalDecision:
+        """The call waits for an operator (`tool.approval_requested` on the stream and as a
+        webhook event); the decision, or the timeout's refusal, goes to the audit log."""
+        await self._operator_event(
+            "tool.approval_requested",
+            f"approval_requested:{call.id}",
+            {"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
+        )
+        self._transcript.record_in_background()
+        decision = await self._approvals.wait(call, self._agent.approval_timeout_seconds)
+        self._transcript.add_event(
+            AuditEntry(
+                key=f"approval_decided:{call.id}",
+                kind="tool.approval_decided",
+                data={
+                    "tool_call_id": call.id,
+                    "approved": decision.approved,
+                    "timed_out": decision.timed_out,
+                    "operator": decision.operator.model_dump() if decision.operator else None,
+                    "note": decision.note,
+                },
+                time=workflow.now(),
+            )
+        )
+        self._transcript.record_in_background()
+        return decision
 
     async def _hand_back(self, reason: str, operator: Operator | None) -> None:
         """The agent answers again (an operator handed back, or left a user message
@@ -534,7 +568,10 @@ class ChatSessionWorkflow:
         flight finishes first; its reply still goes out."""
         self._handover.updates += 1
         while self._turn_running:
-            await workflow.wait_condition(lambda: not self._turn_running)
+            await workflow.wait_condition(
+                lambda: not self._turn_running or bool(self._approvals.pending)
+            )
+            self._refuse_while_approvals_wait()
         self._refuse_if_closing()
         if self._desk.operator != request.operator:
             self._desk.take_over(request.operator)
@@ -550,6 +587,7 @@ class ChatSessionWorkflow:
     def _validate_take_over(self, request: TakeoverRequest) -> None:
         self._refuse_other_session(request.session_id)
         self._refuse_if_closing()
+        self._refuse_while_approvals_wait()
         held_by = self._desk.operator
         if held_by is not None and held_by.id != request.operator.id:
             raise ApplicationError(
@@ -647,10 +685,31 @@ class ChatSessionWorkflow:
         self._refuse_if_closing()
         self._refuse_unless_held()
 
+    @workflow.update(name="decide_approval")
+    async def decide_approval(self, decision: ApprovalDecision) -> PendingApproval:
+        """An operator's decision on a tool call waiting for approval."""
+        self._handover.updates += 1
+        pending = self._approvals.pending[decision.tool_call_id]
+        self._approvals.decide(
+            decision.model_copy(update={"operator": decision.operator or self._desk.operator})
+        )
+        return pending
+
+    @decide_approval.validator
+    def _validate_decision(self, decision: ApprovalDecision) -> None:
+        self._refuse_other_session(decision.session_id)
+        if not self._approvals.is_pending(decision.tool_call_id):
+            raise ApplicationError(
+                f"no tool call {decision.tool_call_id!r} is waiting for approval "
+                "(decided already, timed out, or never asked)",
+                type=FailureType.APPROVAL_NOT_PENDING,
+            )
+
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
         self._handover.updates += 1
         if not self._finishing and not self._end_requested:
+            self._approvals.refuse_all("the session is ending")
             self._end_requested = True
             self._note = request.note
             self._end_reason = request.reason
@@ -710,6 +769,15 @@ class ChatSessionWorkflow:
         if session_id is not None and session_id != self._start.session_id:
             raise ApplicationError("that session is final", type=FailureType.SESSION_FINAL)
 
+    def _refuse_while_approvals_wait(self) -> None:
+        """The agent's turn is parked on a tool approval: decide it first, or the takeover
+        would wait as long as the approval may."""
+        if self._approvals.pending:
+            raise ApplicationError(
+                "a tool call waits for approval (pending_approvals); decide it first",
+                type=FailureType.MODE_CONFLICT,
+            )
+
     def _refuse_unless_held(self) -> None:
         if not self._desk.holds_session():
             raise ApplicationError(
@@ -739,6 +807,7 @@ class ChatSessionWorkflow:
             help_requested=self._desk.state.help_requested,
             mode=self._desk.mode,
             active_human=self._desk.operator,
+            pending_approvals=list(self._approvals.pending.values()),
         )
 
 

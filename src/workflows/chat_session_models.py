@@ -12,6 +12,7 @@ from src.domain import (
     FinishReason,
     Message,
     Operator,
+    PendingApproval,
     SessionAgent,
     SessionMode,
     SessionStatus,
@@ -201,6 +202,7 @@ class SessionState(BaseModel):
     help_requested: bool = False
     mode: SessionMode = SessionMode.AI
     active_human: Operator | None = None
+    pending_approvals: list[PendingApproval] = Field(default_factory=list)
 
 
 class OpenResult(BaseModel):

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from src.domain import FinishReason, Message, SessionAgent
     from src.temporal.failures import FailureType
     from src.workflows import activity_options
-    from src.workflows.agent_calls import ask_model, call_tool, failure_reason
+    from src.workflows.agent_calls import ask_model, call_tool_unattended, failure_reason
     from src.workflows.agent_loop import run_agent_turn
     from src.workflows.conversation_open import (
         ToolsUnavailable,
@@ -162,7 +162,7 @@ class StatelessTurnWorkflow:
                         message_index=len(messages) - len(turn.new_messages),
                     ),
                 ),
-                lambda call: call_tool(turn.call_id, agent, call, audit),
+                lambda call: call_tool_unattended(turn.call_id, agent, call, audit),
                 messages.append,
             )
         except ActivityError as error:

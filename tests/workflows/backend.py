@@ -18,6 +18,7 @@ from src.activities.session_store import (
     SessionFinished,
     SessionOpened,
 )
+from src.activities.webhook_tools import ToolInvocation, ToolResult
 from src.domain import REQUEST_HUMAN, Message
 from src.llm.types import LLMReply, LLMToolCall
 
@@ -29,6 +30,7 @@ class StubBackend:
     transcript: dict[int, Message] = field(default_factory=dict)
     keys: dict[str, int] = field(default_factory=dict)
     finished: list[SessionFinished] = field(default_factory=list)
+    tool_calls: list[ToolInvocation] = field(default_factory=list)
     # Audit events written, in order (kind, data).
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     model_calls: list[SessionTurnRequest] = field(default_factory=list)
@@ -48,6 +50,7 @@ class StubBackend:
             self.find_answered,
             self.persist_final,
             self.complete_session_turn,
+            self.call_webhook_tool,
         ]
 
     def contents(self) -> list[str | None]:
@@ -98,6 +101,13 @@ class StubBackend:
             seen = [self.transcript[seq] for seq in range(request.recorded_count)]
             seen += request.unrecorded
             last_user = next(m for m in reversed(seen) if m.role == "user")
+            if (last_user.content or "").startswith("refund") and seen[-1].role == "user":
+                return LLMReply(
+                    tool_calls=[LLMToolCall(id=f"call-{len(seen)}", name="refund")],
+                    model="stub-model",
+                )
+            if seen[-1].tool_calls:
+                return LLMReply(content=f"tool said: {seen[-1].tool_calls[0].response}")
             if (last_user.content or "").startswith("help") and seen[-1].role == "user":
                 # The agent asks for a human (requestHuman, which the workflow answers).
                 return LLMReply(
@@ -114,6 +124,11 @@ class StubBackend:
             )
         finally:
             self.model_calls_at_once -= 1
+
+    @activity.defn(name="webhook_tools.call")
+    async def call_webhook_tool(self, invocation: ToolInvocation) -> ToolResult:
+        self.tool_calls.append(invocation)
+        return ToolResult(response=f"{invocation.name} done")
 
     def _write(self, produced: MessagesProduced) -> None:
         for offset, message in enumerate(produced.messages):

@@ -17,7 +17,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from src.domain import REQUEST_HUMAN, HumanHandoff, Operator, SessionAgent
+from src.domain import REQUEST_HUMAN, HumanHandoff, Operator, SessionAgent, ToolKind
 from src.temporal.failures import FailureType
 from src.workflows.chat_session import ChatSessionWorkflow
 from src.workflows.chat_session_models import (
@@ -48,6 +48,9 @@ async def start_session(
     ttl_seconds: int = DAY_SECONDS,
     turns_per_run: int = 500,
     human_handoff: HumanHandoff | None = None,
+    tools: dict[str, ToolKind] | None = None,
+    approval_required: list[str] | None = None,
+    approval_days: int = 1,
 ) -> Session:
     session_id = str(uuid.uuid4())
     agent = SessionAgent(
@@ -55,8 +58,10 @@ async def start_session(
         id="agent-1",
         version=1,
         model_name="stub",
-        tools={REQUEST_HUMAN: "builtin"},
+        tools={REQUEST_HUMAN: "builtin", **(tools or {})},
         human_handoff=human_handoff,
+        approval_required=approval_required or [],
+        approval_timeout_seconds=approval_days * DAY_SECONDS,
     )
     start = SessionStart(
         session_id=session_id,

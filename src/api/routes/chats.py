@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from src.api.deps import AccountId, ServicesDep, SessionAccount
@@ -19,6 +19,8 @@ from src.api.event_streams import (
 )
 from src.api.schemas import (
     AddContextRequest,
+    ApprovalRequest,
+    ApprovalResponse,
     AuditEventList,
     AuditEventResponse,
     ChatSessionList,
@@ -230,6 +232,25 @@ async def hand_back_chat(
     """The agent answers again; a user message left unanswered meanwhile is answered now.
     409 unless an operator holds the session."""
     return await services.chats.hand_back(account, session_id, body.operator if body else None)
+
+
+@router.post("/{session_id}/approvals/{tool_call_id}", responses={409: {"model": ErrorResponse}})
+async def decide_tool_approval(
+    session_id: str,
+    tool_call_id: Annotated[str, Path(max_length=200)],
+    body: ApprovalRequest,
+    account: AccountId,
+    services: ServicesDep,
+) -> ApprovalResponse:
+    """Lets a tool call that waits for approval (`tool.approval_requested`, the session's
+    `pending_approvals`) run, or refuses it; the model reads the refusal and its note. 404
+    when no such call waits (decided already, timed out, or never asked)."""
+    decided = await services.chats.decide_approval(
+        account, session_id, tool_call_id, body.approved, body.note, body.operator
+    )
+    return ApprovalResponse(
+        tool_call_id=decided.tool_call_id, name=decided.name, approved=body.approved
+    )
 
 
 @router.post("/{session_id}/end")
