@@ -4,8 +4,10 @@ operator who takes a session over, answers the customer and hands it back to the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +16,9 @@ from playwright.async_api import Locator, Page, ViewportSize, expect
 from src.activities.llm import guidance_message
 from tests.browser.conftest import OfflinePage
 from tests.conftest import AgentFactory
+from tests.fakes.tool_server import FakeToolServer
 from tests.sessions import open_chat, say
+from tests.test_tools import webhook_tool
 
 REQUEST_HUMAN = {"type": "builtin", "name": "requestHuman"}
 DESKTOP = ViewportSize(width=1280, height=800)
@@ -199,6 +203,72 @@ async def test_a_whisper_guides_the_ai_and_it_answers_at_once(
     view = (await http.get(f"/chats/{chat}")).json()
     assert [m["content"] for m in view["messages"]][-1] == answer
     assert view["mode"] == "ai"
+
+
+@pytest.fixture
+async def approval_chat(
+    http: httpx.AsyncClient, make_agent: AgentFactory, tools: tuple[FakeToolServer, str]
+) -> AsyncIterator[tuple[str, asyncio.Task[dict[str, Any]]]]:
+    """A session whose model calls a tool that waits for approval; the customer's message
+    that made it call it, still waiting for its reply."""
+    agent_id = await make_agent(
+        model="tool-lookup_order",
+        tools=[webhook_tool(f"{tools[1]}/echo", requires_approval=True)],
+    )
+    session = (await open_chat(http, agent_id))["id"]
+    turn = asyncio.create_task(say(http, session, '{"id": "A-1182"}'))
+    yield session, turn
+    turn.cancel()
+    await http.post(f"/chats/{session}/end")
+
+
+async def test_an_operator_approves_a_tool_call_and_the_ai_reads_its_answer(
+    console: OfflinePage,
+    api_url: str,
+    api_key: str,
+    approval_chat: tuple[str, asyncio.Task[dict[str, Any]]],
+) -> None:
+    page = console.page
+    session, turn = approval_chat
+    await sign_in(page, api_url, api_key)
+    await entry(page, session).click()
+    waiting = page.get_by_role("group", name="Tool call lookup_order")
+    await expect(waiting).to_contain_text("A-1182")
+    # The API refuses a takeover while a call waits: decided first.
+    await expect(page.get_by_role("button", name="Take over")).to_be_disabled()
+    await console.screenshot("approval-waiting")
+
+    await waiting.get_by_role("button", name="Approve").click()
+
+    reply = await turn
+    assert reply["messages"][-1]["content"] == 'tool said: {"received":{"id":"A-1182"}}'
+    conversation = page.get_by_role("log", name="Conversation")
+    await expect(conversation).to_contain_text('tool said: {"received":{"id":"A-1182"}}')
+    await expect(waiting).to_have_count(0)
+    await expect(page.get_by_role("button", name="Take over")).to_be_enabled()
+    await expect(page.get_by_role("alert")).to_have_count(0)
+
+
+async def test_an_operator_refuses_a_tool_call_and_the_ai_reads_why(
+    console: OfflinePage,
+    api_url: str,
+    api_key: str,
+    approval_chat: tuple[str, asyncio.Task[dict[str, Any]]],
+) -> None:
+    page = console.page
+    session, turn = approval_chat
+    await sign_in(page, api_url, api_key)
+    await entry(page, session).click()
+    waiting = page.get_by_role("group", name="Tool call lookup_order")
+
+    await waiting.get_by_role("textbox", name="Note for the AI").fill("not for this customer")
+    await waiting.get_by_role("button", name="Refuse").click()
+
+    reply = await turn
+    refused = "an operator refused this call, so it was not made: not for this customer"
+    assert refused in reply["messages"][-1]["content"]
+    await expect(page.get_by_role("log", name="Conversation")).to_contain_text(refused)
+    await expect(waiting).to_have_count(0)
 
 
 async def test_on_a_phone_the_list_sits_above_the_conversation(

@@ -559,6 +559,10 @@ class Console {
       banner.textContent = mine
         ? "You hold this session: the AI is silent and your replies go to the customer."
         : `${holder ? holder.name : "An operator"} holds this session; the AI is silent.`;
+    } else if ((view.pending_approvals || []).length) {
+      banner.classList.add("help");
+      banner.textContent = "A tool call waits for your decision: approve or refuse it below " +
+        "(a takeover waits until it is decided).";
     } else if (view.help_requested) {
       banner.classList.add("help");
       banner.textContent = "The AI asked for a human. Take over to answer the customer yourself.";
@@ -581,15 +585,20 @@ class Console {
       const what = el("div", "what");
       what.append(el("strong", "", approval.name),
         el("code", "", argumentsText(approval.arguments)));
+      const note = el("input", "note");
+      note.type = "text";
+      note.maxLength = 2000;
+      note.setAttribute("aria-label", "Note for the AI");
+      note.placeholder = "Why (optional, the AI reads it)";
       const buttons = el("div", "buttons");
       const approve = el("button", "approve", "Approve");
       approve.type = "button";
-      approve.addEventListener("click", () => this.decide(approval, true));
+      approve.addEventListener("click", () => this.decide(approval, true, note.value));
       const refuse = el("button", "danger", "Refuse");
       refuse.type = "button";
-      refuse.addEventListener("click", () => this.decide(approval, false));
+      refuse.addEventListener("click", () => this.decide(approval, false, note.value));
       buttons.append(approve, refuse);
-      item.append(what, buttons);
+      item.append(what, note, buttons);
       return item;
     }));
   }
@@ -666,7 +675,9 @@ class Console {
     const view = this.view;
     const live = isLive(view) && this.busy === 0;
     const human = Boolean(view) && view.mode === "human";
-    $("take-over").disabled = !live || human;
+    // A takeover is refused while a tool call waits: the operator decides it first.
+    const waiting = Boolean(view) && (view.pending_approvals || []).length > 0;
+    $("take-over").disabled = !live || human || waiting;
     $("hand-back").disabled = !live || !human;
     $("end").disabled = !live;
     $("send").disabled = !live || !human || !$("reply").value.trim();
@@ -678,8 +689,8 @@ class Console {
       ? "Goes to the customer under your name. Enter sends, Shift+Enter for a new line."
       : "Take over first: while the AI holds the session, only it answers.";
     $("whisper-hint").textContent = isLive(view) && human ? "(while the AI holds the session)" : "";
-    for (const button of $("approval-list").querySelectorAll("button")) {
-      button.disabled = !live;
+    for (const control of $("approval-list").querySelectorAll("button, input")) {
+      control.disabled = !live;
     }
   }
 
@@ -826,10 +837,12 @@ class Console {
     }
   }
 
-  async decide(approval, approved) {
+  async decide(approval, approved, note) {
+    const body = { approved, operator: this.operator };
+    if (note.trim()) body.note = note.trim();
     await this.act(approved ? "Could not approve the tool call" : "Could not refuse the tool call",
       (id) => this.api.post(
-        chatPath(id, `/approvals/${encodeURIComponent(approval.tool_call_id)}`), { approved }));
+        chatPath(id, `/approvals/${encodeURIComponent(approval.tool_call_id)}`), body));
   }
 }
 
