@@ -205,6 +205,22 @@ async def test_a_whisper_guides_the_ai_and_it_answers_at_once(
     assert view["mode"] == "ai"
 
 
+async def test_an_ended_session_leaves_the_list_and_its_controls_go_off(
+    console: OfflinePage, api_url: str, api_key: str, http: httpx.AsyncClient, chat: str
+) -> None:
+    page = console.page
+    await sign_in(page, api_url, api_key)
+    await entry(page, chat).click()
+
+    await page.get_by_role("button", name="End", exact=True).click()
+
+    await expect(page.get_by_role("status")).to_have_text("This session has ended.")
+    await expect(entry(page, chat)).to_have_count(0)
+    for name in ("Take over", "Hand back", "End", "Send", "Whisper"):
+        await expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+    assert (await http.get(f"/chats/{chat}")).json()["is_final"] is True
+
+
 @pytest.fixture
 async def approval_chat(
     http: httpx.AsyncClient, make_agent: AgentFactory, tools: tuple[FakeToolServer, str]
