@@ -18,6 +18,7 @@ from src.api.routes import (
     api_docs,
     chats,
     codec,
+    console_page,
     front_page,
     health,
     phone_numbers,
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(codec.router)
     app.include_router(widget_script.router)
+    app.include_router(console_page.router)
     app.include_router(twilio_sms.router)
     app.include_router(twilio_status.router)
     keyed = (
