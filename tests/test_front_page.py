@@ -50,6 +50,7 @@ async def test_the_front_page_is_html_linking_the_docs(api_url: str) -> None:
         "API reference (Swagger UI)": "/docs",
         "API reference (ReDoc)": "/redoc",
         "OpenAPI document (JSON)": "/openapi.json",
+        "Operator console (take sessions over)": "/console",
     }
     assert "script" not in page.tags
 
@@ -96,4 +97,5 @@ def test_a_production_front_page_does_not_show_the_temporal_ui() -> None:
         "API reference (Swagger UI)",
         "API reference (ReDoc)",
         "OpenAPI document (JSON)",
+        "Operator console (take sessions over)",
     }

@@ -29,6 +29,7 @@ def front_page_html(title: str, description: str, root_path: str, settings: Sett
         (f"{root_path}/docs", "API reference (Swagger UI)"),
         (f"{root_path}/redoc", "API reference (ReDoc)"),
         (f"{root_path}/openapi.json", "OpenAPI document (JSON)"),
+        (f"{root_path}/console", "Operator console (take sessions over)"),
     ]
     if demo_widget_key(settings) is not None:
         links.append((f"{root_path}/demo", "Web chat widget demo"))

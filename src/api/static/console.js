@@ -562,7 +562,7 @@ class Console {
     } else if ((view.pending_approvals || []).length) {
       banner.classList.add("help");
       banner.textContent = "A tool call waits for your decision: approve or refuse it below " +
-        "(a takeover waits until it is decided).";
+        "(take over once it is decided).";
     } else if (view.help_requested) {
       banner.classList.add("help");
       banner.textContent = "The AI asked for a human. Take over to answer the customer yourself.";
