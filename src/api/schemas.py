@@ -175,7 +175,6 @@ class ApprovalRequest(Strict):
         default=None, description="Who decides (for the audit log); default: the one holding it."
     )
 
-
     @field_validator("note")
     @classmethod
     def _storable_note(cls, note: str | None) -> str | None:
