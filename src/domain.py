@@ -50,7 +50,14 @@ DEFAULT_BUDGET_MESSAGE = (
 )
 # Agent fields added after snapshots were first stored: left out of a snapshot's hash while
 # unset, so a stored snapshot keeps the id it was saved under.
-_SPEC_FIELDS_HASHED_WHEN_SET = ("budget_usd", "budget_message")
+_SPEC_FIELDS_HASHED_WHEN_SET = (
+    "budget_usd",
+    "budget_message",
+    "human_handoff",
+    "approval_timeout_seconds",
+)
+# The same for tool fields, left out while they hold their default.
+_TOOL_FIELDS_HASHED_WHEN_SET = {"requires_approval": False}
 
 
 def _from_storage(info: ValidationInfo) -> bool:
@@ -449,6 +456,10 @@ class AgentSnapshot(Frozen):
         for name in _SPEC_FIELDS_HASHED_WHEN_SET:
             if config["spec"][name] is None:
                 del config["spec"][name]
+        for tool in config["spec"]["tools"]:
+            for name, default in _TOOL_FIELDS_HASHED_WHEN_SET.items():
+                if tool.get(name, default) == default:
+                    tool.pop(name, None)
         canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
