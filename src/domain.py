@@ -212,7 +212,44 @@ class McpTools(Frozen):
     allowed_tools: list[str] | None = None
 
 
-ToolConfig = Annotated[BuiltinTool | WebhookTool | McpTools, Field(discriminator="type")]
+# A squad member's name: it names the handoff function too (`handoff_to_<member>`).
+MEMBER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,52}$"
+HANDOFF_PREFIX = "handoff_to_"
+
+
+class LastMessages(Frozen):
+    last_messages: int = Field(ge=1, le=1000)
+
+
+# What of the conversation the next member reads: all of it, none (from the user's last
+# message on), or the last n messages.
+HandoffContext = Literal["all", "none"] | LastMessages
+
+
+class HandoffDestination(Frozen):
+    member: str = Field(pattern=MEMBER_NAME_PATTERN)
+    description: str = Field(default="", max_length=4000)
+    context: HandoffContext = "all"
+
+
+class HandoffTool(Frozen):
+    """Lets a squad member hand the conversation to another: one function per destination,
+    `handoff_to_<member>` with `{"reason"}`."""
+
+    type: Literal["handoff"] = "handoff"
+    destinations: list[HandoffDestination] = Field(min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _members_unique(self) -> HandoffTool:
+        members = [d.member for d in self.destinations]
+        if len(set(members)) != len(members):
+            raise ValueError("handoff destinations must name different members")
+        return self
+
+
+ToolConfig = Annotated[
+    BuiltinTool | WebhookTool | McpTools | HandoffTool, Field(discriminator="type")
+]
 
 
 class StructuredOutput(Frozen):
@@ -355,7 +392,13 @@ class AgentSpec(Frozen):
 
     @model_validator(mode="after")
     def _tool_names_unique(self) -> AgentSpec:
-        names = [tool.name for tool in self.tools if not isinstance(tool, McpTools)]
+        names = [tool.name for tool in self.tools if isinstance(tool, BuiltinTool | WebhookTool)]
+        names += [
+            HANDOFF_PREFIX + d.member
+            for tool in self.tools
+            if isinstance(tool, HandoffTool)
+            for d in tool.destinations
+        ]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"tools: duplicate tool names {duplicates}")
@@ -399,7 +442,7 @@ class McpToolDefinition(Frozen):
     server_index: int = Field(description="Index of its `mcp` entry in the agent's tools.")
 
 
-ToolKind = Literal["builtin", "webhook", "mcp"]
+ToolKind = Literal["builtin", "webhook", "mcp", "handoff"]
 
 
 class AgentPatch(Frozen):
@@ -472,7 +515,12 @@ class AgentSnapshot(Frozen):
         for tool in self.spec.tools:
             if isinstance(tool, BuiltinTool | WebhookTool):
                 kinds[tool.name] = tool.type
+        for destination in self.handoffs():
+            kinds[HANDOFF_PREFIX + destination.member] = "handoff"
         return kinds
+
+    def handoffs(self) -> list[HandoffDestination]:
+        return [d for t in self.spec.tools if isinstance(t, HandoffTool) for d in t.destinations]
 
     def webhook_tool(self, name: str) -> WebhookTool | None:
         return next(
@@ -497,7 +545,50 @@ class AgentSnapshot(Frozen):
             ],
             approval_timeout_seconds=self.spec.approval_timeout_seconds
             or DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+            handoffs={HANDOFF_PREFIX + d.member: d for d in self.handoffs()},
         )
+
+
+class SquadMember(Frozen):
+    """One agent of a squad, by id (its latest version at each open) or inline."""
+
+    name: str = Field(pattern=MEMBER_NAME_PATTERN)
+    agent_id: str | None = Field(default=None, min_length=1, max_length=64)
+    agent: AgentSpec | None = None
+    agent_overrides: AgentPatch | None = None
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> SquadMember:
+        if (self.agent_id is None) == (self.agent is None):
+            raise ValueError(f"member {self.name!r}: give exactly one of `agent_id` or `agent`")
+        return self
+
+
+class SquadSpec(Frozen):
+    """Agents that hand a conversation to each other (a `handoff` tool); the first starts."""
+
+    name: str = Field(min_length=1, max_length=200)
+    members: list[SquadMember] = Field(min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> SquadSpec:
+        names = [member.name for member in self.members]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"members: duplicate member names {duplicates}")
+        return self
+
+    def masked(self) -> SquadSpec:
+        members = [
+            m.model_copy(update={"agent": m.agent.masked()}) if m.agent is not None else m
+            for m in self.members
+        ]
+        return self.model_copy(update={"members": members})
+
+
+class SquadPatch(Frozen):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    members: list[SquadMember] | None = Field(default=None, min_length=1, max_length=16)
 
 
 class SessionAgent(BaseModel):
@@ -515,6 +606,8 @@ class SessionAgent(BaseModel):
     # Tools whose calls wait for an operator's approval, and for how long at most.
     approval_required: list[str] = Field(default_factory=list)
     approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    # A squad member's handoff functions, by function name.
+    handoffs: dict[str, HandoffDestination] = Field(default_factory=dict)
 
     def has_builtin(self, name: str) -> bool:
         return self.tools.get(name) == "builtin"
@@ -667,12 +760,24 @@ class StructuredOutputResult(BaseModel):
     attempts: int = 0
 
 
+class Transfer(BaseModel):
+    """A squad member handed the conversation to another (a handoff tool call)."""
+
+    from_member: str
+    to_member: str
+    from_agent_id: str
+    to_agent_id: str
+    reason: str
+    time: datetime
+
+
 class Artifact(BaseModel):
-    """What post-conversation analysis found."""
+    """What post-conversation analysis found, and a squad session's transfers."""
 
     summary: str | None = None
     summary_error: str | None = None
     structured_outputs: dict[str, StructuredOutputResult] = Field(default_factory=dict)
+    transfers: list[Transfer] = Field(default_factory=list)
 
 
 class CostItem(BaseModel):
@@ -703,6 +808,9 @@ class SessionSummary(BaseModel):
         default=False, description="The agent asked for a human (requestHuman), none took over."
     )
     active_human: Operator | None = None
+    squad_id: str | None = Field(
+        default=None, description="The squad the session runs; `agent_id` is its active member."
+    )
 
 
 class PendingApproval(BaseModel):
@@ -744,4 +852,7 @@ class SessionView(BaseModel):
     )
     pending_approvals: list[PendingApproval] = Field(
         default_factory=list, description="Tool calls waiting for an operator's approval."
+    )
+    squad_id: str | None = Field(
+        default=None, description="The squad the session runs; `agent_id` is its active member."
     )

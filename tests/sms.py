@@ -34,12 +34,13 @@ async def add_number(
     number: str | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
-    """A number for the agent, on a Twilio account the fake Twilio knows."""
+    """A number for the agent (or, with `squad_id` in `fields` and no agent, the squad), on a
+    Twilio account the fake Twilio knows."""
     account = twilio.add_account(account_sid(), AUTH_TOKEN)
     body = {
         "number": number or new_number(),
         "provider": "twilio",
-        "agent_id": agent_id,
+        **({"agent_id": agent_id} if agent_id else {}),
         "twilio": {"account_sid": account.sid, "auth_token": AUTH_TOKEN},
         **fields,
     }

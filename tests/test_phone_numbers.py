@@ -428,3 +428,39 @@ async def test_an_id_no_number_can_have_is_422_on_every_route(
     for response in responses:
         error = assert_error(response, 422, "invalid_input")
         assert says in error["message"]
+
+
+async def test_a_number_answered_by_a_squad_and_moved_back_to_an_agent(
+    http: httpx.AsyncClient, other_http: httpx.AsyncClient, make_agent: AgentFactory, agent_id: str
+) -> None:
+    squad = await http.post(
+        "/squads", json={"name": "desk", "members": [{"name": "one", "agent_id": agent_id}]}
+    )
+    squad_id = squad.json()["id"]
+    others_agent = await make_agent(client=other_http)
+    others_squad = await other_http.post(
+        "/squads", json={"name": "x", "members": [{"name": "one", "agent_id": others_agent}]}
+    )
+
+    def for_squad(squad: str) -> dict[str, Any]:
+        body = registration(agent_id, squad_id=squad)
+        del body["agent_id"]
+        return body
+
+    number = await register(http, for_squad(squad_id))
+    both = await http.post("/phone-numbers", json=registration(agent_id, squad_id=squad_id))
+    neither = await http.post(
+        "/phone-numbers", json={k: v for k, v in for_squad(squad_id).items() if k != "squad_id"}
+    )
+    foreign = await http.post("/phone-numbers", json=for_squad(others_squad.json()["id"]))
+    moved = await http.patch(f"/phone-numbers/{number['id']}", json={"agent_id": agent_id})
+
+    assert (number["agent_id"], number["squad_id"]) == (None, squad_id)
+    assert (
+        "exactly one of `agent_id` or `squad_id`"
+        in assert_error(both, 422, "invalid_input")["message"]
+    )
+    assert_error(neither, 422, "invalid_input")
+    assert_error(foreign, 404, "not_found")
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["agent_id"], moved.json()["squad_id"]) == (agent_id, None)

@@ -16,13 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.config import Settings
 from src.db.snapshots import SnapshotStore
 from src.db.tables import PhoneNumber
-from src.domain import AgentSpec, CompletionWebhook, WebhookTool
+from src.domain import AgentSpec, CompletionWebhook, SquadMember, SquadSpec, WebhookTool
 from src.sealing.secret_box import SecretBox, SecretUnreadable
 from src.sealing.secret_storage import reseal_stored_secrets
 from src.sealing.state_envelope import new_key_setting, parse_keys
 from src.services.accounts import new_api_key, register_api_key
 from src.services.agents import AgentService
 from src.services.phone_numbers import NewPhoneNumber, PhoneNumberService, TwilioCredentials
+from src.services.squads import SquadService
 from src.sms.phone_numbers import config_of_row
 from src.tools.signing import verify
 from tests.conftest import AgentFactory, SettingsFactory
@@ -148,7 +149,8 @@ async def test_reseal_secrets_reseals_phone_numbers_auth_tokens_and_those_in_cle
     before = agent_service(before_settings, db)
     agent = await before.create(account, AgentSpec(name="texting"))
     sealed_token, clear_token = secret("twilio"), secret("twilio")
-    sealed = await PhoneNumberService(before_settings, db, before).create(
+    squads = SquadService(db, before, SecretBox(before_settings.secret_keys()))
+    sealed = await PhoneNumberService(before_settings, db, before, squads).create(
         account,
         NewPhoneNumber(
             number=f"+1555{uuid.uuid4().int % 10**7:07d}",
@@ -271,3 +273,42 @@ async def test_an_agent_deleted_without_purge_can_be_purged_later(
     assert foreign.status_code == 404 and unknown.status_code == 404
     [stored] = await raw_version_specs(db, agent_id)
     assert '"sealed"' not in stored and '"webhook": null' in stored.replace('":null', '": null')
+
+
+async def test_a_squads_inline_member_secrets_are_sealed_and_resealed(
+    make_settings: SettingsFactory, db: async_sessionmaker[AsyncSession]
+) -> None:
+    account = f"rotate-squads-{uuid.uuid4().hex[:8]}"
+    await register_api_key(db, new_api_key(), account_id=account)
+    old, new = new_key_setting("old3"), new_key_setting("new3")
+    signing = secret("whsec")
+    before_settings = make_settings(PARLEY_SECRET_KEYS=old)
+    agents = agent_service(before_settings, db)
+    squads = SquadService(db, agents, SecretBox(before_settings.secret_keys()))
+    inline = AgentSpec(
+        name="inline member",
+        webhook=CompletionWebhook(url="http://127.0.0.1:9/done", secret=signing),
+    )
+    created = await squads.create(
+        account, SquadSpec(name="s", members=[SquadMember(name="only", agent=inline)])
+    )
+
+    async def raw() -> str:
+        async with db() as s:
+            value = await s.scalar(
+                text("SELECT spec FROM squad_versions WHERE id = :id"), {"id": created.id}
+            )
+        return value if isinstance(value, str) else json.dumps(value)
+
+    sealed = await raw()
+    report = await reseal_stored_secrets(
+        make_settings(PARLEY_SECRET_KEYS=f"{new},{old}"), account_id=account
+    )
+    resealed = await raw()
+    only_new = SquadService(db, agents, SecretBox(parse_keys(new)))
+
+    assert signing not in sealed and "v1.old3." in sealed
+    assert report == "1 row(s) resealed with key 'new3'"
+    assert "v1.new3." in resealed and "v1.old3." not in resealed
+    read = await only_new.get(account, created.id)
+    assert read.spec.members[0].agent == inline

@@ -5,6 +5,7 @@ transcript."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.conftest import AgentFactory
 from tests.fakes.twilio_server import FakeTwilio
 from tests.sessions import wait_until_final
 from tests.sms import add_number, endpoint, new_number, pair_sessions, text_in
+from tests.test_squads import make_squad
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -42,12 +44,17 @@ async def twilio(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def delivered(
-    http: httpx.AsyncClient, session_id: str, seq: int, status: str | None = None
+    http: httpx.AsyncClient,
+    session_id: str,
+    seq: int,
+    status: str | None = None,
+    parts_sent: int = 1,
 ) -> list[dict[str, Any]]:
-    """Message `seq`'s delivery once it has one (with `status` on every part, if given)."""
+    """Message `seq`'s delivery once it has `parts_sent` parts (with `status` on every part,
+    if given): the parts of a long text are recorded one by one."""
     for _ in range(300):
         messages = (await http.get(f"/chats/{session_id}")).json()["messages"]
-        if len(messages) > seq and messages[seq]["delivery"]:
+        if len(messages) > seq and len(messages[seq]["delivery"] or []) >= parts_sent:
             parts: list[dict[str, Any]] = messages[seq]["delivery"]
             if status is None or all(p["status"] == status for p in parts):
                 return parts
@@ -107,7 +114,7 @@ async def test_a_long_reply_goes_as_several_texts_in_order(
 
     await text_in(twilio, settings, person, number, question)
     [session] = await pair_sessions(http, agent_id)
-    parts = await delivered(http, session["id"], 1, "queued")
+    parts = await delivered(http, session["id"], 1, "queued", parts_sent=3)
 
     texts = fake.sent(person)
     assert len(texts) == len(parts) == 3
@@ -255,3 +262,30 @@ async def test_an_operator_who_took_over_answers_by_text(
     assert taken.status_code == 200 and written.status_code == 201, written.text
     assert texts == ["echo: hello", "Ana here."]
     assert part["status"] == "queued"
+
+
+async def test_a_squads_number_answers_texts_and_hands_the_person_over(
+    http: httpx.AsyncClient,
+    twilio: httpx.AsyncClient,
+    settings: Settings,
+    make_agent: AgentFactory,
+    fake: FakeTwilio,
+) -> None:
+    squad_id, triage, billing = await make_squad(http, make_agent)
+    added = await add_number(http, fake, "", squad_id=squad_id)
+    number, person = str(added["number"]), new_number()
+
+    await text_in(twilio, settings, person, number, "hi")
+    await fake.wait_sent(1, to=person)
+    [session] = await pair_sessions(http, triage)
+    await text_in(twilio, settings, person, number, json.dumps({"reason": "sms refund"}))
+    await fake.wait_sent(2, to=person)
+    view = (await http.get(f"/chats/{session['id']}")).json()
+    await http.post(f"/chats/{session['id']}/end")
+
+    assert added["squad_id"] == squad_id and added["agent_id"] is None
+    assert [text.body for text in fake.sent(person)] == [
+        "echo: hi",
+        "Goodbye from the fake model.",  # billing's answer, after the handoff
+    ]
+    assert view["agent_id"] == billing and view["squad_id"] == squad_id

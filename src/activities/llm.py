@@ -7,7 +7,7 @@ messages it has not recorded yet; the transcript itself never travels through wo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,9 +28,12 @@ from src.domain import (
     CONTEXT_VARIABLE,
     DEFAULT_BUDGET_MESSAGE,
     FINISH_THE_CONVERSATION,
+    HANDOFF_PREFIX,
     REQUEST_HUMAN,
     AgentSnapshot,
     BuiltinTool,
+    HandoffDestination,
+    HandoffTool,
     Message,
     TemplateTooLarge,
     Usage,
@@ -113,6 +116,11 @@ class SessionTurnRequest(BaseModel):
     # whispered guidance for this turn, as a system message after the transcript.
     context: list[str] = Field(default_factory=list)
     guidance: list[str] = Field(default_factory=list)
+    # A squad's active member (its prompt, model and tools), and the first message of the
+    # transcript it reads (the context its handoff chose); None and 0: the session's agent,
+    # all of it.
+    snapshot_id: str | None = None
+    visible_from: int = Field(default=0, ge=0)
 
 
 # Wire messages of recorded transcripts kept across all sessions (least recently used go).
@@ -125,6 +133,14 @@ class _RecordedTranscript:
     count: int  # messages recorded in the database when this was read
     wire: list[WireMessage]
     usages: list[Usage]  # of the LLM calls that produced them, for the session's budget
+    # Where each message's wire messages start in `wire` (a tool call adds its results).
+    starts: list[int] = field(default_factory=list)
+
+    def wire_from(self, seq: int) -> list[WireMessage]:
+        """The wire messages of the transcript from message `seq` on."""
+        if seq == 0:
+            return self.wire
+        return self.wire[self.starts[seq] :] if seq < self.count else []
 
 
 class _SessionContext(BaseModel):
@@ -180,7 +196,7 @@ class LLMActivities:
             recorded = _RecordedTranscript(count=0, wire=[], usages=[])
         else:
             context, recorded = await self._load(request.session_id, request.recorded_count)
-        agent = await self._snapshots.load(context.snapshot_id)
+        agent = await self._snapshots.load(request.snapshot_id or context.snapshot_id)
         if self._budget_used_up(request, recorded):
             return LLMReply(
                 content=agent.spec.budget_message or DEFAULT_BUDGET_MESSAGE,
@@ -213,8 +229,10 @@ class LLMActivities:
                 self._sessions, context.account_id, request.session_id, "system_prompt", missing
             )
         messages: list[WireMessage] = [{"role": "system", "content": system_prompt}]
-        messages += recorded.wire
-        messages += to_wire_messages(request.unrecorded)
+        messages += recorded.wire_from(request.visible_from)
+        messages += to_wire_messages(
+            request.unrecorded[max(0, request.visible_from - request.recorded_count) :]
+        )
         if request.guidance:
             messages.append({"role": "system", "content": guidance_message(request.guidance)})
         tools = tool_schemas(agent) if request.allow_tools else []
@@ -286,11 +304,17 @@ class LLMActivities:
                 f"session {session_id}: expected {recorded_count} recorded messages, "
                 f"found {start + len(messages)}"
             )
+        wire = list(known.wire) if known is not None else []
+        starts = list(known.starts) if known is not None else []
+        for message in messages:
+            starts.append(len(wire))
+            wire += to_wire_messages([message])
         recorded = _RecordedTranscript(
             count=recorded_count,
-            wire=(known.wire if known is not None else []) + to_wire_messages(messages),
+            wire=wire,
             usages=(known.usages if known is not None else [])
             + [m.usage for m in messages if m.usage is not None],
+            starts=starts,
         )
         self._transcripts[session_id] = recorded
         return context, recorded
@@ -320,8 +344,26 @@ def tool_schemas(agent: AgentSnapshot) -> list[ToolSchema]:
             schemas.append(_BUILTIN_TOOL_SCHEMAS[tool.name])
         elif isinstance(tool, WebhookTool):
             schemas.append(_function(tool.name, tool.description, tool.parameters))
+        elif isinstance(tool, HandoffTool):
+            schemas += [_handoff_function(d) for d in tool.destinations]
     schemas += [_function(t.name, t.description, t.input_schema) for t in agent.mcp_tools]
     return schemas
+
+
+def _handoff_function(destination: HandoffDestination) -> ToolSchema:
+    description = destination.description or f"Hand the conversation to {destination.member}."
+    return _function(
+        HANDOFF_PREFIX + destination.member,
+        f"{description} The user's next answer comes from {destination.member}.",
+        {
+            "type": "object",
+            "properties": {
+                "reason": {"type": "string", "description": "Why, for the next member."}
+            },
+            "required": ["reason"],
+            "additionalProperties": False,
+        },
+    )
 
 
 def _function(name: str, description: str, parameters: dict[str, Any]) -> ToolSchema:

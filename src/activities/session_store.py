@@ -30,6 +30,7 @@ from src.domain import (
     SessionAgent,
     SessionMode,
     SessionStatus,
+    Transfer,
     Usage,
 )
 from src.templates import context_changes, context_opened
@@ -48,6 +49,7 @@ class SessionOpened(BaseModel):
     ttl_seconds: int
     time: datetime
     kind: str = "session"
+    squad_id: str | None = None
 
 
 class AuditEntry(BaseModel):
@@ -66,6 +68,7 @@ class SessionPresence(BaseModel):
     mode: SessionMode
     help_requested: bool
     active_human: Operator | None = None
+    agent_id: str | None = None  # a squad's active member
 
 
 # Audit events that also go on the conversation's live stream (an operator's console follows
@@ -129,6 +132,8 @@ class SessionFinished(BaseModel):
     finished_time: datetime
     # The session's context strings as it finished, kept with its record.
     context: list[str] | None = None
+    # A squad session's handoffs, kept in its artifact.
+    transfers: list[Transfer] = Field(default_factory=list)
 
 
 class SessionStoreActivities:
@@ -150,6 +155,7 @@ class SessionStoreActivities:
             "kind": opened.kind,
             "additional_data": opened.additional_data,
             "ttl_seconds": opened.ttl_seconds,
+            "squad_id": opened.squad_id,
             "status": SessionStatus.ACTIVE.value,
             "created_time": opened.time,
             "last_activity": opened.time,
@@ -229,11 +235,16 @@ class SessionStoreActivities:
             },
         )
         async with heartbeating(), self._sessions.begin() as db:
+            kept = await db.scalar(
+                select(ChatSession.artifact).where(ChatSession.id == ready.session_id)
+            )
+            artifact = ready.artifact.model_dump(mode="json")
+            artifact["transfers"] = (kept or {}).get("transfers", [])
             await db.execute(
                 update(ChatSession)
                 .where(ChatSession.id == ready.session_id)
                 .values(
-                    artifact=ready.artifact.model_dump(mode="json"),
+                    artifact=artifact,
                     analysis_usage=[u.model_dump(mode="json") for u in ready.usage],
                 )
             )
@@ -253,6 +264,7 @@ class SessionStoreActivities:
                     finished_time=finished.finished_time,
                     last_activity=finished.unrecorded.last_activity,
                     context=finished.context or None,
+                    **_transfers_artifact(finished.transfers),
                 )
             )
             audit = audit_row(
@@ -270,6 +282,14 @@ class SessionStoreActivities:
             )
             await append_events(db, finished.session_id, [final], finished.finished_time)
             await drop_partial_text(db, finished.session_id)
+
+
+def _transfers_artifact(transfers: list[Transfer]) -> dict[str, Any]:
+    """A squad session's artifact holds its transfers from the final record on (analysis,
+    if any, adds to it)."""
+    if not transfers:
+        return {}
+    return {"artifact": Artifact(transfers=transfers).model_dump(mode="json")}
 
 
 async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None:
@@ -373,6 +393,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 mode=presence.mode.value,
                 help_requested=presence.help_requested,
                 active_human=presence.active_human.model_dump() if presence.active_human else None,
+                **({"agent_id": presence.agent_id} if presence.agent_id else {}),
             )
         )
 

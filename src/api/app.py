@@ -22,6 +22,7 @@ from src.api.routes import (
     front_page,
     health,
     phone_numbers,
+    squads,
     text_chat,
     twilio_sms,
     twilio_status,
@@ -39,6 +40,7 @@ from src.services.chat_sessions import ChatSessionService
 from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
+from src.services.squads import SquadService
 from src.services.text_chat import TextChatService
 from src.sms.channel import SmsChannel
 from src.sms.status_callbacks import DeliveryStatuses
@@ -60,8 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
         # the next turn.
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agent_service = AgentService(settings, sessions, snapshots)
+        squad_service = SquadService(sessions, agent_service, SecretBox(settings.secret_keys()))
         widget_keys = WidgetKeyService(sessions, agent_service, settings.api_key_cache_seconds)
-        chats = ChatSessionService(settings, temporal, sessions, agent_service, snapshots)
+        chats = ChatSessionService(
+            settings, temporal, sessions, agent_service, snapshots, squad_service
+        )
         streams = SessionStreams(engine, sessions)
         await streams.start()
         app.state.services = Services(
@@ -72,12 +77,13 @@ def create_app(settings: Settings) -> FastAPI:
             rate_limiter=RequestRateLimiter(settings.rate_limit_per_minute),
             active_sessions=ActiveSessionsCount(engine, settings.metrics_cache_seconds),
             agents=agent_service,
+            squads=squad_service,
             chats=chats,
             text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
             streams=streams,
-            phone_numbers=PhoneNumberService(settings, sessions, agent_service),
+            phone_numbers=PhoneNumberService(settings, sessions, agent_service, squad_service),
             sms=SmsChannel(sessions, SecretBox(settings.secret_keys()), chats),
             sms_status=DeliveryStatuses(
                 settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
@@ -124,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     keyed = (
         chats.router,
         agents.router,
+        squads.router,
         text_chat.router,
         widget.keys_router,
         widget.sessions_router,

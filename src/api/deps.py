@@ -18,6 +18,7 @@ from src.services.chat_sessions import ChatSessionService
 from src.services.phone_numbers import PhoneNumberService
 from src.services.rate_limits import RequestRateLimiter
 from src.services.session_streams import SessionStreams
+from src.services.squads import SquadService
 from src.services.text_chat import TextChatService
 from src.sms.channel import SmsChannel
 from src.sms.status_callbacks import DeliveryStatuses
@@ -39,6 +40,7 @@ class Services:
     rate_limiter: RequestRateLimiter
     active_sessions: ActiveSessionsCount
     agents: AgentService
+    squads: SquadService
     chats: ChatSessionService
     text_chat: TextChatService
     widget_keys: WidgetKeyService

@@ -63,6 +63,13 @@ class OpenChatRequest(Strict):
         description="Applied on top of the agent at open: `variables` (merged) and any "
         "top-level agent field (replaced).",
     )
+    squad_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="A squad instead of an agent: its first member starts, every member is "
+        "frozen at open.",
+    )
     channel: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", examples=["web"])
     external_id: dict[str, ExternalIdValue] | None = Field(
         default=None,
@@ -80,8 +87,13 @@ class OpenChatRequest(Strict):
 
     @model_validator(mode="after")
     def _one_agent(self) -> OpenChatRequest:
-        if (self.agent_id is None) == (self.agent is None):
-            raise ValueError("give exactly one of `agent_id` or an inline `agent`")
+        given = [self.agent_id, self.agent, self.squad_id]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of `agent_id`, an inline `agent` or `squad_id`")
+        if self.squad_id is not None and self.agent_overrides is not None:
+            raise ValueError(
+                "agent_overrides apply to one agent; a squad's members carry their own"
+            )
         return self
 
     @field_validator("external_id")
@@ -240,6 +252,21 @@ class AgentResponse(BaseModel):
     created_time: datetime
 
 
+class SquadResponse(BaseModel):
+    """A squad version; inline members' secrets masked as agents' are."""
+
+    id: str
+    version: int
+    name: str
+    members: list[dict[str, Any]]
+    created_time: datetime
+
+
+class SquadList(BaseModel):
+    items: list[SquadResponse]
+    next_cursor: str | None
+
+
 class AgentList(BaseModel):
     items: list[AgentResponse]
     next_cursor: str | None
@@ -388,7 +415,8 @@ class PhoneNumberResponse(BaseModel):
     id: str
     number: str
     provider: str
-    agent_id: str
+    agent_id: str | None = Field(description="The agent that answers (null for a squad's).")
+    squad_id: str | None = Field(default=None, description="The squad that answers, if any.")
     twilio: TwilioAccountResponse
     ttl_seconds: int | None
     help_text: str | None

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypedDict, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypedDict, TypeVar, TypeVarTuple
 
-from sqlalchemy import Select, SQLColumnExpression, and_, or_, select
+from sqlalchemy import Select, SQLColumnExpression, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped
 
 from src.db.tables import AuditEvent, ChatMessage, message_of_row
 from src.db.upsert import insert_missing
 from src.domain import Message
-from src.pagination import decode_cursor, decode_id_cursor, encode_id_cursor
+from src.pagination import decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor
 
 Row = TypeVar("Row")
 Columns = TypeVarTuple("Columns")
+V = TypeVar("V")
 
 
 async def transcript(
@@ -105,3 +107,41 @@ def page_of(
     page = list(rows[:limit])
     more = len(rows) > limit
     return page, cursor_of(page[-1]) if more and page else None
+
+
+class Versioned(Protocol):
+    """A table of immutable versions (agents, squads): (id, version) rows of an account."""
+
+    id: Mapped[str]
+    version: Mapped[int]
+    account_id: Mapped[str]
+    created_time: Mapped[datetime]
+    deleted: Mapped[bool]
+
+
+async def latest_versions(
+    db: AsyncSession, table: type[V], account_id: str, limit: int, cursor: str | None
+) -> tuple[list[V], str | None]:
+    """A page of the account's items at their latest version, not deleted, newest first by
+    when each was created (its first version), which no update changes, so pages stay stable
+    while items are patched."""
+    entity: Any = table
+    latest = (
+        select(
+            entity.id,
+            func.max(entity.version).label("version"),
+            func.min(entity.created_time).label("first_created"),
+        )
+        .where(entity.account_id == account_id)
+        .group_by(entity.id)
+        .subquery()
+    )
+    query = (
+        select(entity, latest.c.first_created)
+        .join(latest, and_(entity.id == latest.c.id, entity.version == latest.c.version))
+        .where(entity.deleted.is_(False))
+    )
+    query = newest_first(query, latest.c.first_created, entity.id, limit, cursor)
+    rows = (await db.execute(query)).all()
+    page, next_cursor = page_of(rows, limit, lambda row: encode_cursor(row[1], row[0].id))
+    return [row[0] for row in page], next_cursor

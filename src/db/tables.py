@@ -102,6 +102,21 @@ class AgentVersion(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class SquadVersion(Base):
+    """Each squad update is a new immutable row, like agents'; inline members' secrets are
+    sealed as agents' are."""
+
+    __tablename__ = "squad_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class AgentSnapshotRow(Base):
     """Agent configurations frozen for sessions, content-addressed (SHA-256 of the JSON).
     They hold secrets, which is why workflows carry only the id."""
@@ -145,6 +160,8 @@ class ChatSession(Base):
     mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     help_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     active_human: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    # The squad the session runs (None: a single agent); `agent_id` is then its active member.
+    squad_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_chat_sessions_account_created", "account_id", "created_time", "id"),
@@ -273,7 +290,9 @@ class PhoneNumber(Base):
     # E.164, e.g. +15550001111; one number belongs to one account.
     number: Mapped[str] = mapped_column(String(32), unique=True)
     provider: Mapped[str] = mapped_column(String(16))
-    agent_id: Mapped[str] = mapped_column(String(64))
+    # What answers: an agent, or a squad (then agent_id is None).
+    agent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    squad_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     config: Mapped[dict[str, Any]] = mapped_column(Json)
     ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     help_text: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 
-from src.domain import FINISH_THE_CONVERSATION, SCRIPTED_MODEL, ModelConfig
+from src.domain import FINISH_THE_CONVERSATION, HANDOFF_PREFIX, SCRIPTED_MODEL, ModelConfig
 from src.llm.types import (
     TRANSCRIPT_HEADER,
     ChatMessage,
@@ -25,7 +25,8 @@ TIME_TOOL = "get_current_time"
 
 class ScriptedProvider:
     """Echoes the user; asks the `get_current_time` tool (e.g. the mcp-server-time MCP server)
-    when the user asks for the time; calls `finishTheConversation` when the user says bye."""
+    when the user asks for the time; calls `finishTheConversation` when the user says bye;
+    in a squad, hands off (`handoff_to_<member>`) when the user names a member."""
 
     def __init__(self, word_delay_seconds: float = 0.0) -> None:
         self._word_delay = word_delay_seconds
@@ -67,6 +68,12 @@ class ScriptedProvider:
         offered = {tool["function"]["name"] for tool in tools}
         if _GOODBYE.search(text) and FINISH_THE_CONVERSATION in offered:
             return self._call(FINISH_THE_CONVERSATION, {}, messages)
+        for name in sorted(offered):
+            member = name.removeprefix(HANDOFF_PREFIX)
+            if name.startswith(HANDOFF_PREFIX) and re.search(
+                rf"\b{re.escape(member)}\b", text, re.IGNORECASE
+            ):
+                return self._call(name, {"reason": text[:200]}, messages)
         if _TIME_QUESTION.search(text) and TIME_TOOL in offered:
             zone = _TIMEZONE.search(text)
             return self._call(TIME_TOOL, {"timezone": zone.group(1) if zone else "UTC"}, messages)
@@ -88,6 +95,9 @@ class ScriptedProvider:
         )
         if called == FINISH_THE_CONVERSATION:
             return self._reply("Thanks for chatting. Goodbye!", messages)
+        if called.startswith(HANDOFF_PREFIX):
+            member = called.removeprefix(HANDOFF_PREFIX)
+            return self._reply(f"(scripted model) You are through to {member} now.", messages)
         result = str(messages[-1].get("content") or "")
         try:
             found = json.loads(result)

@@ -10,6 +10,7 @@ from src.db.snapshots import SnapshotStore
 from src.sealing.secret_box import SecretBox
 from src.services.agents import AgentService
 from src.services.phone_numbers import PhoneNumberService
+from src.services.squads import SquadService
 
 
 async def reseal_stored_secrets(settings: Settings, account_id: str | None = None) -> str:
@@ -19,13 +20,16 @@ async def reseal_stored_secrets(settings: Settings, account_id: str | None = Non
         sessions = session_factory(engine)
         snapshots = SnapshotStore(sessions, SecretBox(settings.secret_keys()))
         agents = AgentService(settings, sessions, snapshots)
+        squads = SquadService(sessions, agents, SecretBox(settings.secret_keys()))
         changed, unreadable = await agents.reseal(account_id)
         numbers_changed, numbers_unreadable = await PhoneNumberService(
-            settings, sessions, agents
+            settings, sessions, agents, squads
         ).reseal(account_id)
+        squads_changed, squads_unreadable = await squads.reseal(account_id)
     finally:
         await engine.dispose()
-    changed, unreadable = changed + numbers_changed, unreadable + numbers_unreadable
+    changed += numbers_changed + squads_changed
+    unreadable += numbers_unreadable + squads_unreadable
     report = f"{changed} row(s) resealed with key {settings.secret_keys()[0].key_id!r}"
     if unreadable:
         report += f"; {unreadable} row(s) sealed with a key not in PARLEY_SECRET_KEYS, left as is"

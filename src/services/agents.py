@@ -10,12 +10,12 @@ import uuid
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
-from src.db.queries import newest_first, page_of
+from src.db.queries import latest_versions
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import (
@@ -23,12 +23,12 @@ from src.domain import (
     AgentPatch,
     AgentSnapshot,
     AgentSpec,
+    HandoffTool,
     McpTools,
     ModelConfig,
     WebhookTool,
 )
 from src.errors import Conflict, InvalidInput, NotFound, describe_validation_error
-from src.pagination import encode_cursor
 from src.sealing.secret_box import SecretBox, SecretUnreadable, erase_agent_secrets
 from src.tools.json_schemas import schema_bytes
 from src.tools.url_guard import UrlRefused, check_literal_host
@@ -137,31 +137,9 @@ class AgentService:
     async def list(
         self, account_id: str, limit: int, cursor: str | None
     ) -> tuple[list[AgentRecord], str | None]:
-        # Ordered by when the agent was created (its first version), which no update changes,
-        # so pages stay stable while agents are patched.
-        latest = (
-            select(
-                AgentVersion.id,
-                func.max(AgentVersion.version).label("version"),
-                func.min(AgentVersion.created_time).label("first_created"),
-            )
-            .where(AgentVersion.account_id == account_id)
-            .group_by(AgentVersion.id)
-            .subquery()
-        )
-        query = (
-            select(AgentVersion, latest.c.first_created)
-            .join(
-                latest,
-                and_(AgentVersion.id == latest.c.id, AgentVersion.version == latest.c.version),
-            )
-            .where(AgentVersion.deleted.is_(False))
-        )
-        query = newest_first(query, latest.c.first_created, AgentVersion.id, limit, cursor)
         async with self._sessions() as db:
-            rows = (await db.execute(query)).all()
-        page, next_cursor = page_of(rows, limit, lambda row: encode_cursor(row[1], row[0].id))
-        return [self._record(row) for row, _ in page], next_cursor
+            rows, next_cursor = await latest_versions(db, AgentVersion, account_id, limit, cursor)
+        return [self._record(row) for row in rows], next_cursor
 
     async def resolve(
         self,
@@ -169,6 +147,8 @@ class AgentService:
         agent_id: str | None,
         inline: AgentSpec | None,
         overrides: AgentPatch | None,
+        *,
+        squad_member: bool = False,
     ) -> AgentSnapshot:
         """The agent a session or conversation runs with: a stored agent's latest version or
         an inline config, with overrides applied, frozen with the server's default model."""
@@ -189,6 +169,11 @@ class AgentService:
                 message = describe_validation_error(error)
                 raise InvalidInput(f"invalid agent_overrides: {message}") from None
         self.check_outbound(spec)
+        if not squad_member and any(isinstance(tool, HandoffTool) for tool in spec.tools):
+            raise InvalidInput(
+                "the agent has a handoff tool, so it runs only as a member of a squad "
+                "(POST /chats with squad_id)"
+            )
         model = spec.model or ModelConfig(
             provider=self._settings.default_llm, name=self._settings.default_model_name
         )

@@ -65,6 +65,7 @@ from src.errors import (
 )
 from src.pagination import encode_cursor
 from src.services.agents import AgentService
+from src.services.squads import SquadService
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
 from src.sms.delivery import with_delivery
@@ -84,6 +85,8 @@ from src.workflows.chat_session_models import (
     OperatorWhisper,
     SessionStart,
     SessionState,
+    SquadSeat,
+    SquadState,
     TakeoverRequest,
     TurnResult,
     UserMessage,
@@ -141,6 +144,7 @@ class OpenChat(BaseModel):
     agent_id: str | None = None
     agent: AgentSpec | None = None
     agent_overrides: AgentPatch | None = None
+    squad_id: str | None = None
     channel: str
     external_id: dict[str, Any] | None = None
     ttl_seconds: int | None = None
@@ -162,8 +166,10 @@ class ChatSessionService:
         sessions: async_sessionmaker[AsyncSession],
         agents: AgentService,
         snapshots: SnapshotStore,
+        squads: SquadService,
     ) -> None:
         self._settings = settings
+        self._squads = squads
         self._client = client
         self._sessions = sessions
         self._agents = agents
@@ -176,17 +182,25 @@ class ChatSessionService:
     async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
         """Open a session, or join the active one on the same external endpoint.
         Returns the session and whether this call created it."""
-        snapshot = await self._agents.resolve(
-            account_id, request.agent_id, request.agent, request.agent_overrides
-        )
+        squad: SquadState | None = None
+        if request.squad_id is not None:
+            squad, snapshots = await self._freeze_squad(account_id, request.squad_id)
+            snapshot = snapshots[0]
+        else:
+            snapshot = await self._agents.resolve(
+                account_id, request.agent_id, request.agent, request.agent_overrides
+            )
+            snapshots = [snapshot]
         endpoint = (
             endpoint_hash(account_id, request.channel, request.external_id)
             if request.external_id is not None
             else None
         )
         start, first_missing = self._session_start(account_id, request, snapshot, endpoint)
+        start.squad = squad
         await self._check_active_sessions(account_id, endpoint)
-        await self._snapshots.save(account_id, snapshot)
+        for frozen in snapshots:
+            await self._snapshots.save(account_id, frozen)
         workflow_id = session_workflow_id(endpoint)
         result = await self._start_or_join(start, snapshot, workflow_id)
         if not result.created:
@@ -260,6 +274,20 @@ class ChatSessionService:
             context=request.context,
         )
         return start, first_missing
+
+    async def _freeze_squad(
+        self, account_id: str, squad_id: str
+    ) -> tuple[SquadState, list[AgentSnapshot]]:
+        """The squad's members as this session runs them (404 for an unknown squad)."""
+        record = await self._squads.get(account_id, squad_id)
+        members = await self._squads.freeze_members(account_id, record.spec)
+        state = SquadState(
+            squad_id=record.id,
+            version=record.version,
+            members=[SquadSeat(name=m.name, agent=m.snapshot.summary()) for m in members],
+            active=members[0].name,
+        )
+        return state, [m.snapshot for m in members]
 
     async def _start_or_join(
         self, start: SessionStart, snapshot: AgentSnapshot, workflow_id: str
@@ -662,6 +690,7 @@ class ChatSessionService:
             mode=state.mode,
             active_human=state.active_human,
             pending_approvals=state.pending_approvals,
+            squad_id=state.squad_id,
         )
 
     async def _view_without_worker(self, row: ChatSession) -> SessionView:
@@ -764,6 +793,7 @@ def _presence_of_row(row: ChatSession) -> dict[str, Any]:
         "mode": SessionMode(row.mode) if row.mode else SessionMode.AI,
         "help_requested": bool(row.help_requested),
         "active_human": Operator.model_validate(row.active_human) if row.active_human else None,
+        "squad_id": row.squad_id,
     }
 
 

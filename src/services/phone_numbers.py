@@ -23,6 +23,7 @@ from src.errors import Conflict, InvalidInput, NotFound
 from src.pagination import encode_cursor
 from src.sealing.secret_box import SecretBox, SecretUnreadable
 from src.services.agents import AgentService
+from src.services.squads import SquadService
 
 PHONE_NUMBER_ID_PREFIX = "pn_"
 # Where Twilio posts a number's inbound texts and its messages' delivery statuses, under
@@ -111,7 +112,12 @@ def _help_text(value: str | None) -> str | None:
 class NewPhoneNumber(Frozen):
     number: str = Field(description="E.164, e.g. +15550001111.", examples=["+15550001111"])
     provider: Literal["twilio"]
-    agent_id: str = Field(min_length=1, max_length=64, description="The agent that answers.")
+    agent_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="The agent that answers."
+    )
+    squad_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Or the squad that answers."
+    )
     twilio: TwilioCredentials
     ttl_seconds: int | None = Field(
         default=None, description="Inactivity timeout of the number's sessions."
@@ -130,11 +136,18 @@ class NewPhoneNumber(Frozen):
 
     _check_help_text = field_validator("help_text")(_help_text)
 
+    @model_validator(mode="after")
+    def _one_answerer(self) -> NewPhoneNumber:
+        if (self.agent_id is None) == (self.squad_id is None):
+            raise ValueError("give exactly one of `agent_id` or `squad_id`")
+        return self
+
 
 class PhoneNumberPatch(Frozen):
     """The fields to change; null clears `ttl_seconds` and `help_text`."""
 
     agent_id: str | None = Field(default=None, min_length=1, max_length=64)
+    squad_id: str | None = Field(default=None, min_length=1, max_length=64)
     twilio: TwilioCredentialsPatch | None = None
     ttl_seconds: int | None = None
     help_text: str | None = None
@@ -154,9 +167,11 @@ class PhoneNumberPatch(Frozen):
 
     @model_validator(mode="after")
     def _not_cleared(self) -> PhoneNumberPatch:
-        for name in ("agent_id", "twilio"):
+        for name in ("agent_id", "squad_id", "twilio"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
+        if self.agent_id is not None and self.squad_id is not None:
+            raise ValueError("give at most one of `agent_id` or `squad_id`")
         return self
 
 
@@ -170,7 +185,8 @@ class PhoneNumberRecord(BaseModel):
     id: str
     number: str
     provider: str
-    agent_id: str
+    agent_id: str | None
+    squad_id: str | None = None
     twilio: TwilioAccountView
     ttl_seconds: int | None
     help_text: str | None
@@ -186,16 +202,19 @@ class PhoneNumberService:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         agents: AgentService,
+        squads: SquadService,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
         self._agents = agents
+        self._squads = squads
         self._secrets = SecretBox(settings.secret_keys())
 
     async def create(self, account_id: str, spec: NewPhoneNumber) -> PhoneNumberRecord:
-        """Registers a number for one of the account's agents; 409 when any account has it."""
+        """Registers a number for one of the account's agents or squads; 409 when any account
+        has it."""
         self._check_ttl(spec.ttl_seconds)
-        await self._agents.get(account_id, spec.agent_id)  # the account's, or NotFound
+        await self._check_answerer(account_id, spec.agent_id, spec.squad_id)
         now = datetime.now(UTC)
         row = PhoneNumber(
             id=f"{PHONE_NUMBER_ID_PREFIX}{uuid.uuid4().hex}",
@@ -203,6 +222,7 @@ class PhoneNumberService:
             number=spec.number,
             provider=spec.provider,
             agent_id=spec.agent_id,
+            squad_id=spec.squad_id,
             config=self._config(
                 spec.twilio.account_sid,
                 spec.twilio.auth_token,
@@ -224,6 +244,15 @@ class PhoneNumberService:
         except IntegrityError:  # registered concurrently
             raise _already_registered() from None
         return self._record(row)
+
+    async def _check_answerer(
+        self, account_id: str, agent_id: str | None, squad_id: str | None
+    ) -> None:
+        """The agent or squad is the account's (NotFound otherwise)."""
+        if agent_id is not None:
+            await self._agents.get(account_id, agent_id)
+        if squad_id is not None:
+            await self._squads.get(account_id, squad_id)
 
     async def get(self, account_id: str, number_id: str) -> PhoneNumberRecord:
         async with self._sessions() as db:
@@ -247,12 +276,11 @@ class PhoneNumberService:
         changed = patch.model_fields_set
         if "ttl_seconds" in changed:
             self._check_ttl(patch.ttl_seconds)
-        if patch.agent_id is not None:
-            await self._agents.get(account_id, patch.agent_id)
+        await self._check_answerer(account_id, patch.agent_id, patch.squad_id)
         async with self._sessions.begin() as db:
             row = await _owned(db, account_id, number_id)
-            if patch.agent_id is not None:
-                row.agent_id = patch.agent_id
+            if patch.agent_id is not None or patch.squad_id is not None:
+                row.agent_id, row.squad_id = patch.agent_id, patch.squad_id
             if patch.twilio is not None:
                 row.config = self._patched_config(row.config, patch.twilio)
             if "ttl_seconds" in changed:
@@ -323,6 +351,7 @@ class PhoneNumberService:
             number=row.number,
             provider=row.provider,
             agent_id=row.agent_id,
+            squad_id=row.squad_id,
             twilio=TwilioAccountView(
                 account_sid=row.config["account_sid"],
                 messaging_service_sid=row.config.get("messaging_service_sid"),

@@ -83,6 +83,7 @@ class SmsChannel:
             number.account_id,
             OpenChat(
                 agent_id=number.agent_id,
+                squad_id=number.squad_id,
                 channel=TWILIO_SMS,
                 external_id=sms_endpoint(text.sender, number.number),
                 ttl_seconds=number.ttl_seconds,

@@ -22,7 +22,8 @@ class PhoneNumberConfig(BaseModel):
     id: str
     account_id: str
     number: str
-    agent_id: str
+    agent_id: str | None  # or, for a squad's number, squad_id
+    squad_id: str | None = None
     account_sid: str
     auth_token: str
     messaging_service_sid: str | None = None
@@ -37,6 +38,7 @@ def config_of_row(row: PhoneNumber, box: SecretBox) -> PhoneNumberConfig:
         account_id=row.account_id,
         number=row.number,
         agent_id=row.agent_id,
+        squad_id=row.squad_id,
         account_sid=twilio["account_sid"],
         auth_token=box.open(twilio["auth_token"]),
         messaging_service_sid=twilio.get("messaging_service_sid"),

@@ -39,6 +39,8 @@ async def ask_model(
     stream: TurnStream | None = None,
     context: list[str] | None = None,
     guidance: list[str] | None = None,
+    snapshot_id: str | None = None,
+    visible_from: int = 0,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
     and so is the context, unless a stateless turn gives its own `additional_data` (and, on
@@ -46,7 +48,8 @@ async def ask_model(
     conversation has used up, the reply is the budget message and the model is not called.
     With a `stream`, the reply's text goes to the conversation's live stream as it comes.
     `context` (the session's context strings) and `guidance` (an operator's whispers) reach
-    the model as parts of its instructions the user never sees."""
+    the model as parts of its instructions the user never sees. A squad's active member is
+    `snapshot_id`, reading the transcript from message `visible_from` on."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -60,6 +63,8 @@ async def ask_model(
             stream=stream,
             context=context or [],
             guidance=guidance or [],
+            snapshot_id=snapshot_id,
+            visible_from=visible_from,
         ),
         **activity_options.titled(activity_options.LLM, f"LLM {agent.model_name}"),
     )

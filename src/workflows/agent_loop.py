@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
 FINISH_ACKNOWLEDGED = "The conversation will end after your reply. Say goodbye now."
 
+# current_agent() is the agent answering (a squad hands over between steps of a turn);
 # complete(allow_tools) asks the model for the next step of the transcript as it stands.
 Complete = Callable[[bool], Awaitable[LLMReply]]
 # run_tool(call) runs one of the agent's tools (an activity, or requestHuman, which the
@@ -50,7 +51,7 @@ class TurnEnd:
 
 
 async def run_agent_turn(
-    agent: SessionAgent,
+    current_agent: Callable[[], SessionAgent],
     max_tool_steps: int,
     complete: Complete,
     run_tool: RunTool,
@@ -61,6 +62,7 @@ async def run_agent_turn(
     while True:
         allow_tools = steps < max_tool_steps and not finish_called
         reply = await complete(allow_tools)
+        agent = current_agent()  # the one that answered (a squad's member may have changed)
         if reply.budget_used_up:
             append(
                 Message(
@@ -99,7 +101,7 @@ async def _respond(agent: SessionAgent, call: LLMToolCall, run_tool: RunTool) ->
     kind = agent.tools.get(call.name)
     if kind == "builtin" and call.name == FINISH_THE_CONVERSATION:
         return FINISH_ACKNOWLEDGED
-    if kind in ("webhook", "mcp") or (kind == "builtin" and call.name == REQUEST_HUMAN):
+    if kind in ("webhook", "mcp", "handoff") or (kind == "builtin" and call.name == REQUEST_HUMAN):
         return await run_tool(call)
     return f"error: the tool {call.name!r} is not available to this agent"
 

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Message,
         Operator,
         PendingApproval,
+        SessionAgent,
         SessionMode,
         SessionStatus,
     )
@@ -67,13 +68,14 @@ with workflow.unsafe.imports_passed_through():
         record_opened,
     )
     from src.workflows.finish_pipeline import run_finish_pipeline
-    from src.workflows.help_requests import HELP_REQUESTED, help_reason
+    from src.workflows.help_requests import HELP_REQUESTED, call_reason
     from src.workflows.idle_timer import IdleTimer
     from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
     from src.workflows.operator_desk import Duty, OperatorDesk
     from src.workflows.run_handover import RunHandover
     from src.workflows.session_inbox import SessionInbox
     from src.workflows.sms_outbox import TWILIO_SMS, SmsOutbox
+    from src.workflows.squad_handoffs import SquadHandoffs
     from src.workflows.tool_approvals import ApprovalDecision, ToolApprovals, refusal_result
     from src.workflows.transcript_recorder import TranscriptRecorder
     from src.workflows.webhook_events import SessionEvents, WebhookRetry
@@ -85,7 +87,9 @@ class ChatSessionWorkflow:
     def __init__(self, start: SessionStart) -> None:
         carried = start.carried
         self._start = start
+        # The agent answering: a squad's active member, or the session's agent.
         self._agent = start.agent
+        self._squad = SquadHandoffs(start.squad) if start.squad is not None else None
         self._inbox = SessionInbox(carried, start.answered_keys_kept)
         self._transcript = TranscriptRecorder(
             start.session_id, start.account_id, carried, workflow.now()
@@ -166,7 +170,12 @@ class ChatSessionWorkflow:
     async def _open(self) -> None:
         name_conversation(self._start.session_id, self._agent.id, self._start.channel)
         try:
-            self._agent = await freeze_agent(self._start.account_id, self._agent)
+            if self._squad is None:
+                self._agent = await freeze_agent(self._start.account_id, self._agent)
+            else:
+                for seat in self._squad.state.members:
+                    seat.agent = await freeze_agent(self._start.account_id, seat.agent)
+                self._agent = self._squad.active
         except ToolsUnavailable as error:
             self._open_error = str(error)
         await record_opened(self._opened_record(), "record session opened")
@@ -183,7 +192,7 @@ class ChatSessionWorkflow:
         if self._open_error is not None:
             return
         await self._events.raise_event(
-            self._agent,
+            self._host,
             "session.opened",
             "session.opened",
             {
@@ -232,7 +241,7 @@ class ChatSessionWorkflow:
         finish: FinishReason | None = None
         try:
             turn = await run_agent_turn(
-                self._agent,
+                lambda: self._agent,
                 self._start.max_tool_steps,
                 self._complete,
                 self._run_tool,
@@ -297,6 +306,8 @@ class ChatSessionWorkflow:
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
         turn, produced_from = self._turn
+        if self._squad is not None:
+            self._switch_member(self._squad)
         return await ask_model(
             self._start.session_id,
             self._agent,
@@ -306,6 +317,8 @@ class ChatSessionWorkflow:
             budget_usd=self._start.budget_usd,
             context=self._context,
             guidance=self._turn_guidance,
+            snapshot_id=self._agent.snapshot_id if self._squad else None,
+            visible_from=self._squad.state.visible_from if self._squad else 0,
             stream=TurnStream(
                 turn=turn, message_index=len(self._transcript.messages) - produced_from
             ),
@@ -314,6 +327,8 @@ class ChatSessionWorkflow:
     async def _run_tool(self, call: LLMToolCall) -> str:
         if call.name == REQUEST_HUMAN:
             return await self._request_help(call)
+        if self._agent.tools.get(call.name) == "handoff" and self._squad is not None:
+            return self._squad.ask(call)
         if call.name in self._agent.approval_required:
             decision = await self._await_approval(call)
             if not decision.approved:
@@ -322,10 +337,30 @@ class ChatSessionWorkflow:
             self._start.session_id, self._agent, call, self._transcript.pending_events
         )
 
+    def _switch_member(self, squad: SquadHandoffs) -> None:
+        """A handoff asked for in the last step: the next model call is the new member's."""
+        transfer = squad.switch_if_asked(self._transcript.messages, self._transcript.first_seq)
+        if transfer is None:
+            return
+        self._agent = squad.active
+        self._transcript.add_event(
+            AuditEntry(
+                key=f"handoff:{len(squad.state.transfers)}",
+                kind="agent.handoff",
+                data={
+                    "from": transfer.from_member,
+                    "to": transfer.to_member,
+                    "reason": transfer.reason,
+                },
+                time=transfer.time,
+            )
+        )
+        self._transcript.set_presence(self._presence())
+
     async def _request_help(self, call: LLMToolCall) -> str:
         """The agent asks for a human operator: the session says so (its view, the audit log,
         the `session.help_requested` webhook event) and the agent's reply still goes out."""
-        reason = help_reason(call.arguments)
+        reason = call_reason(call.arguments)
         self._desk.help_requested(reason)
         await self._operator_event("session.help_requested", f"help:{call.id}", {"reason": reason})
         return HELP_REQUESTED
@@ -373,14 +408,8 @@ class ChatSessionWorkflow:
         """An event of the operator desk: in the audit log (and the live stream), and raised
         as a webhook event of the same name."""
         self._transcript.add_event(AuditEntry(key=key, kind=kind, data=data, time=workflow.now()))
-        self._transcript.set_presence(
-            SessionPresence(
-                mode=self._desk.mode,
-                help_requested=self._desk.state.help_requested,
-                active_human=self._desk.operator,
-            )
-        )
-        await self._events.raise_event(self._agent, kind, key, data)
+        self._transcript.set_presence(self._presence())
+        await self._events.raise_event(self._host, kind, key, data)
 
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persist_final writes what is
@@ -398,14 +427,15 @@ class ChatSessionWorkflow:
         if self._texts is not None:
             await self._texts.sent_all()
         await run_finish_pipeline(
-            agent=self._agent,
+            agent=self._host,
             reason=reason,
             note=self._note,
             unrecorded=self._transcript.take_unrecorded(),
             finished_time=workflow.now(),
             retry=self._events.retry,
-            inline=not self._agent.has_analysis,
+            inline=not self._host.has_analysis,
             context=self._context,
+            transfers=self._squad.state.transfers if self._squad else [],
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state(with_messages=False)
@@ -438,7 +468,13 @@ class ChatSessionWorkflow:
             desk=self._desk.state,
         )
         workflow.continue_as_new(
-            self._start.model_copy(update={"carried": carried, "agent": self._agent})
+            self._start.model_copy(
+                update={
+                    "carried": carried,
+                    "agent": self._agent,
+                    "squad": self._squad.state if self._squad else None,
+                }
+            )
         )
 
     # ---- messages in ----------------------------------------------------------------------
@@ -740,6 +776,20 @@ class ChatSessionWorkflow:
 
     # ---- plumbing -------------------------------------------------------------------------
 
+    @property
+    def _host(self) -> SessionAgent:
+        """The agent whose settings the session's webhook events and finish use: a squad's
+        first member, or the session's agent."""
+        return self._squad.lead if self._squad is not None else self._agent
+
+    def _presence(self) -> SessionPresence:
+        return SessionPresence(
+            mode=self._desk.mode,
+            help_requested=self._desk.state.help_requested,
+            active_human=self._desk.operator,
+            agent_id=self._agent.id,
+        )
+
     def _opened_record(self) -> SessionOpened:
         return SessionOpened(
             session_id=self._start.session_id,
@@ -752,6 +802,7 @@ class ChatSessionWorkflow:
             additional_data=self._start.additional_data,
             ttl_seconds=self._start.ttl_seconds,
             time=self._created_time,
+            squad_id=self._squad.state.squad_id if self._squad else None,
         )
 
     async def _raise_messages(self, from_index: int) -> None:
@@ -763,7 +814,7 @@ class ChatSessionWorkflow:
                 self._texts.send(transcript.first_seq + index, transcript.messages[index])
         for index in range(from_index, len(transcript.messages)):
             message = transcript.messages[index]
-            await self._events.raise_message(self._agent, transcript.first_seq + index, message)
+            await self._events.raise_message(self._host, transcript.first_seq + index, message)
 
     def _refuse_other_session(self, session_id: str | None) -> None:
         if session_id is not None and session_id != self._start.session_id:
@@ -808,6 +859,7 @@ class ChatSessionWorkflow:
             mode=self._desk.mode,
             active_human=self._desk.operator,
             pending_approvals=list(self._approvals.pending.values()),
+            squad_id=self._squad.state.squad_id if self._squad else None,
         )
 
 

@@ -16,6 +16,7 @@ from src.domain import (
     SessionAgent,
     SessionMode,
     SessionStatus,
+    Transfer,
 )
 
 
@@ -60,6 +61,23 @@ class DeskState(BaseModel):
     # When the human_handoff timers fire, if armed.
     help_deadline: datetime | None = None
     idle_deadline: datetime | None = None
+
+
+class SquadSeat(BaseModel):
+    name: str
+    agent: SessionAgent
+
+
+class SquadState(BaseModel):
+    """A squad session's members (frozen at open, MCP tools discovered), the one answering,
+    the first message of the transcript it reads, and the transfers so far."""
+
+    squad_id: str
+    version: int
+    members: list[SquadSeat]
+    active: str
+    visible_from: int = 0
+    transfers: list[Transfer] = Field(default_factory=list)
 
 
 class CarriedState(BaseModel):
@@ -108,6 +126,8 @@ class SessionStart(BaseModel):
     webhook_retry_initial_seconds: float = 1.0
     # The context strings given at open (at most CONTEXT_KEPT), read by the model every turn.
     context: list[str] = Field(default_factory=list)
+    # A squad session: its members; `agent` is the active one. Carried across runs as it is.
+    squad: SquadState | None = None
     carried: CarriedState | None = None
 
 
@@ -203,6 +223,7 @@ class SessionState(BaseModel):
     mode: SessionMode = SessionMode.AI
     active_human: Operator | None = None
     pending_approvals: list[PendingApproval] = Field(default_factory=list)
+    squad_id: str | None = None
 
 
 class OpenResult(BaseModel):

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
         SessionFinished,
         SessionStoreActivities,
     )
-    from src.domain import FinishReason, SessionAgent
+    from src.domain import FinishReason, SessionAgent, Transfer
     from src.workflows import activity_options
     from src.workflows.session_analysis import (
         SessionAnalysis,
@@ -37,6 +37,7 @@ async def run_finish_pipeline(
     retry: WebhookRetry,
     inline: bool = True,
     context: list[str] | None = None,
+    transfers: list[Transfer] | None = None,
 ) -> None:
     """With `inline` False, an agent's analysis runs in a child workflow that outlives the
     caller; agents without analysis raise `session.finished` from the caller either way."""
@@ -51,6 +52,7 @@ async def run_finish_pipeline(
             unrecorded=unrecorded,
             finished_time=finished_time,
             context=context,
+            transfers=transfers or [],
         ),
         **activity_options.titled(
             activity_options.STORE, f"persist final session ({reason.value})"

@@ -11,8 +11,9 @@ HELP_REQUESTED = (
 _REASON_CHARS = 500
 
 
-def help_reason(arguments: str) -> str:
-    """The `reason` of a requestHuman call, clipped; empty when the model gave none."""
+def call_reason(arguments: str) -> str:
+    """The `reason` argument of a call (requestHuman, a handoff), clipped; empty when the
+    model gave none."""
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError:

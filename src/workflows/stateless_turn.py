@@ -146,7 +146,7 @@ class StatelessTurnWorkflow:
             return messages, FinishReason.USER_END if turn.end_conversation else None, audit
         try:
             ended = await run_agent_turn(
-                agent,
+                lambda: agent,
                 turn.max_tool_steps,
                 lambda allow: ask_model(
                     turn.call_id,

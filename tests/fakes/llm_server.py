@@ -11,6 +11,8 @@ share mutable state:
   always-tools    calls an unknown `lookup` tool whenever tools are offered
   tool-<name>     calls the tool <name> with the user's message as its JSON arguments (or
                   {} if the message is not a JSON object), then replies "tool said: <result>"
+  maybe-<name>    calls the tool <name> only for a user message that is a JSON object (its
+                  arguments); echoes other messages
   hold-<tag>      like echo, but the first request of each conversation state is held until
                   `release_held(tag)`; `wait_held(tag, n)` waits until n are held (the chaos
                   suite kills a worker while they are)
@@ -124,6 +126,10 @@ class FakeLLM:
             return await self._analyse(model, messages, "response_format" in body)
         if model == "always-tools" and tools:
             return _completion(model, None, [("lookup", '{"q": "x"}', len(messages))])
+        if model.startswith("maybe-") and last["role"] == "user" and model[6:] in tools:
+            # Calls its tool only for a message that is a JSON object (its arguments).
+            if _json_object(last) != "{}":
+                return _completion(model, None, [(model[6:], _json_object(last), len(messages))])
         if model.startswith("tool-") and last["role"] == "tool":
             return _completion(model, f"tool said: {last['content']}")
         if model.startswith("tool-") and model[5:] in tools:
