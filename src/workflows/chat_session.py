@@ -5,7 +5,9 @@ or the inactivity timeout; answer each message with an agent turn; hand over to 
 when history grows; finish. Messages arrive as Updates (API callers wait for the reply) or
 Signals (asynchronous channels); both feed one inbox that is answered in order, one turn at a
 time. The parts: `SessionInbox` (queue, waiters, remembered outcomes), `TranscriptRecorder`
-(messages and their writes), `IdleTimer` (the inactivity timeout).
+(messages and their writes), `IdleTimer` (the inactivity timeout), `OperatorDesk` (who answers:
+the agent or a human operator, and the handoff timers), `SquadHandoffs` (a squad's members).
+The updates of human operators are in chat_session_operators.py (`OperatorUpdates`, a mixin).
 """
 
 from __future__ import annotations
@@ -31,8 +33,6 @@ with workflow.unsafe.imports_passed_through():
         Author,
         FinishReason,
         Message,
-        Operator,
-        PendingApproval,
         SessionAgent,
         SessionMode,
         SessionStatus,
@@ -46,20 +46,16 @@ with workflow.unsafe.imports_passed_through():
         CarriedState,
         ContextAdded,
         EndRequest,
-        HandbackRequest,
         InboxItem,
         OpenRequest,
         OpenResult,
-        OperatorMessageResult,
-        OperatorReply,
-        OperatorWhisper,
         SessionStart,
         SessionState,
-        TakeoverRequest,
         TurnOutcome,
         TurnResult,
         UserMessage,
     )
+    from src.workflows.chat_session_operators import OperatorUpdates
     from src.workflows.conversation_open import (
         ToolsUnavailable,
         freeze_agent,
@@ -68,7 +64,6 @@ with workflow.unsafe.imports_passed_through():
         record_opened,
     )
     from src.workflows.finish_pipeline import run_finish_pipeline
-    from src.workflows.help_requests import HELP_REQUESTED, call_reason
     from src.workflows.idle_timer import IdleTimer
     from src.workflows.message_checks import channel_refusal, check_content, refusal_entry
     from src.workflows.operator_desk import Duty, OperatorDesk
@@ -76,13 +71,13 @@ with workflow.unsafe.imports_passed_through():
     from src.workflows.session_inbox import SessionInbox
     from src.workflows.sms_outbox import TWILIO_SMS, SmsOutbox
     from src.workflows.squad_handoffs import SquadHandoffs
-    from src.workflows.tool_approvals import ApprovalDecision, ToolApprovals, refusal_result
+    from src.workflows.tool_approvals import ToolApprovals, refusal_result
     from src.workflows.transcript_recorder import TranscriptRecorder
     from src.workflows.webhook_events import SessionEvents, WebhookRetry
 
 
 @workflow.defn(name="ChatSessionWorkflow")
-class ChatSessionWorkflow:
+class ChatSessionWorkflow(OperatorUpdates):
     @workflow.init
     def __init__(self, start: SessionStart) -> None:
         carried = start.carried
@@ -357,60 +352,6 @@ class ChatSessionWorkflow:
         )
         self._transcript.set_presence(self._presence())
 
-    async def _request_help(self, call: LLMToolCall) -> str:
-        """The agent asks for a human operator: the session says so (its view, the audit log,
-        the `session.help_requested` webhook event) and the agent's reply still goes out."""
-        reason = call_reason(call.arguments)
-        self._desk.help_requested(reason)
-        await self._operator_event("session.help_requested", f"help:{call.id}", {"reason": reason})
-        return HELP_REQUESTED
-
-    async def _await_approval(self, call: LLMToolCall) -> ApprovalDecision:
-        """The call waits for an operator (`tool.approval_requested` on the stream and as a
-        webhook event); the decision, or the timeout's refusal, goes to the audit log."""
-        await self._operator_event(
-            "tool.approval_requested",
-            f"approval_requested:{call.id}",
-            {"tool_call_id": call.id, "name": call.name, "arguments": call.arguments},
-        )
-        self._transcript.record_in_background()
-        decision = await self._approvals.wait(call, self._agent.approval_timeout_seconds)
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"approval_decided:{call.id}",
-                kind="tool.approval_decided",
-                data={
-                    "tool_call_id": call.id,
-                    "approved": decision.approved,
-                    "timed_out": decision.timed_out,
-                    "operator": decision.operator.model_dump() if decision.operator else None,
-                    "note": decision.note,
-                },
-                time=workflow.now(),
-            )
-        )
-        self._transcript.record_in_background()
-        return decision
-
-    async def _hand_back(self, reason: str, operator: Operator | None) -> None:
-        """The agent answers again (an operator handed back, or left a user message
-        unanswered past operator_idle_seconds); a waiting user message is answered now."""
-        held_by = self._desk.hand_back()
-        by = operator or held_by
-        await self._operator_event(
-            "session.handback",
-            f"handback:{workflow.uuid4()}",
-            {"reason": reason, "operator": by.model_dump() if by else None},
-        )
-        self._transcript.record_in_background()
-
-    async def _operator_event(self, kind: str, key: str, data: dict[str, object]) -> None:
-        """An event of the operator desk: in the audit log (and the live stream), and raised
-        as a webhook event of the same name."""
-        self._transcript.add_event(AuditEntry(key=key, kind=kind, data=data, time=workflow.now()))
-        self._transcript.set_presence(self._presence())
-        await self._events.raise_event(self._host, kind, key, data)
-
     async def _finish(self, reason: FinishReason) -> SessionState:
         """The finish pipeline. The session reads final at once; persist_final writes what is
         still unrecorded in its own transaction, then the run closes while the agent's
@@ -499,7 +440,7 @@ class ChatSessionWorkflow:
         key = message.idempotency_key
         item_id = key or message.request_id
         if (answered := self._inbox.answered(item_id)) is not None:
-            return _turn_result(answered)
+            return TurnResult.of(answered)
         if key is not None and self._inbox.may_be_recorded(key):
             found = await self._find_answered(key)
             if found is not None:
@@ -507,13 +448,13 @@ class ChatSessionWorkflow:
                     messages=None, is_final=False, first_seq=found.first_seq, count=found.count
                 )
             if (answered := self._inbox.answered(key)) is not None:
-                return _turn_result(answered)  # answered while the database was asked
+                return TurnResult.of(answered)  # answered while the database was asked
         item_id = item_id or str(workflow.uuid4())
         self._inbox.put(InboxItem(id=item_id, content=message.content, idempotency_key=key))
         outcome = await self._inbox.outcome(item_id, released=lambda: self._handing_over)
         if outcome is None:
             raise _draining()
-        return _turn_result(outcome)
+        return TurnResult.of(outcome)
 
     @send_message.validator
     def _validate_message(self, message: UserMessage) -> None:
@@ -596,151 +537,6 @@ class ChatSessionWorkflow:
         self._refuse_other_session(added.session_id)
         self._refuse_if_closing()
 
-    # ---- human operators --------------------------------------------------------------------
-
-    @workflow.update(name="take_over")
-    async def take_over(self, request: TakeoverRequest) -> SessionState:
-        """An operator holds the session from now on: the agent stops answering. A turn in
-        flight finishes first; its reply still goes out."""
-        self._handover.updates += 1
-        while self._turn_running:
-            await workflow.wait_condition(
-                lambda: not self._turn_running or bool(self._approvals.pending)
-            )
-            self._refuse_while_approvals_wait()
-        self._refuse_if_closing()
-        if self._desk.operator != request.operator:
-            self._desk.take_over(request.operator)
-            await self._operator_event(
-                "session.takeover",
-                f"takeover:{workflow.uuid4()}",
-                {"operator": request.operator.model_dump()},
-            )
-            self._transcript.record_in_background()
-        return self._state(with_messages=False)
-
-    @take_over.validator
-    def _validate_take_over(self, request: TakeoverRequest) -> None:
-        self._refuse_other_session(request.session_id)
-        self._refuse_if_closing()
-        self._refuse_while_approvals_wait()
-        held_by = self._desk.operator
-        if held_by is not None and held_by.id != request.operator.id:
-            raise ApplicationError(
-                f"operator {held_by.id!r} ({held_by.name}) holds the session; "
-                "they hand it back first",
-                type=FailureType.MODE_CONFLICT,
-            )
-
-    @workflow.update(name="operator_message")
-    async def operator_message(self, reply: OperatorReply) -> OperatorMessageResult:
-        """The operator's message to the user, in the transcript as the assistant's with the
-        operator as its author, and delivered like the agent's (text, stream, webhooks)."""
-        self._handover.updates += 1
-        operator = self._desk.operator
-        assert operator is not None  # the validator refused it otherwise
-        message = Message(
-            role="assistant",
-            content=reply.content,
-            time=workflow.now(),
-            author=Author.human(operator),
-        )
-        transcript = self._transcript
-        transcript.append(message)
-        seq = transcript.count - 1
-        self._desk.operator_answered()
-        transcript.add_event(
-            AuditEntry(
-                key=f"operator_message:{seq}",
-                kind="operator.message",
-                data={"operator": operator.model_dump(), "seq": seq},
-                time=message.time,
-            )
-        )
-        await self._record_and_raise(len(transcript.messages) - 1)
-        return OperatorMessageResult(seq=seq, message=message)
-
-    @operator_message.validator
-    def _validate_operator_message(self, reply: OperatorReply) -> None:
-        self._refuse_other_session(reply.session_id)
-        self._refuse_if_closing()
-        self._refuse_unless_held()
-        check_content(reply.content, self._start.max_message_chars)
-
-    @workflow.update(name="whisper")
-    async def whisper(self, whisper: OperatorWhisper) -> TurnResult:
-        """Guidance for the agent's next turn that the user never sees; with `reply_now` the
-        agent answers at once, and the result holds its reply."""
-        self._handover.updates += 1
-        by = whisper.operator or self._desk.operator
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"whisper:{workflow.uuid4()}",
-                kind="operator.whisper",
-                data={
-                    "operator": by.model_dump() if by else None,
-                    "length": len(whisper.content),
-                    "reply_now": whisper.reply_now,
-                },
-                time=workflow.now(),
-            )
-        )
-        self._transcript.record_in_background()
-        started = self._turns_done + (1 if self._turn_running else 0)
-        self._desk.whisper(whisper.content, whisper.reply_now)
-        if not whisper.reply_now:
-            return TurnResult(messages=[], is_final=False, mode=self._desk.mode)
-        await workflow.wait_condition(
-            lambda: self._turns_done > started or self._finishing or self._handing_over
-        )
-        if self._turns_done <= started:  # the session ended, or the reply comes in the next run
-            return TurnResult(messages=[], is_final=self._finishing)
-        return _turn_result(self._last_outcome)
-
-    @whisper.validator
-    def _validate_whisper(self, whisper: OperatorWhisper) -> None:
-        self._refuse_other_session(whisper.session_id)
-        self._refuse_if_closing()
-        check_content(whisper.content, self._start.max_message_chars)
-        if whisper.reply_now and self._desk.holds_session():
-            raise ApplicationError(
-                "an operator holds the session, so the agent does not answer; "
-                "hand it back first, or whisper without reply_now",
-                type=FailureType.MODE_CONFLICT,
-            )
-
-    @workflow.update(name="hand_back")
-    async def hand_back(self, request: HandbackRequest) -> SessionState:
-        self._handover.updates += 1
-        await self._hand_back("operator", request.operator)
-        return self._state(with_messages=False)
-
-    @hand_back.validator
-    def _validate_hand_back(self, request: HandbackRequest) -> None:
-        self._refuse_other_session(request.session_id)
-        self._refuse_if_closing()
-        self._refuse_unless_held()
-
-    @workflow.update(name="decide_approval")
-    async def decide_approval(self, decision: ApprovalDecision) -> PendingApproval:
-        """An operator's decision on a tool call waiting for approval."""
-        self._handover.updates += 1
-        pending = self._approvals.pending[decision.tool_call_id]
-        self._approvals.decide(
-            decision.model_copy(update={"operator": decision.operator or self._desk.operator})
-        )
-        return pending
-
-    @decide_approval.validator
-    def _validate_decision(self, decision: ApprovalDecision) -> None:
-        self._refuse_other_session(decision.session_id)
-        if not self._approvals.is_pending(decision.tool_call_id):
-            raise ApplicationError(
-                f"no tool call {decision.tool_call_id!r} is waiting for approval "
-                "(decided already, timed out, or never asked)",
-                type=FailureType.APPROVAL_NOT_PENDING,
-            )
-
     @workflow.update(name="end")
     async def end(self, request: EndRequest) -> SessionState:
         self._handover.updates += 1
@@ -820,22 +616,6 @@ class ChatSessionWorkflow:
         if session_id is not None and session_id != self._start.session_id:
             raise ApplicationError("that session is final", type=FailureType.SESSION_FINAL)
 
-    def _refuse_while_approvals_wait(self) -> None:
-        """The agent's turn is parked on a tool approval: decide it first, or the takeover
-        would wait as long as the approval may."""
-        if self._approvals.pending:
-            raise ApplicationError(
-                "a tool call waits for approval (pending_approvals); decide it first",
-                type=FailureType.MODE_CONFLICT,
-            )
-
-    def _refuse_unless_held(self) -> None:
-        if not self._desk.holds_session():
-            raise ApplicationError(
-                "no operator holds the session; take it over first",
-                type=FailureType.MODE_CONFLICT,
-            )
-
     def _refuse_if_closing(self) -> None:
         if self._draining:
             raise _draining()
@@ -876,16 +656,4 @@ def _user_message(item: InboxItem) -> Message:
 def _final_outcome() -> TurnOutcome:
     return TurnOutcome(
         is_final=True, error_type=FailureType.SESSION_FINAL, error="the session ended first"
-    )
-
-
-def _turn_result(outcome: TurnOutcome) -> TurnResult:
-    if outcome.error_type is not None:
-        raise ApplicationError(outcome.error or "the turn failed", type=outcome.error_type)
-    return TurnResult(
-        messages=None if outcome.messages_dropped else outcome.messages,
-        is_final=outcome.is_final,
-        first_seq=outcome.first_seq,
-        count=outcome.count,
-        mode=outcome.mode,
     )

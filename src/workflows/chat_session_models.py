@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.exceptions import ApplicationError
 
 from src.domain import (
     Attachment,
@@ -202,6 +203,19 @@ class TurnResult(BaseModel):
     first_seq: int = 0
     count: int = 0
     mode: SessionMode = SessionMode.AI
+
+    @classmethod
+    def of(cls, outcome: TurnOutcome) -> TurnResult:
+        """What the caller of a turn reads; a failed turn is raised as its failure."""
+        if outcome.error_type is not None:
+            raise ApplicationError(outcome.error or "the turn failed", type=outcome.error_type)
+        return cls(
+            messages=None if outcome.messages_dropped else outcome.messages,
+            is_final=outcome.is_final,
+            first_seq=outcome.first_seq,
+            count=outcome.count,
+            mode=outcome.mode,
+        )
 
 
 class SessionState(BaseModel):
