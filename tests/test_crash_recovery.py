@@ -356,3 +356,45 @@ async def test_worker_killed_mid_stream_discards_the_partial_text_then_streams_i
     assert text_of(events) == f"echo: {words}"
     assert [m["content"] for m in transcript] == [words, f"echo: {words}"]
     assert named(events, "done")[0].data["messages"][0]["content"] == f"echo: {words}"
+
+
+async def test_a_tool_call_waiting_for_approval_outlives_a_killed_worker(stack: Stack) -> None:
+    server, base = stack.tools, stack.tools_url
+    settings = stack.own_queue("approval")
+    order = f"K-{uuid.uuid4().hex[:8]}"
+    agent_id = await stack.make_agent(
+        model="tool-lookup_order",
+        tools=[
+            {
+                "type": "webhook",
+                "name": "lookup_order",
+                "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+                "url": base + "/echo",
+                "requires_approval": True,
+            }
+        ],
+    )
+    first = await stack.start_worker(settings)
+    async with stack.api(settings) as http:
+        session = await open_chat(http, agent_id)
+        reply = asyncio.create_task(say(http, session["id"], json.dumps({"id": order})))
+        waiting: list[dict[str, Any]] = []
+        for _ in range(600):
+            waiting = (await http.get(f"/chats/{session['id']}")).json()["pending_approvals"]
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        await kill(first)
+        second = await stack.start_worker(settings)
+        try:
+            decided = await http.post(
+                f"/chats/{session['id']}/approvals/{waiting[0]['tool_call_id']}",
+                json={"approved": True},
+            )
+            turn = await asyncio.wait_for(reply, timeout=120)
+        finally:
+            await second.stop()
+
+    assert decided.status_code == 200, decided.text
+    assert turn["messages"][-1]["content"] == f'tool said: {{"received":{{"id":"{order}"}}}}'
+    assert len([c for c in server.calls_to("/echo") if order in c.body.decode()]) == 1
