@@ -145,3 +145,17 @@ async def latest_versions(
     rows = (await db.execute(query)).all()
     page, next_cursor = page_of(rows, limit, lambda row: encode_cursor(row[1], row[0].id))
     return [row[0] for row in page], next_cursor
+
+
+async def version_row(
+    db: AsyncSession, table: type[V], account_id: str, item_id: str, version: int | None
+) -> V | None:
+    """The account's item at `version`, or at its latest; None when deleted or not there."""
+    entity: Any = table
+    query = select(entity).where(
+        entity.id == item_id, entity.account_id == account_id, entity.deleted.is_(False)
+    )
+    if version is not None:
+        query = query.where(entity.version == version)
+    row: V | None = await db.scalar(query.order_by(entity.version.desc()).limit(1))
+    return row

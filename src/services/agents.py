@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.config import Settings
-from src.db.queries import latest_versions
+from src.db.queries import latest_versions, version_row
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AgentVersion
 from src.domain import (
@@ -120,15 +120,8 @@ class AgentService:
         return changed + snapshots_changed, unreadable + snapshots_unreadable
 
     async def get(self, account_id: str, agent_id: str, version: int | None = None) -> AgentRecord:
-        query = select(AgentVersion).where(
-            AgentVersion.id == agent_id,
-            AgentVersion.account_id == account_id,
-            AgentVersion.deleted.is_(False),
-        )
-        if version is not None:
-            query = query.where(AgentVersion.version == version)
         async with self._sessions() as db:
-            row = await db.scalar(query.order_by(AgentVersion.version.desc()).limit(1))
+            row = await version_row(db, AgentVersion, account_id, agent_id, version)
         if row is None:
             which = f"version {version} of agent" if version is not None else "agent"
             raise NotFound(f"{which} {agent_id!r} not found")

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from src.db.queries import latest_versions
+from src.db.queries import latest_versions, version_row
 from src.db.tables import SquadVersion
 from src.domain import FROM_STORAGE, AgentSnapshot, SquadPatch, SquadSpec
 from src.errors import Conflict, InvalidInput, NotFound, ParleyError, describe_validation_error
@@ -94,15 +94,8 @@ class SquadService:
         return changed, unreadable
 
     async def get(self, account_id: str, squad_id: str, version: int | None = None) -> SquadRecord:
-        query = select(SquadVersion).where(
-            SquadVersion.id == squad_id,
-            SquadVersion.account_id == account_id,
-            SquadVersion.deleted.is_(False),
-        )
-        if version is not None:
-            query = query.where(SquadVersion.version == version)
         async with self._sessions() as db:
-            row = await db.scalar(query.order_by(SquadVersion.version.desc()).limit(1))
+            row = await version_row(db, SquadVersion, account_id, squad_id, version)
         if row is None:
             which = f"version {version} of squad" if version is not None else "squad"
             raise NotFound(f"{which} {squad_id!r} not found")

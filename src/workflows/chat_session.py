@@ -20,7 +20,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from src.activities.session_store import (
         AnsweredTurn,
-        AuditEntry,
         KeyLookup,
         SessionOpened,
         SessionPresence,
@@ -338,17 +337,15 @@ class ChatSessionWorkflow(OperatorUpdates):
         if transfer is None:
             return
         self._agent = squad.active
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"handoff:{len(squad.state.transfers)}",
-                kind="agent.handoff",
-                data={
-                    "from": transfer.from_member,
-                    "to": transfer.to_member,
-                    "reason": transfer.reason,
-                },
-                time=transfer.time,
-            )
+        self._transcript.audit(
+            "agent.handoff",
+            f"handoff:{len(squad.state.transfers)}",
+            {
+                "from": transfer.from_member,
+                "to": transfer.to_member,
+                "reason": transfer.reason,
+            },
+            transfer.time,
         )
         self._transcript.set_presence(self._presence())
 
@@ -521,13 +518,10 @@ class ChatSessionWorkflow(OperatorUpdates):
         CONTEXT_KEPT goes. The audit log keeps its length, not its text."""
         self._handover.updates += 1
         self._context = [*self._context, added.content][-CONTEXT_KEPT:]
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"context:{workflow.uuid4()}",
-                kind="session.context_added",
-                data={"length": len(added.content), "kept": len(self._context)},
-                time=workflow.now(),
-            )
+        self._transcript.audit(
+            "session.context_added",
+            f"context:{workflow.uuid4()}",
+            {"length": len(added.content), "kept": len(self._context)},
         )
         self._transcript.record_in_background()
         return self._context
@@ -545,13 +539,10 @@ class ChatSessionWorkflow(OperatorUpdates):
             self._end_requested = True
             self._note = request.note
             self._end_reason = request.reason
-            self._transcript.add_event(
-                AuditEntry(
-                    key="session.end_requested",
-                    kind="session.end_requested",
-                    data={"note": request.note, "reason": request.reason.value},
-                    time=workflow.now(),
-                )
+            self._transcript.audit(
+                "session.end_requested",
+                "session.end_requested",
+                {"note": request.note, "reason": request.reason.value},
             )
         await workflow.wait_condition(
             lambda: self._status == SessionStatus.FINAL or self._handing_over

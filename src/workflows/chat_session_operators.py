@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from src.activities.session_store import AuditEntry, SessionPresence
+    from src.activities.session_store import SessionPresence
     from src.domain import Author, Message, Operator, PendingApproval, SessionAgent
     from src.llm.types import LLMToolCall
     from src.temporal.failures import FailureType
@@ -90,19 +90,16 @@ class OperatorUpdates:
         )
         self._transcript.record_in_background()
         decision = await self._approvals.wait(call, self._agent.approval_timeout_seconds)
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"approval_decided:{call.id}",
-                kind="tool.approval_decided",
-                data={
-                    "tool_call_id": call.id,
-                    "approved": decision.approved,
-                    "timed_out": decision.timed_out,
-                    "operator": decision.operator.model_dump() if decision.operator else None,
-                    "note": decision.note,
-                },
-                time=workflow.now(),
-            )
+        self._transcript.audit(
+            "tool.approval_decided",
+            f"approval_decided:{call.id}",
+            {
+                "tool_call_id": call.id,
+                "approved": decision.approved,
+                "timed_out": decision.timed_out,
+                "operator": decision.operator.model_dump() if decision.operator else None,
+                "note": decision.note,
+            },
         )
         self._transcript.record_in_background()
         return decision
@@ -122,7 +119,7 @@ class OperatorUpdates:
     async def _operator_event(self, kind: str, key: str, data: dict[str, object]) -> None:
         """An event of the operator desk: in the audit log (and the live stream), and raised
         as a webhook event of the same name."""
-        self._transcript.add_event(AuditEntry(key=key, kind=kind, data=data, time=workflow.now()))
+        self._transcript.audit(kind, key, data)
         self._transcript.set_presence(self._presence())
         await self._events.raise_event(self._host, kind, key, data)
 
@@ -179,13 +176,11 @@ class OperatorUpdates:
         transcript.append(message)
         seq = transcript.count - 1
         self._desk.operator_answered()
-        transcript.add_event(
-            AuditEntry(
-                key=f"operator_message:{seq}",
-                kind="operator.message",
-                data={"operator": operator.model_dump(), "seq": seq},
-                time=message.time,
-            )
+        transcript.audit(
+            "operator.message",
+            f"operator_message:{seq}",
+            {"operator": operator.model_dump(), "seq": seq},
+            message.time,
         )
         await self._record_and_raise(len(transcript.messages) - 1)
         return OperatorMessageResult(seq=seq, message=message)
@@ -203,17 +198,14 @@ class OperatorUpdates:
         agent answers at once, and the result holds its reply."""
         self._handover.updates += 1
         by = whisper.operator or self._desk.operator
-        self._transcript.add_event(
-            AuditEntry(
-                key=f"whisper:{workflow.uuid4()}",
-                kind="operator.whisper",
-                data={
-                    "operator": by.model_dump() if by else None,
-                    "length": len(whisper.content),
-                    "reply_now": whisper.reply_now,
-                },
-                time=workflow.now(),
-            )
+        self._transcript.audit(
+            "operator.whisper",
+            f"whisper:{workflow.uuid4()}",
+            {
+                "operator": by.model_dump() if by else None,
+                "length": len(whisper.content),
+                "reply_now": whisper.reply_now,
+            },
         )
         self._transcript.record_in_background()
         started = self._turns_done + (1 if self._turn_running else 0)

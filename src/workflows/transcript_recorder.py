@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Any
 
 from temporalio import workflow
 
@@ -58,6 +59,12 @@ class TranscriptRecorder:
 
     def add_event(self, entry: AuditEntry) -> None:
         self._events.append(entry)
+
+    def audit(
+        self, kind: str, key: str, data: dict[str, Any], time: datetime | None = None
+    ) -> None:
+        """An audit event for the next write; `key` is unique within the session."""
+        self.add_event(AuditEntry(key=key, kind=kind, data=data, time=time or workflow.now()))
 
     def set_presence(self, presence: SessionPresence) -> None:
         """Written with the next batch, for the session list."""
