@@ -73,6 +73,9 @@ async def test_a_squad_is_created_read_listed_updated_and_deleted(
     listed = (await http.get("/squads", params={"limit": 100})).json()["items"]
     first = await http.get(f"/squads/{squad_id}", params={"version": 1})
     others = await other_http.get(f"/squads/{squad_id}")
+    others_patch = await other_http.patch(f"/squads/{squad_id}", json={"name": "mine"})
+    others_list = (await other_http.get("/squads", params={"limit": 100})).json()["items"]
+    others_open = await other_http.post("/chats", json={"squad_id": squad_id, "channel": "web"})
     others_delete = await other_http.delete(f"/squads/{squad_id}")
     deleted = await http.delete(f"/squads/{squad_id}")
     gone = await http.get(f"/squads/{squad_id}")
@@ -85,6 +88,9 @@ async def test_a_squad_is_created_read_listed_updated_and_deleted(
     assert [s["version"] for s in listed if s["id"] == squad_id] == [2]
     assert len(first.json()["members"]) == 2
     assert_error(others, 404, "not_found")
+    assert_error(others_patch, 404, "not_found")
+    assert squad_id not in [item["id"] for item in others_list]
+    assert_error(others_open, 404, "not_found")
     assert_error(others_delete, 404, "not_found")
     assert deleted.status_code == 204
     assert_error(gone, 404, "not_found")
