@@ -7,7 +7,6 @@ Answers are `{"success": true, "data": ...}`; errors `{"success": false, "errors
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -23,10 +22,9 @@ from pydantic import (
 )
 
 from src.api.deps import AccountId, ServicesDep
-from src.api.schemas import ContextText
+from src.api.schemas import ContextText, check_template_values
 from src.compat.osvi import OsviSession, SupportCommand
-from src.domain import CONTEXT_KEPT, RESERVED_TEMPLATE_KEYS, Operator, SessionMode, check_text
-from src.templates import check_timezone
+from src.domain import CONTEXT_KEPT, Operator, SessionMode, check_text
 
 T = TypeVar("T")
 
@@ -112,16 +110,7 @@ class OpenSessionBody(OsviRequest):
     @field_validator("input_fields")
     @classmethod
     def _input_fields_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        check_text(value, "input_fields")
-        reserved = RESERVED_TEMPLATE_KEYS & value.keys()
-        if reserved:
-            raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
-        if len(json.dumps(value)) > 32_000:
-            raise ValueError("input_fields is limited to 32,000 characters of JSON")
-        check_timezone(value)
-        return value
+        return None if value is None else check_template_values(value, "input_fields")
 
     @field_validator("context")
     @classmethod
