@@ -10,7 +10,7 @@ from fastapi_offline import FastAPIOffline
 
 from src.api import metrics
 from src.api.deps import Services
-from src.api.errors import install_error_handlers
+from src.api.errors import OSVI_PREFIX, install_error_handlers
 from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
 from src.api.metrics import measure_requests, trace_requests
 from src.api.routes import (
@@ -21,6 +21,7 @@ from src.api.routes import (
     console_page,
     front_page,
     health,
+    osvi_compat,
     phone_numbers,
     squads,
     text_chat,
@@ -29,6 +30,7 @@ from src.api.routes import (
     widget,
     widget_script,
 )
+from src.compat.osvi import OsviChat
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             sms_status=DeliveryStatuses(
                 settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
             ),
+            osvi=OsviChat(chats, agent_service, sessions),
         )
         try:
             yield
@@ -138,4 +141,5 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for router in keyed:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
+    app.include_router(osvi_compat.router, prefix=OSVI_PREFIX)
     return app

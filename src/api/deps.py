@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from src.compat.osvi import OsviChat
 from src.config import Settings
 from src.errors import Forbidden, Unauthorized
 from src.services.accounts import ApiKeyAuthenticator
@@ -49,6 +50,7 @@ class Services:
     phone_numbers: PhoneNumberService
     sms: SmsChannel
     sms_status: DeliveryStatuses
+    osvi: OsviChat
 
 
 def _services_of(request: Request) -> Services:

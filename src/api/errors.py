@@ -1,4 +1,5 @@
-"""One JSON error shape for every failure: `{"error": {"code", "message", "details"}}`."""
+"""One JSON error shape for every failure: `{"error": {"code", "message", "details"}}`, or the
+envelope of the compatibility face a path belongs to (OSVI's `{"success": false, "errors"}`)."""
 
 from __future__ import annotations
 
@@ -25,22 +26,45 @@ DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
 )
 DATABASE_UNREACHABLE_MESSAGE = "the database is unavailable; retry the request"
 
+OSVI_PREFIX = "/compat/osvi"
+
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
     return JSONResponse(status_code=status, content=body)
 
 
+def is_osvi_path(path: str) -> bool:
+    return path == OSVI_PREFIX or path.startswith(OSVI_PREFIX + "/")
+
+
+def osvi_failure(status: int, errors: list[str]) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"success": False, "errors": errors})
+
+
+def error_response_at(
+    path: str, status: int, code: str, message: str, details: Any = None
+) -> JSONResponse:
+    """The error in the shape the route at `path` speaks: OSVI's envelope under
+    /compat/osvi, Parley's own everywhere else."""
+    if is_osvi_path(path):
+        return osvi_failure(status, [message])
+    return error_response(status, code, message, details)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
-    async def domain_error(_: Request, error: ParleyError) -> JSONResponse:
-        return error_response(error.status_code, error.code, error.message, error.details)
+    async def domain_error(request: Request, error: ParleyError) -> JSONResponse:
+        return error_response_at(
+            request.scope["path"], error.status_code, error.code, error.message, error.details
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        path = request.scope["path"]
         not_json = next((p for p in error.errors() if p.get("type") == "json_invalid"), None)
         if not_json is not None:
-            return _not_json(not_json, error.body)
+            return _not_json(path, not_json, error.body)
         problems = [
             {
                 "field": ".".join(str(part) for part in problem.get("loc", ())),
@@ -48,19 +72,31 @@ def install_error_handlers(app: FastAPI) -> None:
             }
             for problem in error.errors()
         ]
+        if is_osvi_path(path):
+            # OSVI's field names as its clients send them: `agent_uuid`, not `body.agent_uuid`.
+            return osvi_failure(
+                422,
+                [
+                    f"{_osvi_field(p['field'])}: {p['problem'].removeprefix('Value error, ')}"
+                    for p in problems
+                ],
+            )
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
         return error_response(422, "invalid_input", f"invalid request: {summary}", problems)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         codes = {
             401: "unauthorized",
             404: "not_found",
             405: "method_not_allowed",
             413: "payload_too_large",
         }
-        return error_response(
-            error.status_code, codes.get(error.status_code, "http_error"), str(error.detail)
+        return error_response_at(
+            request.scope["path"],
+            error.status_code,
+            codes.get(error.status_code, "http_error"),
+            str(error.detail),
         )
 
     async def database_unreachable(request: Request, error: Exception) -> JSONResponse:
@@ -71,7 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             type(error).__name__,
         )
-        return error_response(503, "unavailable", DATABASE_UNREACHABLE_MESSAGE)
+        return error_response_at(
+            request.scope["path"], 503, "unavailable", DATABASE_UNREACHABLE_MESSAGE
+        )
 
     for unreachable in DATABASE_UNREACHABLE:
         app.add_exception_handler(unreachable, database_unreachable)
@@ -79,10 +117,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_fault(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal server error")
+        return error_response_at(
+            request.scope["path"], 500, "internal_error", "internal server error"
+        )
 
 
-def _not_json(problem: dict[str, Any], document: Any) -> JSONResponse:
+def _osvi_field(field: str) -> str:
+    where, _, name = field.partition(".")
+    return name if where in {"body", "query", "path"} and name else field
+
+
+def _not_json(path: str, problem: dict[str, Any], document: Any) -> JSONResponse:
     """Where the body stops being JSON, as a line and column (FastAPI gives a character
     offset and the decoder's reason)."""
     location = problem.get("loc", ())
@@ -93,4 +138,4 @@ def _not_json(problem: dict[str, Any], document: Any) -> JSONResponse:
     reason = str((problem.get("ctx") or {}).get("error", "invalid JSON"))
     message = f"the body is not valid JSON: {reason} at line {line}, column {column}"
     details = [{"field": "body", "problem": reason, "line": line, "column": column}]
-    return error_response(422, "invalid_input", message, details)
+    return error_response_at(path, 422, "invalid_input", message, details)

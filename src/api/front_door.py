@@ -1,12 +1,14 @@
 """The front door: a pure ASGI middleware that refuses a request before its body is read.
 
-On the routes that need a key (`/api/v1/...`), in this order: the API key from the headers
-(401), the key's request rate (429 with Retry-After), a JSON Content-Type when there is a body
-(415). A publishable widget key (`pw_...`) is checked instead against its routes and origins
-(403), the client IP's and the visitor's rates (429) and its visitor token (401); see
-src/widget/access.py. On every route: the body's size, from Content-Length at once and from
-the bytes read, so a chunked upload stops at the cap too (413). A response sent before the
-request's body was read to its end closes the connection, so the server reads no more of it.
+On the routes that need a key (`/api/v1/...`, and OSVI's face `/compat/osvi/...`, whose key
+comes in an `API-Token` header and whose refusals are in OSVI's envelope), in this order: the
+API key from the headers (401), the key's request rate (429 with Retry-After), a JSON
+Content-Type when there is a body (415). A publishable widget key (`pw_...`) is checked
+instead against its routes and origins (403), the client IP's and the visitor's rates (429)
+and its visitor token (401); see src/widget/access.py. On every route: the body's size, from
+Content-Length at once and from the bytes read, so a chunked upload stops at the cap too
+(413). A response sent before the request's body was read to its end closes the connection,
+so the server reads no more of it.
 
 Health, metrics and codec routes keep their own rules (no key, no key, PARLEY_CODEC_AUTH).
 FastAPI's own `max_body_size` is not used: it answers any early response of a request whose
@@ -23,13 +25,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ACCOUNT_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Services, bearer_key
-from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
+from src.api.errors import (
+    DATABASE_UNREACHABLE,
+    DATABASE_UNREACHABLE_MESSAGE,
+    OSVI_PREFIX,
+    error_response_at,
+    is_osvi_path,
+)
 from src.api.schemas import ErrorResponse
 from src.errors import (
     InvalidInput,
     ParleyError,
     PayloadTooLarge,
     RateLimited,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -41,6 +50,8 @@ from src.widget.keys import WIDGET_KEY_PREFIX
 log = logging.getLogger(__name__)
 
 KEYED_PREFIX = "/api/v1"
+# OSVI's clients send their key as `API-Token: <key>`.
+OSVI_KEY_HEADER = "api-token"
 JSON_HINT = "send the body as JSON with 'Content-Type: application/json'"
 
 
@@ -101,7 +112,7 @@ class FrontDoor:
     async def _admit(
         self, scope: Scope, headers: Headers, services: Services, has_body: bool
     ) -> None:
-        key = bearer_key(headers.get("authorization"))
+        key = _key_of(scope["path"], headers)
         if key is not None and key.startswith(WIDGET_KEY_PREFIX):
             await self._admit_widget(scope, headers, services, key)
         else:
@@ -179,7 +190,9 @@ class FrontDoor:
     async def _refuse(
         self, error: ParleyError, scope: Scope, receive: Receive, send: Send, close: bool
     ) -> None:
-        response = error_response(error.status_code, error.code, error.message, error.details)
+        response = error_response_at(
+            scope["path"], error.status_code, error.code, error.message, error.details
+        )
         if isinstance(error, RateLimited) and isinstance(error.details, dict):
             response.headers["Retry-After"] = str(error.details["retry_after_seconds"])
         if close:
@@ -191,7 +204,16 @@ _CLOSE = (b"connection", b"close")
 
 
 def _needs_key(path: str) -> bool:
-    return path == KEYED_PREFIX or path.startswith(KEYED_PREFIX + "/")
+    return path == KEYED_PREFIX or path.startswith(KEYED_PREFIX + "/") or is_osvi_path(path)
+
+
+def _key_of(path: str, headers: Headers) -> str | None:
+    if not is_osvi_path(path):
+        return bearer_key(headers.get("authorization"))
+    key = (headers.get(OSVI_KEY_HEADER) or "").strip()
+    if not key:
+        raise Unauthorized(f"missing API key: send 'API-Token: <key>' on {OSVI_PREFIX} routes")
+    return key
 
 
 def _content_length(headers: Headers) -> int | None:

@@ -49,6 +49,19 @@ def _context_text(text: str) -> str:
     return text
 
 
+def check_template_values(value: dict[str, Any], field: str) -> dict[str, Any]:
+    """A session's template variables as a caller gives them (`additional_data`, OSVI's
+    `input_fields`): storable, no reserved key, at most 32,000 characters of JSON."""
+    check_text(value, field)
+    reserved = RESERVED_TEMPLATE_KEYS & value.keys()
+    if reserved:
+        raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
+    if len(json.dumps(value)) > 32_000:
+        raise ValueError(f"{field} is limited to 32,000 characters of JSON")
+    check_timezone(value)
+    return value
+
+
 # One context string: what the model should know (who the user is, an order, a page).
 ContextText = Annotated[str, Field(max_length=4000), AfterValidator(_context_text)]
 
@@ -115,14 +128,7 @@ class OpenChatRequest(Strict):
     @field_validator("additional_data")
     @classmethod
     def _additional_data_shape(cls, value: dict[str, Any]) -> dict[str, Any]:
-        check_text(value, "additional_data")
-        reserved = RESERVED_TEMPLATE_KEYS & value.keys()
-        if reserved:
-            raise ValueError(f"reserved keys are set by the server: {sorted(reserved)}")
-        if len(json.dumps(value)) > 32_000:
-            raise ValueError("additional_data is limited to 32,000 characters of JSON")
-        check_timezone(value)
-        return value
+        return check_template_values(value, "additional_data")
 
 
 class SendMessageRequest(Strict):

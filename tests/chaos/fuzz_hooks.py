@@ -1,6 +1,7 @@
 """Schemathesis hooks for the OpenAPI fuzz case (loaded through SCHEMATHESIS_HOOKS).
 
-- Every 4xx must carry the one error shape `{"error": {"code", "message", "details"}}`.
+- Every 4xx must carry the one error shape `{"error": {"code", "message", "details"}}`; under
+  `/compat/osvi`, OSVI's envelope `{"success": false, "errors": ["..."]}` instead.
 - Generated bodies never point Parley anywhere but a closed loopback port: every URL-like
   string is replaced (the fuzzed server allows no loopback URLs, so such agents are refused
   with 422 and nothing is called), and model names that select a special behaviour of the
@@ -70,6 +71,9 @@ def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
         body = response.json()
     except ValueError:
         raise AssertionError(f"{response.status_code} without a JSON body") from None
+    if case.operation.path.startswith("/compat/osvi/"):
+        _check_osvi_envelope(response.status_code, body)
+        return None
     error = body.get("error") if isinstance(body, dict) else None
     if not (
         isinstance(body, dict)
@@ -81,3 +85,16 @@ def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     ):
         raise AssertionError(f"{response.status_code} not in the one error shape: {body!r}")
     return None
+
+
+def _check_osvi_envelope(status: int, body: Any) -> None:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not (
+        isinstance(body, dict)
+        and set(body) == {"success", "errors"}
+        and body["success"] is False
+        and isinstance(errors, list)
+        and errors
+        and all(isinstance(error, str) for error in errors)
+    ):
+        raise AssertionError(f"{status} not in OSVI's error envelope: {body!r}")

@@ -75,6 +75,7 @@ async def test_openapi_fuzz_finds_no_server_errors(
         command = [
             str(Path(sys.executable).parent / "st"), "run", f"{base}/openapi.json",
             "--header", f"Authorization: Bearer {key}",
+            "--header", f"API-Token: {key}",  # the OSVI-compatible routes' key header
             "--checks", "not_a_server_error,parley_error_shape",
             "--max-examples", str(SCALE.fuzz_examples),
             "--phases", SCALE.fuzz_phases,

@@ -1,0 +1,1 @@
+"""Compatibility faces: other products' chat APIs translated onto Parley's own services."""
