@@ -9,6 +9,7 @@ the bytes read, so a chunked upload stops at the cap too (413). A response sent 
 request's body was read to its end closes the connection, so the server reads no more of it.
 
 Health, metrics and codec routes keep their own rules (no key, no key, PARLEY_CODEC_AUTH).
+Refusals under `/api/v1/openai` are in OpenAI's error shape (src/api/openai_errors.py).
 FastAPI's own `max_body_size` is not used: it answers any early response of a request whose
 Content-Length is over the cap, a 401 included, with a plain-text 413.
 """
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ACCOUNT_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Services, bearer_key
 from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE, error_response
+from src.api.openai_errors import is_openai_path, openai_error_response
 from src.api.schemas import ErrorResponse
 from src.errors import (
     InvalidInput,
@@ -179,7 +181,10 @@ class FrontDoor:
     async def _refuse(
         self, error: ParleyError, scope: Scope, receive: Receive, send: Send, close: bool
     ) -> None:
-        response = error_response(error.status_code, error.code, error.message, error.details)
+        if is_openai_path(scope["path"]):  # an OpenAI SDK reads only OpenAI's error shape
+            response = openai_error_response(error)
+        else:
+            response = error_response(error.status_code, error.code, error.message, error.details)
         if isinstance(error, RateLimited) and isinstance(error.details, dict):
             response.headers["Retry-After"] = str(error.details["retry_after_seconds"])
         if close:
