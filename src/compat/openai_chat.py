@@ -1,0 +1,357 @@
+"""Chat Completions on Parley's engine: a request runs as a stateless conversation over the
+client's messages, or, with X-Parley-Session-Id, as the next message of a stateful session.
+The agent's tools run server-side; the answer is the turn's assistant text as a ChatCompletion,
+or streamed as `chat.completion.chunk`s."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from openai.types import Model
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.completion_usage import CompletionUsage
+from sse_starlette import ServerSentEvent
+
+from src.api.event_streams import turn_events
+from src.api.openai_errors import openai_error_body
+from src.api.routes.text_chat import check_transcript_size
+from src.api.schemas import OpenChatRequest
+from src.compat.openai_requests import ChatCompletionRequest, last_user_text, transcript_of
+from src.config import Settings
+from src.domain import AgentPatch, Message, ModelConfig, SessionMode
+from src.errors import Conflict, InvalidInput, NotFound, ParleyError
+from src.services.agents import AgentRecord, AgentService
+from src.services.chat_sessions import ChatSessionService
+from src.services.session_streams import SessionStreams
+from src.services.text_chat import TextChatService, TextChatTurn
+
+# The channel of the conversations this face records (GET /api/v1/chats?channel=openai).
+OPENAI_CHANNEL = "openai"
+# Between the texts of a turn's assistant messages (one before a tool call, one after).
+_BETWEEN_MESSAGES = "\n\n"
+_FIXED_AT_OPEN = "a stateful session's agent and data are fixed when it opens"
+_INTERRUPTED = (
+    "the model's answer was interrupted and is being written again; the text streamed so far "
+    "is void: send the request again"
+)
+
+
+@dataclass
+class PreparedCompletion:
+    """A request that passed every check: what runs it, and where its turn streams."""
+
+    id: str
+    model: str
+    conversation_id: str
+    turn: str
+    include_usage: bool
+    run: Callable[[], Awaitable[list[Message]]]
+
+
+class OpenAIChat:
+    def __init__(
+        self,
+        settings: Settings,
+        text_chat: TextChatService,
+        chats: ChatSessionService,
+        agents: AgentService,
+    ) -> None:
+        self._settings = settings
+        self._text_chat = text_chat
+        self._chats = chats
+        self._agents = agents
+
+    async def prepare(
+        self, account_id: str, request: ChatCompletionRequest, session_id: str | None
+    ) -> PreparedCompletion:
+        """Everything that refuses the request before it runs."""
+        request.check_supported()
+        if session_id is not None:
+            return await self._to_session(account_id, request, session_id)
+        return await self._stateless(account_id, request)
+
+    async def _stateless(
+        self, account_id: str, request: ChatCompletionRequest
+    ) -> PreparedCompletion:
+        transcript = transcript_of(request.messages, datetime.now(UTC))
+        check_transcript_size(transcript, self._settings)
+        turn = TextChatTurn(
+            agent_id=request.model,
+            agent_overrides=await self._model_overrides(account_id, request),
+            messages=transcript,
+            additional_data=_additional_data(request),
+            channel=OPENAI_CHANNEL,
+        )
+        try:
+            prepared = await self._text_chat.prepare_kept_by_client(account_id, turn)
+        except NotFound:
+            raise model_not_found(request.model) from None
+
+        async def run() -> list[Message]:
+            return (await self._text_chat.run(prepared)).messages
+
+        call_id = prepared.input.call_id
+        return PreparedCompletion(
+            id=f"chatcmpl-{call_id}",
+            model=request.model,
+            conversation_id=call_id,
+            turn=prepared.workflow_id,
+            include_usage=_include_usage(request),
+            run=run,
+        )
+
+    async def _model_overrides(
+        self, account_id: str, request: ChatCompletionRequest
+    ) -> AgentPatch | None:
+        """`temperature` and `max_tokens` on top of the agent's model, for this call only."""
+        changes: dict[str, Any] = {}
+        if request.temperature is not None:
+            changes["temperature"] = request.temperature
+        if request.output_tokens is not None:
+            ceiling = self._settings.max_output_tokens
+            if request.output_tokens > ceiling:
+                param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+                raise InvalidInput(
+                    f"{param}: {request.output_tokens} is over the server's ceiling of "
+                    f"{ceiling} (PARLEY_MAX_OUTPUT_TOKENS)",
+                    {"param": param},
+                )
+            changes["max_tokens"] = request.output_tokens
+        if not changes:
+            return None
+        agent = await self._agent(account_id, request.model)
+        model = agent.spec.model or ModelConfig(
+            provider=self._settings.default_llm, name=self._settings.default_model_name
+        )
+        return AgentPatch(model=ModelConfig.model_validate({**model.model_dump(), **changes}))
+
+    async def _to_session(
+        self, account_id: str, request: ChatCompletionRequest, session_id: str
+    ) -> PreparedCompletion:
+        for name in ("temperature", "max_tokens", "max_completion_tokens", "user", "metadata"):
+            if getattr(request, name) is not None:
+                raise InvalidInput(
+                    f"`{name}` cannot be set with X-Parley-Session-Id: {_FIXED_AT_OPEN}",
+                    {"param": name, "code": "unsupported_parameter"},
+                )
+        content = last_user_text(request.messages)
+        try:
+            row = await self._chats.check_owned(account_id, session_id)
+        except NotFound:
+            raise NotFound(
+                f"chat session {session_id!r} not found (X-Parley-Session-Id)",
+                {"code": "session_not_found"},
+            ) from None
+        if row.agent_id != request.model:
+            raise InvalidInput(
+                f"session {session_id!r} runs agent {row.agent_id!r}: send it as the model",
+                {"param": "model"},
+            )
+        workflow_id = await self._chats.check_send(account_id, session_id, content, None)
+        request_id = str(uuid.uuid4())
+
+        async def run() -> list[Message]:
+            turn = await self._chats.deliver(
+                account_id, session_id, workflow_id, content, None, request_id
+            )
+            if turn.mode == SessionMode.HUMAN:
+                raise Conflict(
+                    "the message was recorded, but a human operator holds this session and "
+                    f"answers in their own time: read it at GET /api/v1/chats/{session_id}",
+                    {"code": "session_held_by_operator"},
+                )
+            return turn.messages or []
+
+        return PreparedCompletion(
+            id=f"chatcmpl-{request_id}",
+            model=request.model,
+            conversation_id=session_id,
+            turn=request_id,
+            include_usage=_include_usage(request),
+            run=run,
+        )
+
+    # ---- models ------------------------------------------------------------------------
+
+    async def models(self, account_id: str) -> list[Model]:
+        """Every agent of the account, as OpenAI model objects."""
+        agents: list[AgentRecord] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self._agents.list(account_id, 100, cursor)
+            agents += page
+            if cursor is None:
+                return [_model_of(agent) for agent in agents]
+
+    async def model(self, account_id: str, agent_id: str) -> Model:
+        return _model_of(await self._agent(account_id, agent_id))
+
+    async def _agent(self, account_id: str, agent_id: str) -> AgentRecord:
+        try:
+            return await self._agents.get(account_id, agent_id)
+        except NotFound:
+            raise model_not_found(agent_id) from None
+
+
+def model_not_found(model: str) -> NotFound:
+    return NotFound(
+        f"The model {model!r} does not exist: a model is the id of one of your Parley agents "
+        "(GET /api/v1/openai/models lists them)",
+        {"param": "model", "code": "model_not_found"},
+    )
+
+
+def _model_of(agent: AgentRecord) -> Model:
+    # `name` is not OpenAI's; model pickers (Open WebUI and others) show it instead of the id.
+    return Model.model_validate(
+        {
+            "id": agent.id,
+            "object": "model",
+            "created": int(agent.created_time.timestamp()),
+            "owned_by": "parley",
+            "name": agent.spec.name,
+        }
+    )
+
+
+def _include_usage(request: ChatCompletionRequest) -> bool:
+    return request.stream_options is not None and request.stream_options.include_usage
+
+
+def _additional_data(request: ChatCompletionRequest) -> dict[str, Any]:
+    """`metadata` and `user` become the conversation's additional_data: recorded with it, and
+    template variables of the agent's prompt (`{{user}}`)."""
+    data: dict[str, Any] = dict(request.metadata or {})
+    if request.user is not None:
+        if data.get("user", request.user) != request.user:
+            raise InvalidInput("metadata.user and user differ", {"param": "user"})
+        data["user"] = request.user
+    try:
+        return OpenChatRequest._additional_data_shape(data)
+    except ValueError as error:
+        raise InvalidInput(f"metadata: {error}", {"param": "metadata"}) from None
+
+
+# ---- answers ------------------------------------------------------------------------------
+
+
+def assistant_text(messages: list[Message]) -> str:
+    """What the user reads: the text of the turn's assistant messages (tool calls ran
+    server-side and are in the recorded conversation, not here)."""
+    texts = [m.content for m in messages if m.role == "assistant" and m.content]
+    return _BETWEEN_MESSAGES.join(texts)
+
+
+def usage_of(messages: list[Message]) -> CompletionUsage:
+    prompt = sum(m.usage.prompt_tokens for m in messages if m.usage is not None)
+    completion = sum(m.usage.completion_tokens for m in messages if m.usage is not None)
+    return CompletionUsage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def completion_of(prepared: PreparedCompletion, messages: list[Message]) -> ChatCompletion:
+    return ChatCompletion(
+        id=prepared.id,
+        object="chat.completion",
+        created=int(time.time()),
+        model=prepared.model,
+        system_fingerprint=None,
+        choices=[
+            Choice(
+                index=0,
+                finish_reason="stop",
+                logprobs=None,
+                message=ChatCompletionMessage(
+                    role="assistant", content=assistant_text(messages), refusal=None
+                ),
+            )
+        ],
+        usage=usage_of(messages),
+    )
+
+
+class _ChunkWriter:
+    """One completion's chunks, as OpenAI streams them."""
+
+    def __init__(self, prepared: PreparedCompletion) -> None:
+        self._prepared = prepared
+        self._created = int(time.time())
+        self.streamed: set[int] = set()  # the messages (by index) whose text went out
+
+    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> ServerSentEvent:
+        body = {
+            "id": self._prepared.id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._prepared.model,
+            "system_fingerprint": None,
+            "choices": choices,
+            **extra,
+        }
+        return ServerSentEvent(data=json.dumps(body))
+
+    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> ServerSentEvent:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return self.chunk([choice])
+
+    def text(self, index: int, text: str) -> ServerSentEvent:
+        gap = _BETWEEN_MESSAGES if self.streamed and index not in self.streamed else ""
+        self.streamed.add(index)
+        return self.delta({"content": gap + text})
+
+
+async def completion_chunks(
+    streams: SessionStreams, prepared: PreparedCompletion, after: int
+) -> AsyncIterator[ServerSentEvent]:
+    """The turn's text as it comes, then the finish reason (and the usage, when asked), then
+    `[DONE]`. A failure after the stream began is an `{"error": ...}` chunk, which the SDK
+    raises as an APIError."""
+    writer = _ChunkWriter(prepared)
+    answered: list[list[Message]] = []
+    failed: list[ParleyError] = []
+
+    async def answer() -> list[Message]:
+        try:
+            answered.append(await prepared.run())
+        except ParleyError as error:
+            failed.append(error)
+            raise
+        return answered[0]
+
+    yield writer.delta({"role": "assistant", "content": ""})
+    events = turn_events(
+        streams, prepared.conversation_id, prepared.turn, after, answer(), lambda _: (set(), {})
+    )
+    async for event in events:
+        data = json.loads(str(event.data))
+        if event.event == "message.delta":
+            yield writer.text(data["message_index"], data["delta"])
+        elif event.event == "discard" and data["message_index"] in writer.streamed:
+            # OpenAI's stream has no way to take text back.
+            yield _error_chunk(ParleyError(_INTERRUPTED, {"code": "stream_interrupted"}))
+            return
+        elif event.event == "error":
+            yield _error_chunk(failed[0] if failed else ParleyError(data["error"]["message"]))
+            return
+    messages = answered[0]
+    for index, message in enumerate(messages):
+        # Text no model call streamed (a budget message, a provider that does not stream).
+        if message.role == "assistant" and message.content and index not in writer.streamed:
+            yield writer.text(index, message.content)
+    yield writer.delta({}, "stop")
+    if prepared.include_usage:
+        yield writer.chunk([], usage=usage_of(messages).model_dump(exclude_none=True))
+    yield ServerSentEvent(data="[DONE]")
+
+
+def _error_chunk(error: ParleyError) -> ServerSentEvent:
+    _, body = openai_error_body(error)
+    return ServerSentEvent(data=json.dumps(body))
