@@ -290,6 +290,22 @@ async def test_a_session_held_by_an_operator_is_a_conflict_and_keeps_the_message
     assert "anyone there?" in [m["content"] for m in stored["messages"]]
 
 
+async def test_a_stateless_conversation_is_not_a_session_for_the_header(
+    client: AsyncOpenAI, make_agent: AgentFactory
+) -> None:
+    agent_id = await make_agent("echo")
+    first = await client.chat.completions.create(model=agent_id, messages=[user("hi")])
+
+    with pytest.raises(openai.ConflictError) as raised:
+        await client.chat.completions.create(
+            model=agent_id,
+            messages=[user("again")],
+            extra_headers={SESSION: first.id.removeprefix("chatcmpl-")},
+        )
+
+    assert raised.value.code == "not_a_session" and "leave" in raised.value.message
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [

@@ -149,6 +149,13 @@ class OpenAIChat:
                 f"chat session {session_id!r} not found (X-Parley-Session-Id)",
                 {"code": "session_not_found"},
             ) from None
+        if row.kind == "stateless":
+            raise Conflict(
+                f"{session_id!r} is a stateless conversation, not a session: leave "
+                "X-Parley-Session-Id out to continue it with its messages, or open a session "
+                "(POST /api/v1/chats)",
+                {"code": "not_a_session"},
+            )
         if row.agent_id != request.model:
             raise InvalidInput(
                 f"session {session_id!r} runs agent {row.agent_id!r}: send it as the model",
