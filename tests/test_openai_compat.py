@@ -26,6 +26,7 @@ from tests.fakes.tool_server import FakeToolServer
 from tests.sessions import open_chat
 from tests.test_human_takeover import take_over
 from tests.test_quotas import well_inside_a_minute
+from tests.test_squads import make_squad
 
 LONG = "tell me about the shipping options for a parcel to Lisbon next week please"
 SESSION = "X-Parley-Session-Id"
@@ -288,6 +289,27 @@ async def test_a_session_held_by_an_operator_is_a_conflict_and_keeps_the_message
 
     assert raised.value.code == "session_held_by_operator"
     assert "anyone there?" in [m["content"] for m in stored["messages"]]
+
+
+async def test_a_squads_session_answers_to_the_squads_id_across_a_handoff(
+    client: AsyncOpenAI, http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    squad_id, triage, billing = await make_squad(http, make_agent)
+    session = await open_chat(http, None, squad_id=squad_id)
+    to_session = {SESSION: session["id"]}
+
+    handed = await client.chat.completions.create(
+        model=squad_id, messages=[user('{"reason": "a refund"}')], extra_headers=to_session
+    )
+    later = await client.chat.completions.create(
+        model=squad_id, messages=[user("and my invoice?")], extra_headers=to_session
+    )
+    stored = (await http.get(f"/chats/{session['id']}")).json()
+
+    assert handed.choices[0].message.content and later.choices[0].message.content
+    assert handed.model == later.model == squad_id
+    assert stored["agent_id"] == billing != triage
+    assert stored["messages"][-1]["author"]["agent_id"] == billing
 
 
 async def test_a_stateless_conversation_is_not_a_session_for_the_header(

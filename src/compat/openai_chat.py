@@ -156,10 +156,11 @@ class OpenAIChat:
                 "(POST /api/v1/chats)",
                 {"code": "not_a_session"},
             )
-        if row.agent_id != request.model:
+        # A squad's session answers to its squad's id, or to the member active right now.
+        if request.model not in (row.agent_id, row.squad_id):
+            runs = f"squad {row.squad_id!r}" if row.squad_id else f"agent {row.agent_id!r}"
             raise InvalidInput(
-                f"session {session_id!r} runs agent {row.agent_id!r}: send it as the model",
-                {"param": "model"},
+                f"session {session_id!r} runs {runs}: send it as the model", {"param": "model"}
             )
         workflow_id = await self._chats.check_send(account_id, session_id, content, None)
         request_id = str(uuid.uuid4())
