@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from src.compat.openai_chat import assistant_text, usage_of
+from src.compat.openai_answers import assistant_text, usage_of
 from src.compat.openai_requests import ChatCompletionRequest, last_user_text, transcript_of
 from src.domain import Message, ToolCall, Usage
 from src.errors import InvalidInput

@@ -14,7 +14,8 @@ from src.api.deps import AccountId, ServicesDep
 from src.api.event_streams import EVENT_STREAM, event_source
 from src.api.front_door import KEYED_PREFIX
 from src.api.openai_errors import OPENAI_PREFIX, OpenAIRoute
-from src.compat.openai_chat import OpenAIChat, completion_chunks, completion_of
+from src.compat.openai_answers import completion_chunks, completion_of
+from src.compat.openai_chat import OpenAIChat
 from src.compat.openai_requests import ChatCompletionRequest
 from src.errors import NotFound
 
