@@ -21,6 +21,7 @@ from src.api.routes import (
     console_page,
     front_page,
     health,
+    openai_compat,
     osvi_compat,
     phone_numbers,
     squads,
@@ -142,4 +143,5 @@ def create_app(settings: Settings) -> FastAPI:
     for router in keyed:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     app.include_router(osvi_compat.router, prefix=OSVI_PREFIX)
+    app.include_router(openai_compat.router, prefix=KEYED_PREFIX)  # OpenAI's error shape
     return app

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -77,7 +77,7 @@ async def turn_events(
     after: int,
     answer: Awaitable[T],
     recorded: Callable[[T], tuple[set[int], dict[str, Any]]],
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncGenerator[ServerSentEvent, None]:
     """One turn's events: those marked with `turn` after position `after` while `answer`
     runs; then, once answered, the `message` events of its recorded messages (`recorded`
     gives their seqs and the `done` body) and `done`; or `error` if the answer failed."""

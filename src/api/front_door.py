@@ -11,6 +11,7 @@ Content-Length at once and from the bytes read, so a chunked upload stops at the
 so the server reads no more of it.
 
 Health, metrics and codec routes keep their own rules (no key, no key, PARLEY_CODEC_AUTH).
+Refusals under `/api/v1/openai` are in OpenAI's error shape (src/api/openai_errors.py).
 FastAPI's own `max_body_size` is not used: it answers any early response of a request whose
 Content-Length is over the cap, a 401 included, with a plain-text 413.
 """
@@ -32,6 +33,7 @@ from src.api.errors import (
     error_response_at,
     is_osvi_path,
 )
+from src.api.openai_errors import is_openai_path, openai_error_response
 from src.api.schemas import ErrorResponse
 from src.errors import (
     InvalidInput,
@@ -190,9 +192,12 @@ class FrontDoor:
     async def _refuse(
         self, error: ParleyError, scope: Scope, receive: Receive, send: Send, close: bool
     ) -> None:
-        response = error_response_at(
-            scope["path"], error.status_code, error.code, error.message, error.details
-        )
+        if is_openai_path(scope["path"]):  # an OpenAI SDK reads only OpenAI's error shape
+            response = openai_error_response(error)
+        else:
+            response = error_response_at(
+                scope["path"], error.status_code, error.code, error.message, error.details
+            )
         if isinstance(error, RateLimited) and isinstance(error.details, dict):
             response.headers["Retry-After"] = str(error.details["retry_after_seconds"])
         if close:

@@ -9,6 +9,9 @@ it already ran, while Temporal still keeps that turn's workflow: the database re
 workflow's existence, says whether a state is the latest. Once the conversation is finished,
 only the request that finished it gets its answer again; every other older state is refused.
 A state older than PARLEY_STATE_MAX_AGE_SECONDS (it carries its issue time) is refused.
+
+A conversation the client keeps whole (the OpenAI-compatible face) has no state: each call is a
+first turn over the transcript as sent, recorded as a conversation of its own.
 """
 
 from __future__ import annotations
@@ -169,6 +172,31 @@ class TextChatService:
         state = self._open_state(account_id, request.state) if request.state else None
         new = self._new_user_messages(request, state)
         superseded = await self._superseded(state) if state is not None else None
+        return await self._prepared(account_id, request, state, new, superseded)
+
+    async def prepare_kept_by_client(self, account_id: str, request: TextChatTurn) -> PreparedTurn:
+        """A conversation the client keeps whole and sends with every call, with no state
+        (the OpenAI-compatible face): a new conversation each time, whose transcript may hold
+        earlier user, assistant (tool calls folded in) and system messages; the agent answers
+        the last message, which must be the user's."""
+        if request.state is not None:
+            raise InvalidInput("a conversation kept by the client has no state")
+        last = request.messages[-1] if request.messages else None
+        if last is None or last.role != "user":
+            raise InvalidInput("the last message must be a user message: the agent answers it")
+        for message in request.messages:
+            if message.role == "user" and not (message.content or "").strip():
+                raise InvalidInput("a user message is empty")
+        return await self._prepared(account_id, request, None, request.messages, None)
+
+    async def _prepared(
+        self,
+        account_id: str,
+        request: TextChatTurn,
+        state: ConversationState | None,
+        new: list[Message],
+        superseded: str | None,
+    ) -> PreparedTurn:
         snapshot = await self._agent(account_id, request, state)
         call_id = state.call_id if state else str(uuid.uuid4())
         turn = state.turn + 1 if state else 1

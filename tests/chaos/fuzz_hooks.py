@@ -1,7 +1,8 @@
 """Schemathesis hooks for the OpenAPI fuzz case (loaded through SCHEMATHESIS_HOOKS).
 
 - Every 4xx must carry the one error shape `{"error": {"code", "message", "details"}}`; under
-  `/compat/osvi`, OSVI's envelope `{"success": false, "errors": ["..."]}` instead.
+  `/compat/osvi`, OSVI's envelope `{"success": false, "errors": ["..."]}` instead, and under
+  `/api/v1/openai`, OpenAI's: `{"error": {"message", "type", "param", "code"}}`.
 - Generated bodies never point Parley anywhere but a closed loopback port: every URL-like
   string is replaced (the fuzzed server allows no loopback URLs, so such agents are refused
   with 422 and nothing is called), and model names that select a special behaviour of the
@@ -20,6 +21,10 @@ import schemathesis
 from hypothesis import strategies as st
 
 CLOSED_LOOPBACK_URL = "http://127.0.0.1:9/fuzz"
+# The OpenAI-compatible face answers in OpenAI's error shape instead (src/api/openai_errors.py).
+OPENAI_PREFIX = "/api/v1/openai"
+NATIVE_ERROR_FIELDS = {"code", "message", "details"}
+OPENAI_ERROR_FIELDS = {"message", "type", "param", "code"}
 FAKE_BEHAVIOURS = ("hold-", "slow-", "burst-", "flaky-", "limited-", "hang-", "invalid-json-")
 
 
@@ -75,11 +80,12 @@ def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
         _check_osvi_envelope(response.status_code, body)
         return None
     error = body.get("error") if isinstance(body, dict) else None
+    openai_face = str(case.operation.path).startswith(OPENAI_PREFIX)
     if not (
         isinstance(body, dict)
         and set(body) == {"error"}
         and isinstance(error, dict)
-        and set(error) == {"code", "message", "details"}
+        and set(error) == (OPENAI_ERROR_FIELDS if openai_face else NATIVE_ERROR_FIELDS)
         and isinstance(error["code"], str)
         and isinstance(error["message"], str)
     ):

@@ -23,6 +23,8 @@ share mutable state:
   gpt-<...>       like echo, answered under a dated name (<model>-2024-07-18), as OpenAI does
   served-<name>   like echo, answered under the model name <name>
   stream-<ms>     like echo; streamed (when asked to), <ms> between words
+  cut-<n>         like echo, but the first n streamed answers of a conversation state stop
+                  halfway: the connection drops after half the words (the call is retried)
 
 Every model streams when the request asks (`stream: true`): the same answer, as chunks.
 
@@ -87,8 +89,13 @@ class FakeLLM:
             return answer
         model: str = body["model"]
         gap = int(model.split("-")[1]) / 1000 if model.startswith("stream-") else 0.0
+        cut = False
+        if model.startswith("cut-"):
+            key = hashlib.sha256(json.dumps(["cut", body["messages"]]).encode()).hexdigest()
+            self._attempts[key] += 1
+            cut = self._attempts[key] <= int(model.split("-")[1])
         return StreamingResponse(
-            _chunks(json.loads(bytes(answer.body)), gap), media_type="text/event-stream"
+            _chunks(json.loads(bytes(answer.body)), gap, cut), media_type="text/event-stream"
         )
 
     async def _answer(self, request: Request) -> JSONResponse:
@@ -254,9 +261,10 @@ def _completion(
     )
 
 
-async def _chunks(completion: dict[str, Any], gap: float) -> AsyncIterator[str]:
+async def _chunks(completion: dict[str, Any], gap: float, cut: bool = False) -> AsyncIterator[str]:
     """A completion as OpenAI streams it: the text word by word (`gap` seconds apart), tool
-    calls in two pieces each, then the finish reason, the usage, and [DONE]."""
+    calls in two pieces each, then the finish reason, the usage, and [DONE]. With `cut`, the
+    connection drops after half the words."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
         body = {
@@ -275,7 +283,11 @@ async def _chunks(completion: dict[str, Any], gap: float) -> AsyncIterator[str]:
     choice = completion["choices"][0]
     message = choice["message"]
     yield delta({"role": "assistant", "content": ""})
-    for number, word in enumerate(re.findall(r"\s*\S+\s*", message.get("content") or "")):
+    words = re.findall(r"\s*\S+\s*", message.get("content") or "")
+    for number, word in enumerate(words):
+        if cut and number == len(words) // 2:
+            await asyncio.sleep(0.2)  # the first half reaches the stream before the drop
+            raise ConnectionResetError("the fake model dropped the connection")
         if number and gap:
             await asyncio.sleep(gap)
         yield delta({"content": word})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +85,9 @@ def _recorded(result: TextChatResult) -> tuple[set[int], dict[str, Any]]:
     return seqs, TextChatResponse(**result.model_dump()).model_dump(mode="json")
 
 
-def check_transcript_size(messages: list[TextChatMessage], settings: Settings) -> None:
+def check_transcript_size(
+    messages: Sequence[TextChatMessage | Message], settings: Settings
+) -> None:
     """413 for a transcript over PARLEY_MAX_TRANSCRIPT_MESSAGES or PARLEY_MAX_TRANSCRIPT_BYTES
     (UTF-8 of contents and tool calls), or a user message over PARLEY_MAX_MESSAGE_CHARS (the
     server accepted none such earlier, so one in the transcript is the new one)."""
@@ -111,7 +114,7 @@ def check_transcript_size(messages: list[TextChatMessage], settings: Settings) -
             )
 
 
-def _text_bytes(message: TextChatMessage) -> int:
+def _text_bytes(message: TextChatMessage | Message) -> int:
     texts = [message.content or ""]
     for call in message.tool_calls:
         texts += [call.name, call.arguments, call.response or ""]
