@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     min_ttl_seconds: int = Field(default=60, ge=1, alias="PARLEY_MIN_TTL_SECONDS")
     max_ttl_seconds: int = Field(default=86400, alias="PARLEY_MAX_TTL_SECONDS")
     default_ttl_seconds: int = Field(default=3600, alias="PARLEY_DEFAULT_TTL_SECONDS")
+    # The Vapi face's bound for `expirationSeconds` (Vapi allows 30 days); native routes keep
+    # PARLEY_MAX_TTL_SECONDS.
+    vapi_max_ttl_seconds: int = Field(default=2_592_000, ge=1, alias="PARLEY_VAPI_MAX_TTL_SECONDS")
     max_message_chars: int = Field(default=16000, ge=1, alias="PARLEY_MAX_MESSAGE_CHARS")
     max_tool_steps: int = Field(default=8, ge=1, alias="PARLEY_MAX_TOOL_STEPS")
     # A session's LLM cost (USD, priced with PARLEY_MODEL_PRICES) past which it is answered

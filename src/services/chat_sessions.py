@@ -179,9 +179,12 @@ class ChatSessionService:
         # Temporal itself: its run is closed, or its validator refuses another session's message.
         self._workflow_ids: LRUCache[tuple[str, str], str] = LRUCache(_REMEMBERED_SESSIONS)
 
-    async def open(self, account_id: str, request: OpenChat) -> tuple[SessionView, bool]:
+    async def open(
+        self, account_id: str, request: OpenChat, *, max_ttl_seconds: int | None = None
+    ) -> tuple[SessionView, bool]:
         """Open a session, or join the active one on the same external endpoint.
-        Returns the session and whether this call created it."""
+        Returns the session and whether this call created it. `max_ttl_seconds` is a face's
+        own bound for the TTL (Vapi's 30 days); PARLEY_MAX_TTL_SECONDS otherwise."""
         squad: SquadState | None = None
         if request.squad_id is not None:
             squad, snapshots = await self._freeze_squad(account_id, request.squad_id)
@@ -196,7 +199,9 @@ class ChatSessionService:
             if request.external_id is not None
             else None
         )
-        start, first_missing = self._session_start(account_id, request, snapshot, endpoint)
+        start, first_missing = self._session_start(
+            account_id, request, snapshot, endpoint, max_ttl_seconds
+        )
         start.squad = squad
         await self._check_active_sessions(account_id, endpoint)
         for frozen in snapshots:
@@ -224,6 +229,7 @@ class ChatSessionService:
         request: OpenChat,
         snapshot: AgentSnapshot,
         endpoint: str | None,
+        max_ttl_seconds: int | None = None,
     ) -> tuple[SessionStart, list[str]]:
         """The new session's start input (its TTL checked, its templates rendered), and the
         variables its first message lacked."""
@@ -236,7 +242,7 @@ class ChatSessionService:
             )
             if t is not None
         )
-        self._check_ttl(ttl)
+        self._check_ttl(ttl, max_ttl_seconds)
         values = template_values(
             snapshot.spec.variables,
             request.additional_data,
@@ -636,8 +642,9 @@ class ChatSessionService:
 
     # ---- reading ---------------------------------------------------------------------------
 
-    def _check_ttl(self, ttl: int) -> None:
-        low, high = self._settings.min_ttl_seconds, self._settings.max_ttl_seconds
+    def _check_ttl(self, ttl: int, max_ttl_seconds: int | None = None) -> None:
+        low = self._settings.min_ttl_seconds
+        high = max_ttl_seconds or self._settings.max_ttl_seconds
         if not low <= ttl <= high:
             raise InvalidInput(f"ttl_seconds must be between {low} and {high}; got {ttl}")
 
