@@ -355,3 +355,42 @@ class SmsStatusEvent(Base):
     provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class VapiSession(Base):
+    """A session opened through the Vapi face (/compat/vapi): the name Vapi lets a client
+    give it, and whether the client deleted it there (the session's record stays)."""
+
+    __tablename__ = "vapi_sessions"
+
+    id: Mapped[str] = mapped_column(ForeignKey("chat_sessions.id"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    name: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class VapiChat(Base):
+    """A Vapi chat: one turn of a session, the one its client named (`session_named`) or
+    one the face opened for it (a chat without a session, or chained by previousChatId)."""
+
+    __tablename__ = "vapi_chats"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    session_id: Mapped[str] = mapped_column(ForeignKey("chat_sessions.id"))
+    session_named: Mapped[bool] = mapped_column(Boolean, default=False)
+    previous_chat_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    assistant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    squad_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The input as the client sent it (a string or Vapi messages); the messages the turn
+    # produced (Parley's Message JSON); the seq of the first of them in the session.
+    input: Mapped[Any] = mapped_column(Json)
+    output: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    first_seq: Mapped[int] = mapped_column(Integer)
+    created_time: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_vapi_chats_account_created", "account_id", "created_time", "id"),
+        Index("ix_vapi_chats_session", "session_id", "first_seq"),
+    )
