@@ -28,10 +28,12 @@ from src.api.routes import (
     text_chat,
     twilio_sms,
     twilio_status,
+    vapi_compat,
     widget,
     widget_script,
 )
 from src.compat.osvi import OsviChat
+from src.compat.vapi.service import VapiFace
 from src.config import Settings
 from src.db.engine import create_engine, session_factory
 from src.db.snapshots import SnapshotStore
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
             ),
             osvi=OsviChat(chats, agent_service, sessions),
+            vapi=VapiFace(settings, sessions, chats),
         )
         try:
             yield
@@ -144,4 +147,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=KEYED_PREFIX, responses=FRONT_DOOR_RESPONSES)
     app.include_router(osvi_compat.router, prefix=OSVI_PREFIX)
     app.include_router(openai_compat.router, prefix=KEYED_PREFIX)  # OpenAI's error shape
+    app.include_router(vapi_compat.router)
     return app

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from src.compat.osvi import OsviChat
+from src.compat.vapi.service import VapiFace
 from src.config import Settings
 from src.errors import Forbidden, Unauthorized
 from src.services.accounts import ApiKeyAuthenticator
@@ -51,6 +52,7 @@ class Services:
     sms: SmsChannel
     sms_status: DeliveryStatuses
     osvi: OsviChat
+    vapi: VapiFace
 
 
 def _services_of(request: Request) -> Services:

@@ -1,5 +1,6 @@
 """One JSON error shape for every failure: `{"error": {"code", "message", "details"}}`, or the
-envelope of the compatibility face a path belongs to (OSVI's `{"success": false, "errors"}`)."""
+envelope of the compatibility face a path belongs to (OSVI's `{"success": false, "errors"}`,
+Vapi's `{"message", "error", "statusCode"}`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from src.compat.vapi.errors import under_vapi, vapi_error
 from src.errors import ParleyError
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,12 @@ def error_response_at(
     path: str, status: int, code: str, message: str, details: Any = None
 ) -> JSONResponse:
     """The error in the shape the route at `path` speaks: OSVI's envelope under
-    /compat/osvi, Parley's own everywhere else."""
+    /compat/osvi, Vapi's `{"message", "error", "statusCode"}` under /compat/vapi, Parley's
+    own everywhere else."""
     if is_osvi_path(path):
         return osvi_failure(status, [message])
+    if under_vapi(path):
+        return vapi_error(status, message)
     return error_response(status, code, message, details)
 
 

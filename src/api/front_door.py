@@ -1,7 +1,8 @@
 """The front door: a pure ASGI middleware that refuses a request before its body is read.
 
-On the routes that need a key (`/api/v1/...`, and OSVI's face `/compat/osvi/...`, whose key
-comes in an `API-Token` header and whose refusals are in OSVI's envelope), in this order: the
+On the routes that need a key (`/api/v1/...`; OSVI's face `/compat/osvi/...`, whose key
+comes in an `API-Token` header and whose refusals are in OSVI's envelope; and Vapi's face
+`/compat/vapi/...`, Bearer keys, refusals in Vapi's error shape), in this order: the
 API key from the headers (401), the key's request rate (429 with Retry-After), a JSON
 Content-Type when there is a body (415). A publishable widget key (`pw_...`) is checked
 instead against its routes and origins (403), the client IP's and the visitor's rates (429)
@@ -35,6 +36,7 @@ from src.api.errors import (
 )
 from src.api.openai_errors import is_openai_path, openai_error_response
 from src.api.schemas import ErrorResponse
+from src.compat.vapi.errors import under_vapi
 from src.errors import (
     InvalidInput,
     ParleyError,
@@ -209,7 +211,12 @@ _CLOSE = (b"connection", b"close")
 
 
 def _needs_key(path: str) -> bool:
-    return path == KEYED_PREFIX or path.startswith(KEYED_PREFIX + "/") or is_osvi_path(path)
+    return (
+        path == KEYED_PREFIX
+        or path.startswith(KEYED_PREFIX + "/")
+        or is_osvi_path(path)
+        or under_vapi(path)
+    )
 
 
 def _key_of(path: str, headers: Headers) -> str | None:
