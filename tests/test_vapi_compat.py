@@ -259,6 +259,7 @@ async def test_refusals_have_vapis_error_shape(
     assert_vapi_error(await vapi.get(f"/session/{uuid.uuid4()}"), 404)
     assert_vapi_error(await vapi.get(f"/chat/{uuid.uuid4()}"), 404)
     assert_vapi_error(await vapi.get("/chat", params={"sortOrder": "ASC"}), 422, "`sortOrder`")
+    assert_vapi_error(await vapi.get("/assistant"), 404, "no route /assistant")
     agent_id = await make_agent()
     both = {"assistantId": agent_id, "sessionId": "s", "previousChatId": "c", "input": "hi"}
     assert_vapi_error(await vapi.post("/chat", json=both), 400, "mutually exclusive")
@@ -325,6 +326,20 @@ async def test_a_streamed_chat_sends_vapis_deltas(
     assert "".join(d["delta"] for d in deltas) == "echo: stream these words"
     recorded = assert_vapi("Chat", (await vapi.get(f"/chat/{deltas[0]['id']}")).json())
     assert texts(recorded["output"]) == ["echo: stream these words"]
+
+
+async def test_a_streamed_chat_whose_turn_fails_ends_with_an_error_event(
+    vapi: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await create_session(vapi, assistantId=await make_agent(model="reject"))
+
+    events = await stream(
+        vapi, "/chat", {"sessionId": session["id"], "input": "hello", "stream": True}
+    )
+
+    assert [name for name, _ in events] == ["error"]
+    assert set(events[0][1]) == {"message", "error", "statusCode"}
+    assert events[0][1]["statusCode"] == 502
 
 
 async def test_chat_responses_answer_in_the_openai_responses_shape(

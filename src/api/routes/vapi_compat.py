@@ -14,12 +14,13 @@ from sse_starlette import ServerSentEvent
 
 from src.api.deps import AccountId, ServicesDep
 from src.api.event_streams import event_source, turn_events
-from src.compat.vapi.errors import VAPI_PREFIX, Unmapped, VapiRoute
+from src.compat.vapi.errors import VAPI_PREFIX, Unmapped, VapiRoute, vapi_error
 from src.compat.vapi.mapping import response_item_id, response_object
 from src.compat.vapi.schemas import CreateChat, CreateResponse, CreateSession, UpdateSession
 from src.compat.vapi.service import Page, PreparedChat, VapiFace
 from src.db.tables import VapiChat
 from src.domain import Message
+from src.errors import NotFound
 
 router = APIRouter(prefix=VAPI_PREFIX, tags=["vapi"], route_class=VapiRoute)
 
@@ -109,7 +110,7 @@ async def create_chat(
         chat.session_id,
         request_id,
         after,
-        face.answer(chat, request_id),
+        face.answer_detached(chat, request_id),
         _recorded,
     )
     return event_source(_chat_stream(events, chat))
@@ -155,7 +156,7 @@ async def create_response(
         chat.session_id,
         request_id,
         after,
-        face.answer(chat, request_id),
+        face.answer_detached(chat, request_id),
         _recorded,
     )
     return event_source(_response_stream(events, chat))
@@ -166,9 +167,30 @@ def _recorded(row: VapiChat) -> tuple[set[int], dict[str, Any]]:
     return set(), {"output": row.output, "created": row.created_time.isoformat()}
 
 
+# The HTTP status a plain call would have answered a failed turn with, by Parley's code.
+_STATUS_OF_CODE = {
+    "not_found": 404,
+    "conflict": 409,
+    "payload_too_large": 413,
+    "invalid_input": 422,
+    "agent_error": 502,
+    "unavailable": 503,
+}
+
+
 def _error_body(data: dict[str, Any]) -> tuple[str, str]:
     error = data.get("error") or {}
     return str(error.get("code", "internal")), str(error.get("message", "the turn failed"))
+
+
+@router.api_route(
+    "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
+async def unknown_route(path: str, account: AccountId) -> None:
+    raise NotFound(
+        f"Parley's Vapi face has no route /{path}: it serves /session and /chat (see the "
+        "README's Vapi-compatible routes)"
+    )
 
 
 async def _chat_stream(
@@ -194,9 +216,9 @@ async def _chat_stream(
                 delta["sessionId"] = chat.session_id
             yield ServerSentEvent(data=json.dumps(delta))
         elif event.event == "error":
-            _, message = _error_body(data)
-            body = {"message": message, "error": "Bad Gateway", "statusCode": 502}
-            yield ServerSentEvent(data=json.dumps(body), event="error")
+            code, message = _error_body(data)
+            failed = vapi_error(_STATUS_OF_CODE.get(code, 500), message)
+            yield ServerSentEvent(data=bytes(failed.body).decode(), event="error")
 
 
 async def _response_stream(

@@ -9,6 +9,8 @@ opens for a chat that names neither, so that later chats can chain from it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import uuid
 from dataclasses import dataclass
@@ -81,6 +83,8 @@ class VapiFace:
         self._settings = settings
         self._db = sessions
         self._chats = chats
+        # Streamed turns whose client may have left: kept until they have been recorded.
+        self._answering: set[asyncio.Task[VapiChat]] = set()
 
     # ---- sessions ----------------------------------------------------------------------
 
@@ -289,6 +293,14 @@ class VapiFace:
             db.add(row)
         return row
 
+    def answer_detached(self, chat: PreparedChat, request_id: str) -> asyncio.Future[VapiChat]:
+        """`answer`, carried on to its record even when the caller stops waiting (a streaming
+        client that leaves): the turn goes on in its session either way."""
+        task = asyncio.ensure_future(self.answer(chat, request_id))
+        self._answering.add(task)
+        task.add_done_callback(_forget(self._answering))
+        return asyncio.shield(task)
+
     async def chat(self, account_id: str, chat_id: str) -> dict[str, Any]:
         return await self.chat_of(await self._chat_row(account_id, chat_id))
 
@@ -406,6 +418,16 @@ class VapiFace:
             raise Unmapped(f"`assistantId` is not the assistant of the chat's `{by}`")
         if body.squadId is not None and body.squadId != squad_id:
             raise Unmapped(f"`squadId` is not the squad of the chat's `{by}`")
+
+
+def _forget(tasks: set[asyncio.Task[VapiChat]]) -> Any:
+    def forget(task: asyncio.Task[VapiChat]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.exception()  # retrieved: a streaming caller reports it, if still there
+
+    return forget
 
 
 def output_messages(row: VapiChat) -> list[Message]:
