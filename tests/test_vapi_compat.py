@@ -4,6 +4,7 @@ is checked against the schemas of Vapi's published OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -99,6 +100,44 @@ async def test_a_session_is_created_chatted_in_listed_and_completed(
     assert done["name"] == "support chat"
     assert "echo: hello there" in done["artifact"]["transcript"]
     assert isinstance(done["cost"], float | int)
+
+
+async def test_a_completed_sessions_artifact_holds_what_analysis_extracted(
+    vapi: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    analysis = {
+        "summary_prompt": "Summarise the conversation.",
+        "structured_outputs": [
+            {
+                "name": "outcome",
+                "schema": {
+                    "type": "object",
+                    "properties": {"resolved": {"type": "boolean"}},
+                    "required": ["resolved"],
+                },
+            }
+        ],
+    }
+    session = await create_session(vapi, assistantId=await make_agent(analysis=analysis))
+    await chat(vapi, sessionId=session["id"], input="thanks, solved")
+    await vapi.patch(f"/session/{session['id']}", json={"status": "completed"})
+
+    read = await analysed(vapi, session["id"])
+
+    outputs = read["artifact"]["structuredOutputs"]
+    assert outputs["outcome"]["name"] == "outcome"
+    assert isinstance(outputs["outcome"]["result"]["resolved"], bool)
+    assert "analysis" in [cost["type"] for cost in read["costs"]]
+
+
+async def analysed(vapi: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
+    """The session once its analysis has run (bounded polling, not a timing assertion)."""
+    for _ in range(300):
+        read = assert_vapi("Session", (await vapi.get(f"/session/{session_id}")).json())
+        if read.get("artifact", {}).get("structuredOutputs"):
+            return dict(read)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"session {session_id} was not analysed")
 
 
 async def test_a_session_is_renamed_and_deleted(
@@ -260,6 +299,8 @@ async def test_refusals_have_vapis_error_shape(
     assert_vapi_error(await vapi.get(f"/chat/{uuid.uuid4()}"), 404)
     assert_vapi_error(await vapi.get("/chat", params={"sortOrder": "ASC"}), 422, "`sortOrder`")
     assert_vapi_error(await vapi.get("/assistant"), 404, "no route /assistant")
+    assert_vapi_error(await vapi.post("/session", json={"name": "a\x00"}), 400, "NUL")
+    assert_vapi_error(await vapi.get("/chat", params={"squadId": "a\x00"}), 400, "NUL")
     agent_id = await make_agent()
     both = {"assistantId": agent_id, "sessionId": "s", "previousChatId": "c", "input": "hi"}
     assert_vapi_error(await vapi.post("/chat", json=both), 400, "mutually exclusive")

@@ -2,7 +2,8 @@
 
 - Every 4xx must carry the one error shape `{"error": {"code", "message", "details"}}`; under
   `/compat/osvi`, OSVI's envelope `{"success": false, "errors": ["..."]}` instead, and under
-  `/api/v1/openai`, OpenAI's: `{"error": {"message", "type", "param", "code"}}`.
+  `/api/v1/openai`, OpenAI's: `{"error": {"message", "type", "param", "code"}}`, and under
+  `/compat/vapi`, Vapi's `{"message", "error", "statusCode"}`.
 - Generated bodies never point Parley anywhere but a closed loopback port: every URL-like
   string is replaced (the fuzzed server allows no loopback URLs, so such agents are refused
   with 422 and nothing is called), and model names that select a special behaviour of the
@@ -79,6 +80,9 @@ def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     if case.operation.path.startswith("/compat/osvi/"):
         _check_osvi_envelope(response.status_code, body)
         return None
+    if case.operation.path.startswith("/compat/vapi/"):
+        _check_vapi_error(response.status_code, body)
+        return None
     error = body.get("error") if isinstance(body, dict) else None
     openai_face = str(case.operation.path).startswith(OPENAI_PREFIX)
     if not (
@@ -104,3 +108,13 @@ def _check_osvi_envelope(status: int, body: Any) -> None:
         and all(isinstance(error, str) for error in errors)
     ):
         raise AssertionError(f"{status} not in OSVI's error envelope: {body!r}")
+
+
+def _check_vapi_error(status: int, body: Any) -> None:
+    if not (
+        isinstance(body, dict)
+        and set(body) == {"message", "error", "statusCode"}
+        and body["statusCode"] == status
+        and isinstance(body["message"], str)
+    ):
+        raise AssertionError(f"{status} not in Vapi's error shape: {body!r}")

@@ -14,7 +14,7 @@ from sse_starlette import ServerSentEvent
 
 from src.api.deps import AccountId, ServicesDep
 from src.api.event_streams import event_source, turn_events
-from src.compat.vapi.errors import VAPI_PREFIX, Unmapped, VapiRoute, vapi_error
+from src.compat.vapi.errors import VAPI_PREFIX, BadRequest, Unmapped, VapiRoute, vapi_error
 from src.compat.vapi.mapping import response_item_id, response_object
 from src.compat.vapi.schemas import CreateChat, CreateResponse, CreateSession, UpdateSession
 from src.compat.vapi.service import Page, PreparedChat, VapiFace
@@ -38,6 +38,8 @@ Face = Annotated[VapiFace, Depends(vapi_face)]
 
 def _page(request: Request, filters: set[str], page: int, limit: int) -> Page:
     """Refuses, by name, the query parameters of Vapi's lists that Parley does not map."""
+    if any("\x00" in value for value in request.query_params.values()):
+        raise BadRequest("a query parameter contains a NUL character (%00)")
     unknown = sorted(set(request.query_params) - filters - _PAGING)
     if unknown:
         raise Unmapped(

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from src.domain import check_text
 
 
 class VapiBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        check_text(data, "the body")  # no NUL or lone surrogate reaches the database
+        return data
 
 
 def unmapped_fields(body: BaseModel, path: str = "") -> list[str]:
