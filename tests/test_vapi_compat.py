@@ -369,6 +369,51 @@ async def test_a_streamed_chat_sends_vapis_deltas(
     assert texts(recorded["output"]) == ["echo: stream these words"]
 
 
+async def test_a_streamed_reply_after_a_tool_call_names_its_place_in_the_output(
+    vapi: httpx.AsyncClient, tools: tuple[FakeToolServer, str]
+) -> None:
+    lookup = {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+        "server": {"url": f"{tools[1]}/echo"},
+    }
+    assistant = {"model": {"provider": "openai", "model": "tool-lookup", "tools": [lookup]}}
+    session = await create_session(vapi, assistant=assistant)
+
+    events = await stream(
+        vapi, "/chat", {"sessionId": session["id"], "input": '{"a": 1}', "stream": True}
+    )
+
+    deltas = [assert_vapi("CreateChatStreamResponse", data) for _, data in events]
+    # output: the assistant's tool call, the tool's result, then the streamed reply
+    assert {d["path"] for d in deltas} == {"chat.output[2].content"}
+    recorded = (await vapi.get(f"/chat/{deltas[0]['id']}")).json()
+    assert recorded["output"][2]["content"] == "".join(d["delta"] for d in deltas)
+
+
+async def test_a_chat_is_recorded_when_its_streaming_client_leaves(
+    vapi: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    session = await create_session(vapi, assistantId=await make_agent(model="stream-50"))
+    body = {"sessionId": session["id"], "input": "one two three four five six", "stream": True}
+
+    async with aconnect_sse(vapi, "POST", "/chat", json=body) as source:
+        first = json.loads((await anext(source.aiter_sse())).data)
+
+    recorded = await recorded_chat(vapi, first["id"])
+    assert texts(recorded["output"]) == ["echo: one two three four five six"]
+
+
+async def recorded_chat(vapi: httpx.AsyncClient, chat_id: str) -> dict[str, Any]:
+    """The chat once it is recorded (bounded polling, not a timing assertion)."""
+    for _ in range(300):
+        response = await vapi.get(f"/chat/{chat_id}")
+        if response.status_code == 200:
+            return dict(assert_vapi("Chat", response.json()))
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"chat {chat_id} was not recorded")
+
+
 async def test_a_streamed_chat_whose_turn_fails_ends_with_an_error_event(
     vapi: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
