@@ -183,11 +183,15 @@ async def test_a_session_runs_a_squad(
 
     session = await create_session(vapi, squadId=squad.json()["id"])
     answer = await chat(vapi, sessionId=session["id"], input="hi squad")
+    first = await chat(vapi, squadId=squad.json()["id"], input="no session")
+    second = await chat(vapi, previousChatId=first["id"], input="still none")
 
     assert session["squadId"] == squad.json()["id"]
     assert "assistantId" not in session
     assert answer["squadId"] == squad.json()["id"]
     assert texts(answer["output"]) == ["echo: hi squad"]
+    assert second["squadId"] == squad.json()["id"]
+    assert texts(second["messages"]) == ["no session", "echo: no session", "still none"]
 
 
 async def test_an_inline_assistant_is_mapped_onto_an_agent(

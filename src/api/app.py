@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         chats = ChatSessionService(
             settings, temporal, sessions, agent_service, snapshots, squad_service
         )
+        text_chat = TextChatService(settings, temporal, sessions, agent_service, snapshots)
         streams = SessionStreams(engine, sessions)
         await streams.start()
         app.state.services = Services(
@@ -84,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
             agents=agent_service,
             squads=squad_service,
             chats=chats,
-            text_chat=TextChatService(settings, temporal, sessions, agent_service, snapshots),
+            text_chat=text_chat,
             widget_keys=widget_keys,
             widget_gate=WidgetGate(settings, sessions, widget_keys),
             streams=streams,
@@ -94,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings, sessions, SecretBox(settings.secret_keys()), snapshots, temporal
             ),
             osvi=OsviChat(chats, agent_service, sessions),
-            vapi=VapiFace(settings, sessions, chats),
+            vapi=VapiFace(settings, sessions, chats, text_chat),
         )
         try:
             yield

@@ -370,8 +370,10 @@ class VapiSession(Base):
 
 
 class VapiChat(Base):
-    """A Vapi chat: one turn of a session, the one its client named (`session_named`) or
-    one the face opened for it (a chat without a session, or chained by previousChatId)."""
+    """A Vapi chat: one turn of a conversation. Of a session (the one its client named,
+    `session_named`, or one the face opened for a squad), or of a stateless conversation
+    (`session_id` is its call id) that chats chain with previousChatId: then `state` is the
+    sealed state of the next turn and `variables` the template values each turn resends."""
 
     __tablename__ = "vapi_chats"
 
@@ -388,6 +390,8 @@ class VapiChat(Base):
     input: Mapped[Any] = mapped_column(Json)
     output: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     first_seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str | None] = mapped_column(Text, nullable=True)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     created_time: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (

@@ -4,7 +4,6 @@ them (src/compat/vapi), for a Vapi client that changes only its base URL and key
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from sse_starlette import ServerSentEvent
 
-from src.api.deps import AccountId, ServicesDep
+from src.api.deps import AccountId, Services, ServicesDep
 from src.api.event_streams import event_source, turn_events
 from src.compat.vapi.errors import VAPI_PREFIX, BadRequest, Unmapped, VapiRoute, vapi_error
 from src.compat.vapi.mapping import response_item_id, response_object
@@ -102,19 +101,9 @@ async def create_chat(
     """One turn. With `stream: true`, server-sent events, each `{"id", "sessionId"?, "path":
     "chat.output[<n>].content", "delta"}` (Vapi's CreateChatStreamResponse)."""
     chat = await face.prepare_chat(account, body)
-    request_id = str(uuid.uuid4())
     if not body.stream:
-        row = await face.answer(chat, request_id)
-        return JSONResponse(await face.chat_of(row))
-    after = await services.streams.head(chat.session_id)
-    events = turn_events(
-        services.streams,
-        chat.session_id,
-        request_id,
-        after,
-        face.answer_detached(chat, request_id),
-        _recorded,
-    )
+        return JSONResponse(await face.chat_of(await face.answer(chat)))
+    events = await _turn_events(services, face, chat)
     return event_source(_chat_stream(events, chat))
 
 
@@ -148,20 +137,25 @@ async def create_response(
     """A chat answered in OpenAI's Responses shape; streamed (the default) as
     response.output_text.delta, response.output_text.done, response.completed (or error)."""
     chat = await face.prepare_chat(account, body)
-    request_id = str(uuid.uuid4())
     if not body.stream:
-        row = await face.answer(chat, request_id)
-        return JSONResponse(face.response_of(row))
+        return JSONResponse(face.response_of(await face.answer(chat)))
+    events = await _turn_events(services, face, chat)
+    return event_source(_response_stream(events, chat))
+
+
+async def _turn_events(
+    services: Services, face: VapiFace, chat: PreparedChat
+) -> AsyncIterator[ServerSentEvent]:
+    """The turn's events in Parley's stream, from now on, while it is answered."""
     after = await services.streams.head(chat.session_id)
-    events = turn_events(
+    return turn_events(
         services.streams,
         chat.session_id,
-        request_id,
+        chat.stream_turn,
         after,
-        face.answer_detached(chat, request_id),
+        face.answer_detached(chat),
         _recorded,
     )
-    return event_source(_response_stream(events, chat))
 
 
 def _recorded(row: VapiChat) -> tuple[set[int], dict[str, Any]]:

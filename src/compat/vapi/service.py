@@ -2,9 +2,11 @@
 
 A Vapi session is a Parley session (the same id) opened on channel `vapi`; its name, and
 whether the client deleted it through the face, live in `vapi_sessions`. A Vapi chat is one
-turn of a Parley session, stored in `vapi_chats`: of the session its client named
-(`sessionId`), of its previous chat's session (`previousChatId`), or of a session the face
-opens for a chat that names neither, so that later chats can chain from it.
+turn, stored in `vapi_chats`: of the session its client named (`sessionId`), or, for a chat
+without a session, of a stateless conversation (text-chat turns: no inactivity timer, no
+active-session quota) whose sealed state the chat keeps, so that the next chat can chain
+from it (`previousChatId`). Stateless turns take no squad: a squad's chat without a session
+runs in a session the face opens for it.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ from src.costs import session_costs
 from src.db.queries import transcript
 from src.db.tables import ChatSession, VapiChat, VapiSession
 from src.domain import Message, SessionStatus
-from src.errors import NotFound
+from src.errors import NotFound, PayloadTooLarge
 from src.services.chat_sessions import ChatSessionService, OpenChat
+from src.services.text_chat import PreparedTurn, TextChatService, TextChatTurn
 
 # Vapi's default session expiration.
 _VAPI_DEFAULT_EXPIRATION = 86_400
@@ -53,18 +56,24 @@ _VAPI_DEFAULT_EXPIRATION = 86_400
 
 @dataclass
 class PreparedChat:
-    """A chat that passed every check and whose session is known, ready to send."""
+    """A chat that passed every check and whose conversation is known, ready to send:
+    a turn of a session (`workflow_id`), or a stateless turn (`stateless`)."""
 
     chat_id: str
     account_id: str
     body: CreateChat
     content: str
+    # The session, or the stateless conversation's call id (its stream is under it too).
     session_id: str
     session_named: bool
     workflow_id: str
     assistant_id: str | None
     squad_id: str | None
     created: datetime
+    # What marks this turn's events in the conversation's stream.
+    stream_turn: str
+    stateless: PreparedTurn | None = None
+    variables: dict[str, Any] | None = None
 
 
 @dataclass
@@ -79,10 +88,12 @@ class VapiFace:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         chats: ChatSessionService,
+        text_chat: TextChatService,
     ) -> None:
         self._settings = settings
         self._db = sessions
         self._chats = chats
+        self._text_chat = text_chat
         # Streamed turns whose client may have left: kept until they have been recorded.
         self._answering: set[asyncio.Task[VapiChat]] = set()
 
@@ -231,30 +242,50 @@ class VapiFace:
     # ---- chats -------------------------------------------------------------------------
 
     async def prepare_chat(self, account_id: str, body: CreateChat) -> PreparedChat:
-        """Checks a chat and finds (or opens) its session; nothing is sent yet."""
+        """Checks a chat and finds (or starts) its conversation; nothing is sent yet."""
         refuse_unmapped(unmapped_fields(body))
         if body.sessionId is not None and body.previousChatId is not None:
             raise BadRequest("`sessionId` and `previousChatId` are mutually exclusive")
         content = _content_of(body.input)
-        assistant_id: str | None
-        squad_id: str | None
         if body.sessionId is not None:
             await self._face_session(account_id, body.sessionId)
             row = await self._chats.check_owned(account_id, body.sessionId)
             self._same_agent(body, row.agent_id, row.squad_id, "sessionId")
-            session_id, named = body.sessionId, True
-            assistant_id, squad_id = row.agent_id, row.squad_id
-        elif body.previousChatId is not None:
+            return await self._session_turn(
+                account_id, body, content, body.sessionId, True, row.agent_id, row.squad_id
+            )
+        if body.previousChatId is not None:
             previous = await self._chat_row(account_id, body.previousChatId)
             self._same_agent(body, previous.assistant_id, previous.squad_id, "previousChatId")
             await self._check_latest(previous)
-            session_id, named = previous.session_id, previous.session_named
-            assistant_id, squad_id = previous.assistant_id, previous.squad_id
-        else:
+            if previous.state is None:  # a turn of a session: the next one is too
+                return await self._session_turn(
+                    account_id,
+                    body,
+                    content,
+                    previous.session_id,
+                    previous.session_named,
+                    previous.assistant_id,
+                    previous.squad_id,
+                )
+            return await self._stateless_turn(account_id, body, content, previous)
+        if body.squadId is not None:
             view, _ = await self._chats.open(account_id, self._open_request(body, None))
-            session_id, named = view.id, False
-            assistant_id = None if view.squad_id else view.agent_id
-            squad_id = view.squad_id
+            return await self._session_turn(
+                account_id, body, content, view.id, False, None, view.squad_id
+            )
+        return await self._stateless_turn(account_id, body, content, None)
+
+    async def _session_turn(
+        self,
+        account_id: str,
+        body: CreateChat,
+        content: str,
+        session_id: str,
+        named: bool,
+        assistant_id: str | None,
+        squad_id: str | None,
+    ) -> PreparedChat:
         workflow_id = await self._chats.check_send(account_id, session_id, content, None)
         return PreparedChat(
             chat_id=str(uuid.uuid4()),
@@ -267,14 +298,76 @@ class VapiFace:
             assistant_id=None if squad_id else assistant_id,
             squad_id=squad_id,
             created=datetime.now(UTC),
+            stream_turn=str(uuid.uuid4()),
         )
 
-    async def answer(self, chat: PreparedChat, request_id: str) -> VapiChat:
-        """Sends the chat's input to its session and records the chat with the turn's
-        messages. The session's stream marks the turn's events with `request_id`."""
-        turn = await self._chats.deliver(
-            chat.account_id, chat.session_id, chat.workflow_id, chat.content, None, request_id
+    async def _stateless_turn(
+        self, account_id: str, body: CreateChat, content: str, previous: VapiChat | None
+    ) -> PreparedChat:
+        """A turn of a stateless conversation: its first (no `previous`), or the next after
+        `previous`, with the transcript as the server recorded it and the sealed state."""
+        now = datetime.now(UTC)
+        message = Message(role="user", content=content, time=now)
+        if previous is None:
+            self._open_request(body, None)  # the same checks of the agent as a session's
+            overrides = body.assistantOverrides
+            variables = (overrides.variableValues or {}) if overrides else {}
+            turn = TextChatTurn(
+                agent_id=body.assistantId,
+                agent=agent_of_assistant(body.assistant) if body.assistant else None,
+                messages=[message],
+                additional_data=variables,
+                channel=VAPI_CHANNEL,
+            )
+        else:
+            variables = previous.variables or {}
+            async with self._db() as db:
+                history = await transcript(db, previous.session_id)
+            if len(history) + 1 > self._settings.max_transcript_messages:
+                raise PayloadTooLarge(
+                    f"the conversation has {len(history)} messages, the most it may have "
+                    "(PARLEY_MAX_TRANSCRIPT_MESSAGES): start a new one"
+                )
+            turn = TextChatTurn(
+                agent_id=previous.assistant_id,
+                messages=[*history, message],
+                state=previous.state,
+                additional_data=variables,
+                channel=VAPI_CHANNEL,
+            )
+        prepared = await self._text_chat.prepare(account_id, turn)
+        return PreparedChat(
+            chat_id=str(uuid.uuid4()),
+            account_id=account_id,
+            body=body,
+            content=content,
+            session_id=prepared.input.call_id,
+            session_named=False,
+            workflow_id=prepared.workflow_id,
+            assistant_id=prepared.input.agent.id,
+            squad_id=None,
+            created=now,
+            stream_turn=prepared.workflow_id,
+            stateless=prepared,
+            variables=variables,
         )
+
+    async def answer(self, chat: PreparedChat) -> VapiChat:
+        """Sends the chat's input and records the chat with the turn's messages."""
+        state: str | None = None
+        if chat.stateless is not None:
+            result = await self._text_chat.run(chat.stateless)
+            messages, first_seq, state = result.messages, result.first_seq, result.state
+        else:
+            turn = await self._chats.deliver(
+                chat.account_id,
+                chat.session_id,
+                chat.workflow_id,
+                chat.content,
+                None,
+                chat.stream_turn,
+            )
+            messages, first_seq = turn.messages or [], turn.first_seq
         row = VapiChat(
             id=chat.chat_id,
             account_id=chat.account_id,
@@ -285,18 +378,20 @@ class VapiFace:
             assistant_id=chat.assistant_id,
             squad_id=chat.squad_id,
             input=_stored_input(chat.body.input),
-            output=[m.model_dump(mode="json") for m in turn.messages or []],
-            first_seq=turn.first_seq,
+            output=[m.model_dump(mode="json") for m in messages],
+            first_seq=first_seq,
+            state=state,
+            variables=chat.variables,
             created_time=chat.created,
         )
         async with self._db.begin() as db:
             db.add(row)
         return row
 
-    def answer_detached(self, chat: PreparedChat, request_id: str) -> asyncio.Future[VapiChat]:
+    def answer_detached(self, chat: PreparedChat) -> asyncio.Future[VapiChat]:
         """`answer`, carried on to its record even when the caller stops waiting (a streaming
-        client that leaves): the turn goes on in its session either way."""
-        task = asyncio.ensure_future(self.answer(chat, request_id))
+        client that leaves): the turn goes on in its conversation either way."""
+        task = asyncio.ensure_future(self.answer(chat))
         self._answering.add(task)
         task.add_done_callback(_forget(self._answering))
         return asyncio.shield(task)

@@ -42,6 +42,8 @@ def upgrade() -> None:
         sa.Column("input", _JSON, nullable=False),
         sa.Column("output", _JSON, nullable=False),
         sa.Column("first_seq", sa.Integer(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=True),
+        sa.Column("variables", _JSON, nullable=True),
         sa.Column("created_time", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"]),
         sa.ForeignKeyConstraint(["session_id"], ["chat_sessions.id"]),
