@@ -13,7 +13,14 @@ from sse_starlette import ServerSentEvent
 
 from src.api.deps import AccountId, Services, ServicesDep
 from src.api.event_streams import event_source, turn_events
-from src.compat.vapi.errors import VAPI_PREFIX, BadRequest, Unmapped, VapiRoute, vapi_error
+from src.compat.vapi.errors import (
+    VAPI_ERROR_RESPONSES,
+    VAPI_PREFIX,
+    BadRequest,
+    Unmapped,
+    VapiRoute,
+    vapi_error,
+)
 from src.compat.vapi.mapping import response_item_id, response_object
 from src.compat.vapi.schemas import CreateChat, CreateResponse, CreateSession, UpdateSession
 from src.compat.vapi.service import Page, PreparedChat, VapiFace
@@ -21,7 +28,9 @@ from src.db.tables import VapiChat
 from src.domain import Message
 from src.errors import NotFound
 
-router = APIRouter(prefix=VAPI_PREFIX, tags=["vapi"], route_class=VapiRoute)
+router = APIRouter(
+    prefix=VAPI_PREFIX, tags=["vapi"], route_class=VapiRoute, responses=VAPI_ERROR_RESPONSES
+)
 
 _SESSION_FILTERS = {"assistantId", "squadId"}
 _CHAT_FILTERS = {"id", "assistantId", "squadId", "sessionId", "previousChatId"}
@@ -57,6 +66,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.post("/session", status_code=status.HTTP_201_CREATED)
 async def create_session(body: CreateSession, account: AccountId, face: Face) -> dict[str, Any]:
+    """Vapi's CreateSessionDTO → Session: a Parley session on channel `vapi`."""
     return await face.open_session(account, body)
 
 
@@ -70,12 +80,14 @@ async def list_sessions(
     page: PageNumber = 1,
     limit: Limit = 100,
 ) -> dict[str, Any]:
+    """Vapi's SessionPaginatedResponse: the sessions opened through the face, newest first."""
     paging = _page(request, _SESSION_FILTERS, page, limit)
     return await face.list_sessions(account, paging, assistant_id, squad_id)
 
 
 @router.get("/session/{session_id}")
 async def get_session(session_id: str, account: AccountId, face: Face) -> dict[str, Any]:
+    """Vapi's Session, with its transcript, costs and (once completed) artifact."""
     return await face.session(account, session_id)
 
 
@@ -83,11 +95,13 @@ async def get_session(session_id: str, account: AccountId, face: Face) -> dict[s
 async def update_session(
     session_id: str, body: UpdateSession, account: AccountId, face: Face
 ) -> dict[str, Any]:
+    """Vapi's UpdateSessionDTO: `name`, and `status: "completed"` to end the session."""
     return await face.update_session(account, session_id, body)
 
 
 @router.delete("/session/{session_id}")
 async def delete_session(session_id: str, account: AccountId, face: Face) -> dict[str, Any]:
+    """Ends the session and hides it from the face; Parley keeps its record."""
     return await face.delete_session(account, session_id)
 
 
@@ -115,6 +129,7 @@ async def list_chats(
     page: PageNumber = 1,
     limit: Limit = 100,
 ) -> dict[str, Any]:
+    """Vapi's ChatPaginatedResponse, newest first; items leave out `messages`."""
     paging = _page(request, _CHAT_FILTERS, page, limit)
     filters = {name: request.query_params.get(name) for name in _CHAT_FILTERS}
     return await face.list_chats(account, paging, filters)
@@ -122,11 +137,13 @@ async def list_chats(
 
 @router.get("/chat/{chat_id}")
 async def get_chat(chat_id: str, account: AccountId, face: Face) -> dict[str, Any]:
+    """Vapi's Chat: `messages` up to its input, `output` what the turn produced."""
     return await face.chat(account, chat_id)
 
 
 @router.delete("/chat/{chat_id}")
 async def delete_chat(chat_id: str, account: AccountId, face: Face) -> dict[str, Any]:
+    """Deletes the chat's record (not its turn in the conversation); Vapi's Chat."""
     return await face.delete_chat(account, chat_id)
 
 

@@ -12,11 +12,31 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from src.errors import ParleyError
 
 VAPI_PREFIX = "/compat/vapi"
+
+
+class VapiErrorBody(BaseModel):
+    """For the OpenAPI document: the body of every refusal under /compat/vapi."""
+
+    message: str
+    error: str
+    statusCode: int
+
+
+VAPI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": VapiErrorBody, "description": description}
+    for status, description in {
+        400: "a malformed body or parameter",
+        401: "missing or unknown key",
+        404: "an unknown id, or another account's",
+        422: "a field or value Parley does not map (named in `message`)",
+    }.items()
+}
 
 
 class BadRequest(ParleyError):
