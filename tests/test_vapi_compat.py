@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import aconnect_sse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.conftest import AgentFactory
+from src.services.accounts import new_api_key, register_api_key
+from tests.conftest import AgentFactory, ApiFactory, SettingsFactory
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
 from tests.vapi import assert_vapi, assert_vapi_error
@@ -308,6 +310,25 @@ async def test_refusals_have_vapis_error_shape(
     agent_id = await make_agent()
     both = {"assistantId": agent_id, "sessionId": "s", "previousChatId": "c", "input": "hi"}
     assert_vapi_error(await vapi.post("/chat", json=both), 400, "mutually exclusive")
+
+
+async def test_the_key_rate_limit_holds_on_the_vapi_face_too(
+    make_settings: SettingsFactory,
+    serve_api: ApiFactory,
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    key = new_api_key()
+    await register_api_key(db, key, account_id=f"vapi-rate-{uuid.uuid4().hex[:8]}")
+    async with (
+        serve_api(make_settings(PARLEY_RATE_LIMIT_PER_MINUTE=2)) as url,
+        vapi_client(url, key) as limited,
+    ):
+        statuses = [(await limited.get("/session")).status_code for _ in range(3)]
+        refused = await limited.get("/chat")
+
+    assert statuses[:2] == [200, 200]
+    assert_vapi_error(refused, 429, "requests a minute")
+    assert int(refused.headers["retry-after"]) >= 1
 
 
 # ---- chats -------------------------------------------------------------------------------
