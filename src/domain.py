@@ -57,7 +57,10 @@ _SPEC_FIELDS_HASHED_WHEN_SET = (
     "approval_timeout_seconds",
 )
 # The same for tool fields, left out while they hold their default.
-_TOOL_FIELDS_HASHED_WHEN_SET = {"requires_approval": False}
+_TOOL_FIELDS_HASHED_WHEN_SET: dict[str, object] = {
+    "requires_approval": False,
+    "payload": "parley",
+}
 
 
 def _from_storage(info: ValidationInfo) -> bool:
@@ -169,6 +172,11 @@ class WebhookTool(Frozen):
     # Header values are treated as secrets: never returned by the API, never in history.
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    payload: Literal["parley", "vapi"] = Field(
+        default="parley",
+        description="`parley`: the arguments are the body; `vapi`: Vapi's tool-calls message, "
+        'answered with {"results": [{"toolCallId", "result"}]} (a Vapi assistant\'s tools).',
+    )
     requires_approval: bool = Field(
         default=False,
         description="Each call waits for an operator's approval (POST /chats/{id}/approvals/"

@@ -218,7 +218,7 @@ async def test_an_inline_assistant_is_mapped_onto_an_agent(
                             "properties": {"order": {"type": "string"}},
                         },
                     },
-                    "server": {"url": f"{tools[1]}/echo"},
+                    "server": {"url": f"{tools[1]}/vapi"},
                 },
                 {"type": "endCall"},
             ],
@@ -232,7 +232,15 @@ async def test_an_inline_assistant_is_mapped_onto_an_agent(
     roles = [m["role"] for m in answer["output"]]
     assert roles == ["assistant", "tool", "assistant"]
     assert answer["output"][0]["tool_calls"][0]["function"]["name"] == "lookup"
-    assert json.loads(answer["output"][1]["content"]) == {"received": {"order": "42"}}
+    assert json.loads(answer["output"][1]["content"]) == {
+        "asked": {"order": "42"},
+        "status": "shipped",
+    }
+    [sent] = [c for c in tools[0].calls_to("/vapi") if "42" in c.body.decode()]
+    message = sent.json()["message"]
+    assert message["type"] == "tool-calls" and message["chat"]["id"] == session["id"]
+    assert message["toolCallList"][0]["function"]["name"] == "lookup"
+    assert message["toolWithToolCallList"][0]["server"]["url"].endswith("/vapi")
     assert answer["output"][2]["content"].startswith("tool said:")
     system = fake_llm[0].requests_for(marker)[0]["messages"][0]
     assert system == {"role": "system", "content": marker}

@@ -22,6 +22,7 @@ from src.tools.json_schemas import SchemaRefused, validation_errors
 from src.tools.pinned_http import pinned_client, pinned_to, read_capped
 from src.tools.signing import signature_headers
 from src.tools.url_guard import Resolver, UrlRefused, resolve_checked, system_resolver
+from src.tools.vapi_tool_calls import tool_calls_body, tool_calls_result
 
 _RETRYABLE_STATUSES = {408, 425, 429}
 
@@ -141,8 +142,11 @@ class WebhookToolActivities:
         except UrlRefused as error:
             raise refuse(f"the tool URL was refused: {error}") from None
 
-        sends_body = tool.method not in ("GET", "DELETE")
-        body = json.dumps(arguments, separators=(",", ":")).encode() if sends_body else b""
+        sends_body = tool.method not in ("GET", "DELETE") or tool.payload == "vapi"
+        if tool.payload == "vapi":
+            body = tool_calls_body(tool, invocation.call_id, invocation.session_id, arguments)
+        else:
+            body = json.dumps(arguments, separators=(",", ":")).encode() if sends_body else b""
         headers = {
             **tool.headers,
             "Idempotency-Key": invocation.idempotency_key,
@@ -189,6 +193,8 @@ class WebhookToolActivities:
             raise refuse(f"the tool answered HTTP {status}, a redirect, which is not followed")
         if status >= 400:
             raise ToolRejected(f"the tool answered HTTP {status}", text[:500])
+        if tool.payload == "vapi":
+            return ToolResult(response=tool_calls_result(text, invocation.call_id))
         return ToolResult(response=text)
 
     async def close(self) -> None:

@@ -119,6 +119,14 @@ class FakeToolServer:
         if parts[0] == "echo":
             received = call.json() if call.body else call.query
             return JSONResponse({"received": received})
+        if parts[0] == "vapi":
+            # A tool server written for Vapi: a tool-calls message in, its results out.
+            [asked] = call.json()["message"]["toolCallList"]
+            found = {"asked": json.loads(asked["function"]["arguments"]), "status": "shipped"}
+            return JSONResponse(
+                {"results": [{"toolCallId": asked["id"], "name": asked["function"]["name"],
+                              "result": json.dumps(found)}]}
+            )  # fmt: skip
         if parts[0] == "flaky":
             if times_seen <= int(parts[1]):
                 return PlainTextResponse("temporarily broken", status_code=500)

@@ -101,6 +101,7 @@ def _tool_of(index: int, tool: AssistantTool) -> dict[str, Any]:
         "url": tool.server.url,
         "method": "POST",
         "headers": tool.server.headers or {},
+        "payload": "vapi",  # the server gets Vapi's tool-calls message, answers its results
     }
     if tool.function.parameters is not None:
         webhook["parameters"] = tool.function.parameters
