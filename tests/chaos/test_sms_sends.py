@@ -4,6 +4,7 @@ Twilio's message list instead of sending it again)."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,19 @@ from tests.sms import add_number, new_number, pair_sessions, text_in
 SEND_PATIENCE = 120.0
 # A question of ~3,400 characters: its echo is three texts.
 QUESTION_WORDS = 220
+
+
+async def sends_recorded(http: httpx.AsyncClient, session_id: str) -> list[dict[str, Any]]:
+    """The transcript once every part a text went out for has its Twilio id: the fake sees a
+    send a moment before Parley records Twilio's answer to it (bounded polling)."""
+    messages: list[dict[str, Any]] = []
+    for _ in range(300):
+        messages = (await http.get(f"/chats/{session_id}")).json()["messages"]
+        parts = [p for m in messages if m["role"] == "assistant" for p in m["delivery"] or []]
+        if parts and all(p["provider_message_id"] for p in parts):
+            break
+        await asyncio.sleep(0.1)
+    return messages
 
 
 async def test_worker_killed_during_sms_sends(
@@ -60,7 +74,7 @@ async def test_worker_killed_during_sms_sends(
                         SEND_PATIENCE,
                     )
             [session] = await pair_sessions(http, agent_id)
-            messages = (await http.get(f"/chats/{session['id']}")).json()["messages"]
+            messages = await sends_recorded(http, session["id"])
     finally:
         fake.release()
         await worker.stop()
