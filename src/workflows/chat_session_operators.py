@@ -7,6 +7,8 @@ the approvals (tool_approvals.py), the rest is the workflow's own, declared belo
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -50,25 +52,26 @@ class OperatorUpdates:
     _finishing: bool
     _handing_over: bool
 
-    # The workflow's methods this part calls.
+    # The workflow's methods this part calls (abstract here: declared for the type checker;
+    # the workflow class defines them all).
     @property
-    def _host(self) -> SessionAgent:
-        raise NotImplementedError
+    @abstractmethod
+    def _host(self) -> SessionAgent: ...
 
-    def _presence(self) -> SessionPresence:
-        raise NotImplementedError
+    @abstractmethod
+    def _presence(self) -> SessionPresence: ...
 
-    def _state(self, with_messages: bool = True) -> SessionState:
-        raise NotImplementedError
+    @abstractmethod
+    def _state(self, with_messages: bool = True) -> SessionState: ...
 
-    def _refuse_other_session(self, session_id: str | None) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _refuse_other_session(self, session_id: str | None) -> None: ...
 
-    def _refuse_if_closing(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _refuse_if_closing(self) -> None: ...
 
-    async def _record_and_raise(self, from_index: int) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _record_and_raise(self, from_index: int) -> None: ...
 
     # ---- the agent's calls for a human --------------------------------------------------
 
