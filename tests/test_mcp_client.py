@@ -31,6 +31,9 @@ from src.tools.url_guard import UrlAllowlist, UrlRefused
 from tests.fakes.mcp_http_server import TOKEN_HEADER, CountingMcpServer, mcp_http_app
 from tests.servers import served
 
+# The MCP client against MCP servers only: the PostgreSQL pass would only run it again.
+pytestmark = pytest.mark.database_agnostic
+
 TIME_SERVER = McpServer(command=["mcp-server-time"], timeout_seconds=20)
 STDIO_FAKE = [sys.executable, str(Path(__file__).parent / "fakes" / "mcp_stdio_server.py")]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -19,6 +20,9 @@ from src.temporal.client import (
 from src.worker import running_worker
 from src.workflows.registry import WORKFLOWS
 from tests.conftest import SettingsFactory
+
+# the Temporal client and worker only: the PostgreSQL pass would only run it again.
+pytestmark = pytest.mark.database_agnostic
 
 
 async def test_connect_temporal_gives_the_client_the_plugin_and_its_workers_inherit_it(

@@ -22,6 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 from src.temporal.client import connect_temporal
 from tests.conftest import SettingsFactory
 
+# Temporal's TLS only: the PostgreSQL pass would only run it again.
+pytestmark = pytest.mark.database_agnostic
+
 SERVER_NAME = "temporal.cluster.test"
 
 
