@@ -521,10 +521,8 @@ class ChatSessionService:
     async def take_over(self, account_id: str, session_id: str, operator: Operator) -> SessionView:
         """The operator holds the session from now on (the agent stops answering)."""
         request = TakeoverRequest(operator=operator, session_id=session_id)
-        state: SessionState = await self._update_active(
-            account_id, session_id, ChatSessionWorkflow.take_over, request
-        )
-        return await self._view_with_transcript(account_id, state)
+        await self._update_active(account_id, session_id, ChatSessionWorkflow.take_over, request)
+        return await self.get(account_id, session_id)  # the update's state has no transcript
 
     async def operator_message(
         self, account_id: str, session_id: str, content: str
@@ -555,10 +553,8 @@ class ChatSessionService:
         self, account_id: str, session_id: str, operator: Operator | None
     ) -> SessionView:
         request = HandbackRequest(operator=operator, session_id=session_id)
-        state: SessionState = await self._update_active(
-            account_id, session_id, ChatSessionWorkflow.hand_back, request
-        )
-        return await self._view_with_transcript(account_id, state)
+        await self._update_active(account_id, session_id, ChatSessionWorkflow.hand_back, request)
+        return await self.get(account_id, session_id)  # the update's state has no transcript
 
     async def decide_approval(
         self,
@@ -599,12 +595,6 @@ class ChatSessionService:
             return await _retrying(update_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)
         except WorkflowGone:
             raise Conflict("the session is final; open a new one") from None
-
-    async def _view_with_transcript(self, account_id: str, state: SessionState) -> SessionView:
-        """The view of a state an update returned without its messages."""
-        if not state.messages:
-            return await self.get(account_id, state.id)
-        return await self._view(account_id, state)
 
     async def receive(
         self,
