@@ -402,7 +402,6 @@ class ChatSessionWorkflow(OperatorUpdates):
             end_reason=self._end_reason,
             keys_forgotten=self._inbox.keys_forgotten,
             context=self._context,
-            help_requested=self._desk.state.help_requested,
             desk=self._desk.state,
         )
         workflow.continue_as_new(

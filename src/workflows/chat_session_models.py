@@ -98,7 +98,8 @@ class CarriedState(BaseModel):
     # looked up in the database before it runs a turn.
     keys_forgotten: bool = False
     context: list[str] = Field(default_factory=list)
-    help_requested: bool = False  # runs before DeskState carried only this
+    # Read only: what a run carried before DeskState did (the desk holds it now).
+    help_requested: bool = False
     desk: DeskState | None = None
 
 
