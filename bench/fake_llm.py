@@ -12,7 +12,9 @@ import uvicorn
 from tests.fakes.llm_server import FakeLLM
 
 
-class _Forgetful(list[Any]):
+class ForgetfulLog(list[Any]):
+    """A fake's request log that keeps nothing."""
+
     def append(self, item: Any) -> None:
         pass
 
@@ -22,7 +24,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     fake = FakeLLM()
-    fake.requests = _Forgetful()
+    fake.requests = ForgetfulLog()
     uvicorn.run(fake.app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -31,6 +31,17 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
+def summary_count(values: list[int]) -> dict[str, float]:
+    """min, median and max of counts."""
+    if not values:
+        return {"min": math.nan, "p50": math.nan, "max": math.nan}
+    return {
+        "min": min(values),
+        "p50": percentile([float(v) for v in values], 50),
+        "max": max(values),
+    }
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else math.nan
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.measure import ratio
+
 
 def markdown_summary(results: dict[str, Any]) -> str:
     machine = results["machine"]
@@ -28,13 +30,15 @@ def markdown_summary(results: dict[str, Any]) -> str:
 
 def _streaming(s: dict[str, Any]) -> list[str]:
     overhead = s["first_delta_overhead_p50_ms"]
+    widget = s["first_delta_widget_overhead_p50_ms"]
     lines = [
         "### Streaming",
         "",
-        f"Time to first delta, p50 / p95 ms (model `{s['model']}`): through Parley "
-        f"{_p(s['first_delta_parley'])}, the openai client straight from the model "
-        f"{_p(s['first_token_model'])}; Parley adds {overhead} ms at p50 "
-        f"(goal ≤ 50: {_met(overhead <= 50)}).",
+        f"Time to first delta, p50 / p95 ms (model `{s['model']}`): the openai client straight "
+        f"from the model {_p(s['first_token_model'])}; through Parley's API "
+        f"{_p(s['first_delta_parley'])}, **+{overhead} ms** at p50 (target ≤ +50: "
+        f"{_met(overhead <= 50)}); through the widget's route {_p(s['first_delta_widget'])}, "
+        f"**+{widget} ms** (target ≤ +50: {_met(widget <= 50)}).",
         "",
         "| reply words | delta events | history events | history bytes |",
         "|---|---|---|---|",
@@ -44,12 +48,21 @@ def _streaming(s: dict[str, Any]) -> list[str]:
             f"| {h['reply_words']} | {h['delta_events']} | {h['history_events']} "
             f"| {h['history_bytes']} |"
         )
-    c = s["concurrent"]
+    c, f = s["concurrent"], s["followed"]
+    lost = f["lost_events"] + f["duplicated_events"] + f["clients_out_of_order"]
     lines += [
         "",
-        f"{c['sessions']} sessions streaming at once (`{c['model']}`): first delta "
+        f"- {c['sessions']} sessions streaming at once (`{c['model']}`): first delta "
         f"{_p(c['first_delta'])} ms, all done in {c['all_done_seconds']} s, "
         f"{c['failed']} failed; errors {s['errors'] or 'none'}.",
+        f"- **{f['clients']} live clients** on {f['sessions']} sessions "
+        f"({f['clients'] // f['sessions']} each, GET /chats/{{id}}/stream), "
+        f"{f['turns_per_session']} streamed turns a session, then its end: "
+        f"{f['events_delivered']} events delivered in "
+        f"{f['seconds']} s ({f['events_per_session']['p50']:.0f} per session); lost "
+        f"**{f['lost_events']}**, repeated {f['duplicated_events']}, clients out of order "
+        f"{f['clients_out_of_order']} (target: none: {_met(lost == 0)}); errors "
+        f"{f['errors'] or 'none'}.",
         "",
     ]
     return lines
@@ -92,16 +105,51 @@ def _turns(t: dict[str, Any]) -> list[str]:
             else ""
         )
         lines.append(f"| {name} | {summary['n']} | {_p(summary)} | {cost} |")
+    open_ratio = ratio(t["parley_open"]["p50_ms"], t["floor_open"]["p50_ms"])
     lines += [
         "",
-        f"- Parley / floor at p50: **{t['ratio_p50']}x** (p95 {t['ratio_p95']}x); target ≤ 1.5x: "
-        f"{_met(t['ratio_p50'] <= 1.5)}.",
-        f"- anchor / Parley at p50: **{t['anchor_over_parley_p50']}x**; target ≥ 3x: "
-        f"{_met(t['anchor_over_parley_p50'] >= 3)} (the floor itself is "
+        f"- Parley / floor turn at p50: **{t['ratio_p50']}x** (target ≤ 1.2x: "
+        f"{_met(t['ratio_p50'] <= 1.2)}); at p95: **{t['ratio_p95']}x** (target ≤ 1.3x: "
+        f"{_met(t['ratio_p95'] <= 1.3)}).",
+        f"- Parley / floor open at p50: **{open_ratio}x** (target ≤ 1.2x: "
+        f"{_met(open_ratio <= 1.2)}).",
+        f"- anchor / Parley at p50: {t['anchor_over_parley_p50']}x (the floor itself is "
         f"{t['anchor_turn']['p50_ms'] / t['floor_turn']['p50_ms']:.2f}x faster than the anchor).",
         f"- errors: {t['errors'] or 'none'}",
         "",
     ]
+    if "breakdown_ms" in t:
+        lines += _breakdown(t["breakdown_ms"])
+    return lines
+
+
+_PHASE_NAMES = {
+    "to_server": "request → workflow task scheduled (HTTP, auth, session lookup, update RPC)",
+    "first_task": "first workflow task (accept the update, schedule the model call)",
+    "activity_queue": "activity task to the worker",
+    "activity": "the activity (transcript read, stream writes, model call)",
+    "last_task": "last workflow task (take the reply, record the turn's messages)",
+    "to_client": "update completed → reply received (server, API response)",
+}
+
+
+def _breakdown(b: dict[str, Any]) -> list[str]:
+    parley, floor = b["parley"], b["floor"]
+    lines = [
+        f"Where a turn's milliseconds go (medians over {parley['turns']} Parley and "
+        f"{floor['turns']} floor turns, from the client's clock and the history's event times):",
+        "",
+        "| phase | Parley ms | floor ms | Parley - floor |",
+        "|---|---|---|---|",
+    ]
+    for phase, name in _PHASE_NAMES.items():
+        lines.append(
+            f"| {name} | {parley[phase]:.1f} | {floor[phase]:.1f} | "
+            f"{parley[phase] - floor[phase]:+.1f} |"
+        )
+    total_p = sum(parley[phase] for phase in _PHASE_NAMES)
+    total_f = sum(floor[phase] for phase in _PHASE_NAMES)
+    lines += [f"| sum of medians | {total_p:.1f} | {total_f:.1f} | {total_p - total_f:+.1f} |", ""]
     return lines
 
 
@@ -130,8 +178,15 @@ def _history(h: dict[str, Any]) -> list[str]:
 def _scale(s: dict[str, Any]) -> list[str]:
     idle_cpu = s["idle_cpu_percent_of_one_core"]
     parley, floor, cold = s["parley"], s["floor"], s["evicted_first_message"]
+    sms = s["idle_sms_sessions"]
     rss = s["worker_rss_idle"]["rss_mib"]
-    rate = parley["turns_per_second"] or 0
+    parley_cpu = parley.get("cpu_ms_per_turn", {})
+    floor_cpu = floor.get("cpu_ms_per_turn", {})
+    ours = parley_cpu.get("worker", 0) + parley_cpu.get("api", 0)
+    bare = floor_cpu.get("bare", 0)
+    cpu_ratio = ratio(ours, bare)
+    idle_ours = idle_cpu.get("worker", 0) + idle_cpu.get("api", 0)
+    throughput = s["parley_over_floor_turns_per_second"] or 0
 
     def cpu(found: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in found["cpu_percent_of_one_core"].items())
@@ -139,27 +194,35 @@ def _scale(s: dict[str, Any]) -> list[str]:
     return [
         "### Scale",
         "",
-        f"- Opened {s['idle_sessions_opened']} of {s['idle_sessions_requested']} sessions "
-        f"({s['open_concurrency']} at a time) in {s['open_seconds']} s "
-        f"({s['opens_per_second']}/s; latency p50 / p95 {_p(s['open_latency'])} ms; "
-        f"errors {s['open_errors'] or 'none'}).",
-        f"- Worker RSS with them idle: **{rss:.0f} MiB** (fresh worker "
+        f"- {sms['texted']} of {sms['requested']} SMS sessions opened by a text each "
+        f"({s['open_concurrency']} webhooks at a time) in {sms['texted_seconds']} s (webhook "
+        f"p50 / p95 {_p(sms['webhook_latency'])} ms, errors {sms['webhook_errors'] or 'none'}); "
+        f"{sms['answered']} replies texted and recorded after {sms['all_answered_seconds']} s.",
+        f"- {s['web_sessions_opened']} web sessions opened besides ({s['opens_per_second']}/s; "
+        f"p50 / p95 {_p(s['open_latency'])} ms; errors {s['open_errors'] or 'none'}).",
+        f"- Worker RSS with all of them idle: **{rss:.0f} MiB** (fresh worker "
         f"{s['worker_rss_fresh']['rss_mib']:.0f} MiB; PARLEY_MAX_CACHED_WORKFLOWS="
-        f"{s['max_cached_workflows']}); target ≤ 500 MB: {_met(rss * 1.048576 <= 500)}.",
-        "- CPU while idle, % of one core: "
+        f"{s['max_cached_workflows']}); target ≤ 400 MiB: {_met(rss <= 400)}.",
+        f"- CPU while idle, % of one core: worker + API **{idle_ours:.1f}** (target ≤ 1: "
+        f"{_met(idle_ours <= 1)}); "
         + ", ".join(f"{name} {value}" for name, value in idle_cpu.items())
         + ".",
         f"- {cold['sessions']} evicted sessions each send a message at once (each replays "
         f"first): all answered in {cold['all_answered_seconds']} s, latency p50 / p95 "
         f"{_p(cold['latency'])} ms, errors {cold['errors']}.",
         f"- {s['active_sessions']} sessions in a closed loop for {s['load_seconds']} s: "
-        f"**{rate} turns/s** sustained after {s['load_warmup_seconds']} s warm-up, turn latency "
-        f"p50 / p95 {_p(parley['turn_latency'])} ms, errors {parley['errors'] or 'none'}; "
-        f"target ≥ 100 turns/s: {_met(rate >= 100)}. CPU, % of one core: {cpu(parley)}.",
+        f"**{parley['turns_per_second']} turns/s** sustained after {s['load_warmup_seconds']} s "
+        f"warm-up, turn latency p50 / p95 {_p(parley['turn_latency'])} ms, errors "
+        f"{parley['errors'] or 'none'}. CPU, % of one core: {cpu(parley)}.",
         f"- The floor under the same load ({s['active_sessions']} bare workflows, Update → one "
         f"activity calling the model): **{floor['turns_per_second']} turns/s**, latency p50 / "
         f"p95 {_p(floor['turn_latency'])} ms, errors {floor['errors'] or 'none'}. CPU: "
-        f"{cpu(floor)}. Parley / floor throughput: {s['parley_over_floor_turns_per_second']}.",
+        f"{cpu(floor)}.",
+        f"- Parley / floor throughput: **{throughput}** (target ≥ 0.8: "
+        f"{_met(throughput >= 0.8)}). CPU per turn, API + worker: **{ours:.1f} ms** against "
+        f"the bare worker's {bare:.1f} ms: **{cpu_ratio}x** (target ≤ 1.3x: "
+        f"{_met(cpu_ratio <= 1.3)}); Temporal's per turn {parley_cpu.get('temporal', 0):.1f} "
+        f"vs {floor_cpu.get('temporal', 0):.1f} ms.",
         f"- Worker RSS after the load: {s['worker_rss_after_load']['rss_mib']:.0f} MiB.",
         "",
     ]

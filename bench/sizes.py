@@ -18,8 +18,13 @@ class Sizes:
     turns: int  # Parley turns in one session, and as many floor turns, interleaved
     opens: int  # sequential opens (update-with-start)
     anchor_turns: int
+    breakdown_turns: int  # per side, timed against the workflow's history
     slow_model_ms: int  # the fixed-delay model's answer time
     slow_turns: int
+    # Live followers
+    stream_sessions: int
+    stream_followers: int  # clients following each of them
+    stream_turns: int
     # History growth
     history_turns: int
     turns_per_run: int  # PARLEY_TURNS_PER_RUN of the stack
@@ -42,8 +47,12 @@ FULL = Sizes(
     turns=300,
     opens=200,
     anchor_turns=100,
+    breakdown_turns=100,
     slow_model_ms=200,
     slow_turns=30,
+    stream_sessions=100,
+    stream_followers=10,
+    stream_turns=3,
     history_turns=1000,
     turns_per_run=500,
     idle_sessions=10_000,
@@ -65,7 +74,11 @@ SMALL = dataclasses.replace(
     turns=60,
     opens=30,
     anchor_turns=20,
+    breakdown_turns=40,
     slow_turns=10,
+    stream_sessions=20,
+    stream_followers=5,
+    stream_turns=2,
     history_turns=120,
     turns_per_run=50,
     idle_sessions=500,

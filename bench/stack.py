@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import select, text
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -29,8 +30,8 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from src.db.engine import create_engine, migrate_async
-from src.db.tables import Base
+from src.db.engine import create_engine, migrate_async, session_factory
+from src.db.tables import Base, ChatSession
 from src.dev_stack import dev_server_tuning_args, temporal_cli
 from src.services.accounts import new_api_key
 from src.temporal.search_attributes import SEARCH_ATTRIBUTES
@@ -66,6 +67,10 @@ class Stack:
     llm_base_url: str
     api_url: str
     api_key: str
+    twilio_url: str = ""
+    # The one Twilio account the fake Twilio knows (the scale benchmark's texts go to it).
+    twilio_account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    twilio_auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
 
     @property
@@ -81,7 +86,7 @@ class Stack:
             return _temporal_server_pid(self.temporal_address)
         if name == "bench":
             return os.getpid()
-        return self.processes[name].pid
+        return _measured_pid(self.processes[name].pid)
 
     def http(self, connections: int = 100, timeout: float = 120.0) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -90,6 +95,20 @@ class Stack:
             timeout=timeout,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
         )
+
+    async def workflow_id(self, session_id: str) -> str:
+        """The id of the workflow a Parley session lives in, from the database."""
+        engine = create_engine(self.database_url)
+        try:
+            async with session_factory(engine)() as db:
+                found = await db.scalar(
+                    select(ChatSession.workflow_id).where(ChatSession.id == session_id)
+                )
+        finally:
+            await engine.dispose()
+        if found is None:
+            raise RuntimeError(f"no session {session_id} in the database")
+        return str(found)
 
     def parley_env(self, **extra: str) -> dict[str, str]:
         """The environment of Parley's processes: only what this stack sets."""
@@ -104,6 +123,8 @@ class Stack:
             TEMPORAL_TASK_QUEUE=PARLEY_TASK_QUEUE,
             DATABASE_URL=self.database_url,
             OPENAI_BASE_URL=self.llm_base_url,
+            PARLEY_TWILIO_API_URL=self.twilio_url,
+            PARLEY_PUBLIC_URL=self.api_url,
             OPENAI_API_KEY="sk-bench-not-secret",
             PARLEY_DATA_DIR=str(self.data_dir),
             PARLEY_API_KEY=self.api_key,
@@ -131,7 +152,7 @@ class Stack:
         deadline = time.monotonic() + _STARTUP_SECONDS
         while time.monotonic() < deadline:
             self._check_alive()
-            if await self._polled(task_queue, self.processes[process].pid):
+            if await self._polled(task_queue, self.pid(process)):
                 return
             await asyncio.sleep(0.2)
         raise RuntimeError(f"no worker polls {task_queue!r}")
@@ -192,13 +213,19 @@ async def running_stack(options: StackOptions) -> AsyncIterator[Stack]:
             api_url="",
             api_key=new_api_key(),
         )
-        llm_port, api_port = _free_port(), _free_port()
+        llm_port, api_port, twilio_port = _free_port(), _free_port(), _free_port()
         stack.llm_base_url = f"http://127.0.0.1:{llm_port}/v1"
         stack.api_url = f"http://127.0.0.1:{api_port}"
+        stack.twilio_url = f"http://127.0.0.1:{twilio_port}"
         plain_env = stack.parley_env()
         stack.processes["llm"] = await stack._spawn(
             "llm", [sys.executable, "-m", "bench.fake_llm", "--port", str(llm_port)], plain_env
         )
+        twilio = [
+            sys.executable, "-m", "bench.fake_twilio", "--port", str(twilio_port),
+            "--account-sid", stack.twilio_account_sid, "--auth-token", stack.twilio_auth_token,
+        ]  # fmt: skip
+        stack.processes["twilio"] = await stack._spawn("twilio", twilio, plain_env)
         await stack.start_worker()
         stack.processes["api"] = await stack._spawn(
             "api",
@@ -280,6 +307,20 @@ def _temporal_server_pid(address: str) -> int:
         if b"start-dev" in argv and port.encode() in argv:
             return int(entry.name)
     raise RuntimeError(f"no Temporal dev server process listens on {address}")
+
+
+def _measured_pid(pid: int) -> int:
+    """The Python process a spawned command runs: `pid` itself, or, when a non-Python command
+    wraps it (`py-spy record -- python ...`), the wrapper's one child, so that memory, CPU and
+    the poller identity (`<pid>@<host>`) are the worker's own."""
+    try:
+        program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pid
+    if Path(program.decode()).name.startswith("python") or len(children) != 1:
+        return pid
+    return int(children[0])
 
 
 def describe_machine() -> dict[str, Any]:

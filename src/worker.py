@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from src.activities.analysis import AnalysisActivities
 from src.activities.llm import LLMActivities
 from src.activities.mcp_tools import McpToolActivities
+from src.activities.recorded_transcripts import RecordedTranscripts
 from src.activities.session_store import SessionStoreActivities
 from src.activities.sms import SmsActivities
 from src.activities.webhook_tools import WebhookToolActivities
@@ -49,7 +50,8 @@ async def running_worker(
     sessions = session_factory(engine)
     box = SecretBox(settings.secret_keys())
     snapshots = SnapshotStore(sessions, box)
-    store = SessionStoreActivities(sessions)
+    transcripts = RecordedTranscripts()  # read by the LLM activity, extended by the recorder
+    store = SessionStoreActivities(sessions, transcripts)
     models = ModelProviders(settings)
     llm = LLMActivities(
         models,
@@ -57,6 +59,7 @@ async def running_worker(
         snapshots,
         max_rendered_chars=settings.max_rendered_template_chars,
         prices=settings.model_prices,
+        transcripts=transcripts,
     )
     webhook_tools = WebhookToolActivities(settings, snapshots, resolver)
     mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions), resolver)

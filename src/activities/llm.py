@@ -7,7 +7,6 @@ messages it has not recorded yet; the transcript itself never travels through wo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.activities.recorded_transcripts import (
+    EMPTY,
+    RecordedTranscript,
+    RecordedTranscripts,
+    to_wire_messages,
+)
 from src.activities.turn_stream import TextStreamer, TurnStream, turn_so_far
 from src.costs import DEFAULT_PRICES, ModelPrice, llm_cost
 from src.db.audit import record_missing_variables
@@ -36,7 +41,6 @@ from src.domain import (
     HandoffTool,
     Message,
     TemplateTooLarge,
-    Usage,
     WebhookTool,
     render_template,
     template_variables,
@@ -123,24 +127,7 @@ class SessionTurnRequest(BaseModel):
     visible_from: int = Field(default=0, ge=0)
 
 
-# Wire messages of recorded transcripts kept across all sessions (least recently used go).
-_CACHED_TRANSCRIPT_MESSAGES = 20_000
 _CACHED_CONTEXTS = 4096
-
-
-@dataclass
-class _RecordedTranscript:
-    count: int  # messages recorded in the database when this was read
-    wire: list[WireMessage]
-    usages: list[Usage]  # of the LLM calls that produced them, for the session's budget
-    # Where each message's wire messages start in `wire` (a tool call adds its results).
-    starts: list[int] = field(default_factory=list)
-
-    def wire_from(self, seq: int) -> list[WireMessage]:
-        """The wire messages of the transcript from message `seq` on."""
-        if seq == 0:
-            return self.wire
-        return self.wire[self.starts[seq] :] if seq < self.count else []
 
 
 class _SessionContext(BaseModel):
@@ -160,6 +147,7 @@ class LLMActivities:
         *,
         max_rendered_chars: int = DEFAULT_MAX_RENDERED_CHARS,
         prices: dict[str, ModelPrice] = DEFAULT_PRICES,
+        transcripts: RecordedTranscripts | None = None,
     ) -> None:
         self._models = models
         self._prices = prices
@@ -168,15 +156,9 @@ class LLMActivities:
         self._max_rendered_chars = max_rendered_chars
         # What a session's turns need besides its transcript is frozen at open: cache it.
         self._contexts: LRUCache[str, _SessionContext] = LRUCache(_CACHED_CONTEXTS)
-        # Recorded messages are only ever inserted, never changed: keep each session's recorded
-        # transcript (wire form) between turns and read only the rows recorded since, so a turn
-        # costs the new messages, not the whole conversation again. Sized in messages; a
-        # transcript longer than the whole cache counts as all of it, so it is still kept,
-        # alone, until the next one comes.
-        self._transcripts: LRUCache[str, _RecordedTranscript] = LRUCache(
-            _CACHED_TRANSCRIPT_MESSAGES,
-            getsizeof=lambda kept: min(len(kept.wire), _CACHED_TRANSCRIPT_MESSAGES),
-        )
+        # Each session's recorded transcript between turns (shared with the recorder of this
+        # process): a turn reads only the rows recorded since, if any.
+        self._transcripts = transcripts if transcripts is not None else RecordedTranscripts()
 
     @activity.defn(name="llm.complete_session_turn")
     async def complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
@@ -193,7 +175,7 @@ class LLMActivities:
                 channel=request.opening.channel,
                 additional_data=request.additional_data or {},
             )
-            recorded = _RecordedTranscript(count=0, wire=[], usages=[])
+            recorded = EMPTY
         else:
             context, recorded = await self._load(request.session_id, request.recorded_count)
         agent = await self._snapshots.load(request.snapshot_id or context.snapshot_id)
@@ -258,7 +240,7 @@ class LLMActivities:
             return await self._models.complete(agent.model, messages, tools)
         streamer = TextStreamer(self._sessions, request.session_id, request.stream)
         earlier = turn_so_far(request.recorded_count, request.unrecorded, request.stream)
-        await streamer.open(activity.info().attempt > 1, earlier)
+        streamer.open(activity.info().attempt > 1, earlier)
         try:
             reply = await self._models.complete(agent.model, messages, tools, on_text=streamer.text)
         except BaseException:
@@ -267,7 +249,7 @@ class LLMActivities:
         await streamer.close(reply)
         return reply
 
-    def _budget_used_up(self, request: SessionTurnRequest, recorded: _RecordedTranscript) -> bool:
+    def _budget_used_up(self, request: SessionTurnRequest, recorded: RecordedTranscript) -> bool:
         """Whether the calls so far cost the budget: those recorded and those of messages not
         recorded yet (earlier steps of this turn, such as tool calls, among them)."""
         if request.budget_usd is None:
@@ -277,10 +259,10 @@ class LLMActivities:
 
     async def _load(
         self, session_id: str, recorded_count: int
-    ) -> tuple[_SessionContext, _RecordedTranscript]:
+    ) -> tuple[_SessionContext, RecordedTranscript]:
         """The session's context and its first `recorded_count` messages, in wire form."""
         cached = self._transcripts.get(session_id)
-        known = cached if cached is not None and cached.count <= recorded_count else None
+        known = cached.prefix(recorded_count) if cached is not None else None
         start = known.count if known is not None else 0
         context = self._contexts.get(session_id)
         if context is not None and known is not None and start == recorded_count:
@@ -304,19 +286,8 @@ class LLMActivities:
                 f"session {session_id}: expected {recorded_count} recorded messages, "
                 f"found {start + len(messages)}"
             )
-        wire = list(known.wire) if known is not None else []
-        starts = list(known.starts) if known is not None else []
-        for message in messages:
-            starts.append(len(wire))
-            wire += to_wire_messages([message])
-        recorded = _RecordedTranscript(
-            count=recorded_count,
-            wire=wire,
-            usages=(known.usages if known is not None else [])
-            + [m.usage for m in messages if m.usage is not None],
-            starts=starts,
-        )
-        self._transcripts[session_id] = recorded
+        recorded = (known or EMPTY).extended(messages)
+        self._transcripts.keep(session_id, recorded)
         return context, recorded
 
 
@@ -371,40 +342,3 @@ def _function(name: str, description: str, parameters: dict[str, Any]) -> ToolSc
         "type": "function",
         "function": {"name": name, "description": description, "parameters": parameters},
     }
-
-
-def to_wire_messages(transcript: list[Message]) -> list[WireMessage]:
-    """Transcript messages (tool responses folded into their calls) to Chat Completions messages."""
-    wire: list[WireMessage] = []
-    for message in transcript:
-        if message.role != "assistant" or not message.tool_calls:
-            wire.append({"role": message.role, "content": _with_attachments(message)})
-            continue
-        wire.append(
-            {
-                "role": "assistant",
-                "content": message.content,
-                "tool_calls": [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": call.arguments},
-                    }
-                    for call in message.tool_calls
-                ],
-            }
-        )
-        wire += [
-            {"role": "tool", "tool_call_id": call.id, "content": call.response or ""}
-            for call in message.tool_calls
-        ]
-    return wire
-
-
-def _with_attachments(message: Message) -> str:
-    """The text, and what came with it by URL (an SMS's photo): the model is told of it."""
-    lines = [message.content] if message.content else []
-    for attachment in message.attachments:
-        kind = f" ({attachment.content_type})" if attachment.content_type else ""
-        lines.append(f"[attachment{kind}: {attachment.url}]")
-    return "\n".join(lines)

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from src.activities.heartbeats import heartbeating
+from src.activities.recorded_transcripts import RecordedTranscripts
 from src.activities.turn_stream import message_events
 from src.db.queries import AuditRow, audit_row, insert_audit_rows
 from src.db.stream_events import NewEvent, append_events, drop_partial_text
@@ -137,8 +138,15 @@ class SessionFinished(BaseModel):
 
 
 class SessionStoreActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        transcripts: RecordedTranscripts | None = None,
+    ) -> None:
         self._sessions = sessions
+        # The LLM activity's copy of recorded transcripts in this process, extended as
+        # messages are recorded so that the next turn reads none back.
+        self._transcripts = transcripts if transcripts is not None else RecordedTranscripts()
 
     @activity.defn(name="session_store.record_opened")
     async def record_opened(self, opened: SessionOpened) -> None:
@@ -197,6 +205,7 @@ class SessionStoreActivities:
     async def record_messages(self, produced: MessagesProduced) -> None:
         async with heartbeating(), self._sessions.begin() as db:
             await _write_messages(db, produced)
+        self._transcripts.recorded(produced.session_id, produced.first_seq, produced.messages)
 
     @activity.defn(name="session_store.find_answered")
     async def find_answered(self, lookup: KeyLookup) -> AnsweredTurn | None:

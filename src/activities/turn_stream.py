@@ -1,10 +1,10 @@
 """What the activities write to a conversation's live stream (src/db/stream_events.py).
 
-The model call writes its text as it comes (`message.delta`, in batches), the tool calls it
-asks for, and the results of the calls before it; recording messages writes each complete
-message. Keyed events (a message by its seq, a tool call by its id) are stored once however
-many writers or retries write them; deltas are not keyed: a retried model call first voids the
-text of the failed attempt with `discard`, then streams again.
+The model call writes its text as it comes (`message.delta`, in batches, in the background),
+the tool calls it asks for, and the results of the calls before it; recording messages writes
+each complete message. Keyed events (a message by its seq, a tool call by its id) are stored
+once however many writers or retries write them; deltas are not keyed: a retried model call
+first voids the text of the failed attempt with `discard`, then streams again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
@@ -108,8 +108,11 @@ def tool_result_events(index: int, message: Message, turn: str | None = None) ->
 
 
 class TextStreamer:
-    """One model call's writes to the stream. `text` only queues: a background task writes
-    the queue in batches, so the model's stream is never held up by the database."""
+    """One model call's writes to the stream. Nothing waits for the database: `open`, `text`
+    and `close` queue, and a background task writes what is queued, in order, one transaction
+    at a time. The model is called while the turn's opening events are written; the first
+    text goes out at once, later text at most every BATCH_SECONDS; what queues during a write
+    goes in the next one (so a quick reply costs one or two writes in all)."""
 
     def __init__(
         self,
@@ -120,31 +123,25 @@ class TextStreamer:
         self._sessions = sessions
         self._conversation_id = conversation_id
         self._stream = stream
-        self._queued: list[str] = []
+        self._queued: list[NewEvent | str] = []  # events, and text not yet in a delta
         self._arrived = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._streamed = False
 
-    async def open(self, retried: bool, earlier: Iterable[NewEvent]) -> None:
-        """Before the model is called: void a failed attempt's text, and write what the turn
-        has done so far (its user message, the results of the tool calls before this one)."""
-        events = list(earlier)
-        if retried:
-            events.insert(0, self._discard())
-        await self._write(events)
+    def open(self, retried: bool, earlier: Iterable[NewEvent]) -> None:
+        """Before the model is called: void a failed attempt's text, and what the turn has
+        done so far (its user message, the results of the tool calls before this one)."""
+        self._queue([self._discard()] if retried else [])
+        self._queue(list(earlier))
 
     async def text(self, piece: str) -> None:
-        if not piece:
-            return
-        self._queued.append(piece)
-        self._arrived.set()
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_batches())
+        if piece:
+            self._queue([piece])
 
     async def close(self, reply: LLMReply) -> None:
-        """After the model answered: the rest of its text, then the tool calls it asks for."""
-        await self._drain()
+        """After the model answered: the rest of its text, then the tool calls it asks for;
+        returns once all of it is written."""
         calls = [
             ToolCall(id=call.id, name=call.name, arguments=call.arguments)
             for call in reply.tool_calls
@@ -152,7 +149,8 @@ class TextStreamer:
         message = Message(
             role="assistant", content=reply.content, tool_calls=calls, time=datetime.now(UTC)
         )
-        await self._write(tool_call_events(self._stream.message_index, message, self._stream.turn))
+        self._queue(tool_call_events(self._stream.message_index, message, self._stream.turn))
+        await self._drain()
 
     async def fail(self) -> None:
         """The model call failed: whatever text it streamed is void."""
@@ -160,6 +158,14 @@ class TextStreamer:
             await self._drain()
         if self._streamed:
             await self._write([self._discard()])
+
+    def _queue(self, items: Sequence[NewEvent | str]) -> None:
+        if not items:
+            return
+        self._queued += items
+        self._arrived.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches())
 
     async def _drain(self) -> None:
         """Until everything queued is written."""
@@ -175,14 +181,30 @@ class TextStreamer:
             await self._arrived.wait()
             self._arrived.clear()
             started = time.monotonic()
-            if self._queued:
-                delta, self._queued = "".join(self._queued), []
-                await self._write([self._delta(delta)])
-                self._streamed = True
+            batch, self._queued = self._queued, []
+            events = self._events(batch)
+            await self._write(events)
+            wrote_text = any(event.kind == "message.delta" for event in events)
+            self._streamed = self._streamed or wrote_text
             if self._closing and not self._queued:
                 return
-            if not self._closing:
+            if wrote_text and not self._closing:
                 await asyncio.sleep(max(0.0, BATCH_SECONDS - (time.monotonic() - started)))
+
+    def _events(self, batch: list[NewEvent | str]) -> list[NewEvent]:
+        """The queued items as events, each run of text joined into one delta."""
+        events: list[NewEvent] = []
+        text: list[str] = []
+        for item in [*batch, None]:
+            if isinstance(item, str):
+                text.append(item)
+                continue
+            if text:
+                events.append(self._delta("".join(text)))
+                text = []
+            if item is not None:
+                events.append(item)
+        return events
 
     def _delta(self, text: str) -> NewEvent:
         return NewEvent(

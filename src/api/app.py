@@ -12,7 +12,7 @@ from src.api import metrics
 from src.api.deps import Services
 from src.api.errors import OSVI_PREFIX, install_error_handlers
 from src.api.front_door import FRONT_DOOR_RESPONSES, KEYED_PREFIX, FrontDoor
-from src.api.metrics import measure_requests, trace_requests
+from src.api.metrics import RequestMetrics, RequestSpans
 from src.api.routes import (
     agents,
     api_docs,
@@ -123,9 +123,9 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.codec_cors_origins:
         # The Temporal UI calls the codec endpoint from the browser, from its own origin.
         app.add_middleware(codec.CodecOnlyCORS, origins=settings.codec_cors_origins)
-    app.middleware("http")(measure_requests)
+    app.add_middleware(RequestMetrics)
     if settings.tracing != "off":
-        app.middleware("http")(trace_requests)
+        app.add_middleware(RequestSpans)
     app.include_router(front_page.router)
     app.include_router(api_docs.router)
     app.include_router(health.router)

@@ -4,9 +4,8 @@ and a span per request when tracing is on, parent of the Temporal spans it cause
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,6 +14,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ServicesDep
 
@@ -42,35 +42,63 @@ async def metrics(services: ServicesDep) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-async def measure_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.monotonic()
-    response = await call_next(request)
-    route = _route_template(request) if request.scope.get("route") else "unmatched"
-    elapsed = time.monotonic() - started
-    HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-    HTTP_SECONDS.labels(request.method, route).observe(elapsed)
-    if route == "/api/v1/chats/{session_id}/messages" and response.status_code == 200:
+class RequestMetrics:
+    """Counts and times every HTTP request, to the start of its response (the turn, for a
+    message answered in one piece). A plain ASGI middleware: Starlette's function middleware
+    ran each request through a task group and a wrapped response of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+
+        async def measured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _observe(scope, message["status"], time.monotonic() - started)
+            await send(message)
+
+        await self.app(scope, receive, measured)
+
+
+def _observe(scope: Scope, status_code: int, elapsed: float) -> None:
+    route = _route_template(scope) if scope.get("route") else "unmatched"
+    HTTP_REQUESTS.labels(scope["method"], route, str(status_code)).inc()
+    HTTP_SECONDS.labels(scope["method"], route).observe(elapsed)
+    if route == "/api/v1/chats/{session_id}/messages" and status_code == 200:
         TURN_SECONDS.observe(elapsed)
-    return response
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     """The path with its parameters named, e.g. /api/v1/chats/{session_id}/messages."""
-    path = request.url.path
-    for name, value in request.path_params.items():
+    path = str(scope["path"])
+    for name, value in scope.get("path_params", {}).items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
     return path
 
 
-async def trace_requests(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    from opentelemetry import trace
+class RequestSpans:
+    """A span per request (tracing on), current while the request runs, so that the Temporal
+    calls it makes are its children."""
 
-    tracer = trace.get_tracer("parley.api")
-    with tracer.start_as_current_span(f"{request.method} {request.url.path}") as span:
-        response = await call_next(request)
-        span.set_attribute("http.status_code", response.status_code)
-        return response
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry import trace
+
+        tracer = trace.get_tracer("parley.api")
+        with tracer.start_as_current_span(f"{scope['method']} {scope['path']}") as span:
+
+            async def traced(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    span.set_attribute("http.status_code", message["status"])
+                await send(message)
+
+            await self.app(scope, receive, traced)
