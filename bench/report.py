@@ -49,7 +49,12 @@ def _streaming(s: dict[str, Any]) -> list[str]:
             f"| {h['history_bytes']} |"
         )
     c, f = s["concurrent"], s["followed"]
-    lost = f["lost_events"] + f["duplicated_events"] + f["clients_out_of_order"]
+    lost = (
+        f["lost_events"]
+        + f["duplicated_events"]
+        + f["clients_out_of_order"]
+        + f["clients_without_session_final"]
+    )
     lines += [
         "",
         f"- {c['sessions']} sessions streaming at once (`{c['model']}`): first delta "
@@ -61,7 +66,8 @@ def _streaming(s: dict[str, Any]) -> list[str]:
         f"{f['events_delivered']} events delivered in "
         f"{f['seconds']} s ({f['events_per_session']['p50']:.0f} per session); lost "
         f"**{f['lost_events']}**, repeated {f['duplicated_events']}, clients out of order "
-        f"{f['clients_out_of_order']} (target: none: {_met(lost == 0)}); errors "
+        f"{f['clients_out_of_order']}, streams not ended by session.final "
+        f"{f['clients_without_session_final']} (target: none: {_met(lost == 0)}); errors "
         f"{f['errors'] or 'none'}.",
         "",
     ]

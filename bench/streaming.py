@@ -126,23 +126,28 @@ async def _followed(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         seen = await asyncio.wait_for(asyncio.gather(*followers), timeout=300)
         seconds = time.perf_counter() - started
         whole = {s: await _whole_stream(http, s) for s in sessions}
-    lost = duplicated = out_of_order = 0
-    for (session, _), ids in zip(
-        [(s, n) for s in sessions for n in range(sizes.stream_followers)], seen, strict=True
-    ):
-        expected = whole[session]
-        lost += len(set(expected) - set(ids))
+    # What a client should have seen: the session's stream as it is kept (deltas are dropped
+    # once their message is recorded) and every event any client of the session saw.
+    of_session = [s for s in sessions for _ in range(sizes.stream_followers)]
+    expected = {session: set(ids) for session, ids in whole.items()}
+    for session, (ids, _) in zip(of_session, seen, strict=True):
+        expected[session] |= set(ids)
+    lost = duplicated = out_of_order = unfinished = 0
+    for session, (ids, finished) in zip(of_session, seen, strict=True):
+        lost += len(expected[session] - set(ids))
         duplicated += len(ids) - len(set(ids))
         out_of_order += ids != sorted(ids)
+        unfinished += not finished
     return {
         "sessions": sizes.stream_sessions,
         "clients": clients,
         "turns_per_session": sizes.stream_turns,
-        "events_per_session": summary_count([len(ids) for ids in whole.values()]),
-        "events_delivered": sum(len(ids) for ids in seen),
+        "events_per_session": summary_count([len(ids) for ids in expected.values()]),
+        "events_delivered": sum(len(ids) for ids, _ in seen),
         "lost_events": lost,
         "duplicated_events": duplicated,
         "clients_out_of_order": out_of_order,
+        "clients_without_session_final": unfinished,
         "seconds": round(seconds, 1),
         "errors": dict(errors),
     }
@@ -150,18 +155,21 @@ async def _followed(stack: Stack, sizes: Sizes) -> dict[str, Any]:
 
 async def _follow(
     http: httpx.AsyncClient, session: str, connected: asyncio.Semaphore, errors: Counter[str]
-) -> list[int]:
-    """The ids of the events one live client of `session` receives, until session.final."""
+) -> tuple[list[int], bool]:
+    """The ids of the events one live client of `session` receives, and whether its stream
+    ended with session.final."""
     ids: list[int] = []
+    last = ""
     try:
         async with aconnect_sse(http, "GET", f"/chats/{session}/stream") as source:
             connected.release()
             async for event in source.aiter_sse():
                 ids.append(int(event.id))
+                last = event.event
     except httpx.HTTPError as error:
         errors[f"follower {type(error).__name__}"] += 1
         connected.release()
-    return ids
+    return ids, last == "session.final"
 
 
 async def _whole_stream(http: httpx.AsyncClient, session: str) -> list[int]:
