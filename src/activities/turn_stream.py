@@ -127,6 +127,7 @@ class TextStreamer:
         self._arrived = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = asyncio.Event()  # set with _closing, to cut a batch interval short
         self._streamed = False
 
     def open(self, retried: bool, earlier: Iterable[NewEvent]) -> None:
@@ -172,6 +173,7 @@ class TextStreamer:
         if self._writer is None:
             return
         self._closing = True
+        self._closed.set()
         self._arrived.set()
         writer, self._writer = self._writer, None
         await writer
@@ -189,7 +191,10 @@ class TextStreamer:
             if self._closing and not self._queued:
                 return
             if wrote_text and not self._closing:
-                await asyncio.sleep(max(0.0, BATCH_SECONDS - (time.monotonic() - started)))
+                # The next batch waits out the interval, unless the reply is complete first.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BATCH_SECONDS - (time.monotonic() - started)):
+                        await self._closed.wait()
 
     def _events(self, batch: list[NewEvent | str]) -> list[NewEvent]:
         """The queued items as events, each run of text joined into one delta."""
