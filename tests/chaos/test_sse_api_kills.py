@@ -150,14 +150,16 @@ async def test_sse_clients_resume_across_api_kills(
 
     async def killer(followers: list[Follower]) -> None:
         nonlocal kills
-        for _ in range(SCALE.sse_api_kills):
-            # Kill once every client is attached and has had events since the last restart.
-            await wait_for_new_events(followers)
-            await api.kill(signal.SIGKILL)
-            kills += 1
-            await api.start()
-            await wait_for_health(base, api)
-        kills_done.set()
+        try:
+            for _ in range(SCALE.sse_api_kills):
+                # Kill once every client is attached and has had events since the last restart.
+                await wait_for_new_events(followers)
+                await api.kill(signal.SIGKILL)
+                kills += 1
+                await api.start()
+                await wait_for_health(base, api)
+        finally:
+            kills_done.set()  # the talkers ask their last question
 
     try:
         async with api_client(base, key) as http:
@@ -175,9 +177,9 @@ async def test_sse_clients_resume_across_api_kills(
                 talked = await gather_all(
                     [talker(http, sid, n) for n, sid in enumerate(sessions)], PATIENCE * 4
                 )
+                await killing
                 await gather_all(following, PATIENCE)
             finally:
-                kills_done.set()
                 for task in [*following, killing]:
                     task.cancel()
                 await asyncio.gather(*following, killing, return_exceptions=True)
@@ -196,12 +198,12 @@ async def test_sse_clients_resume_across_api_kills(
     delivery = Delivery()
     for follower in followers:
         delivery.add(follower.events, complete[follower.session_id])
-    events_per_session = sum(len(events) for events in complete.values())
+    events_in_all = sum(len(events) for events in complete.values())
     reconnects = sum(f.connections - 1 for f in followers)
     report(
         "API SIGKILL with SSE clients attached",
         f"{kills}x SIGKILL, {len(followers)} SSE clients on {len(sessions)} sessions "
-        f"({check.turns_expected} turns, {events_per_session} events in all): "
+        f"({check.turns_expected} turns, {events_in_all} events in all): "
         f"{delivery.delivered} events delivered over {reconnects} reconnects with Last-Event-ID "
         f"({sum(f.refused for f in followers)} refused while down), {delivery.lost} lost, "
         f"{delivery.repeated} repeated, {delivery.out_of_order} out of order, "
@@ -211,7 +213,7 @@ async def test_sse_clients_resume_across_api_kills(
     assert kills == SCALE.sse_api_kills
     assert all(f.connections > kills for f in followers), "every client reconnected each kill"
     assert delivery.clean()
-    assert delivery.delivered == events_per_session * SCALE.sse_followers_per_session
+    assert delivery.delivered == events_in_all * SCALE.sse_followers_per_session
     for events in complete.values():
         assert [e.position for e in events] == list(range(1, len(events) + 1))
     check.assert_clean()

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from src.db.queries import transcript as transcript_of
 from tests.chaos.harness import (
     SCALE,
     Asked,
@@ -142,6 +143,7 @@ async def test_a_takeover_survives_temporal_restarts(
             outcome = _Outcome()
             for session in held:
                 outcome.add(session, await transcript(http, session.id))
+                outcome.compare_stored(await _stored_transcript(db, session.id))
                 outcome.takeovers += len(await audit_data(db, session.id, "session.takeover"))
                 outcome.handbacks += len(await audit_data(db, session.id, "session.handback"))
                 outcome.audited_operator_messages += len(
@@ -249,6 +251,13 @@ async def _count_held_by(http: httpx.AsyncClient, held: list[HeldSession], opera
     return sum(1 for view in views if view["mode"] == "human" and view["active_human"] == operator)
 
 
+async def _stored_transcript(
+    db: async_sessionmaker[AsyncSession], session_id: str
+) -> list[tuple[str, str | None]]:
+    async with db() as s:
+        return [(message.role, message.content) for message in await transcript_of(s, session_id)]
+
+
 async def _view(http: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
     response = await http.get(f"/chats/{session_id}")
     assert response.status_code == 200, response.text
@@ -271,9 +280,12 @@ class _Outcome:
     takeovers: int = 0
     handbacks: int = 0
     audited_operator_messages: int = 0
+    stored_differing: int = 0  # database transcript rows unlike the session's messages
+    _shown: list[tuple[str, str | None]] = field(default_factory=list)
 
     def add(self, session: HeldSession, messages: list[dict[str, Any]]) -> None:
         self.sessions += 1
+        self._shown = [(message["role"], message["content"]) for message in messages]
         contents = Counter(message["content"] for message in messages)
         sent = [*session.user_messages, *session.operator_messages, *session.replies]
         self.unexpected += len(messages) - len(sent)
@@ -291,12 +303,20 @@ class _Outcome:
         self.replies += len(session.replies)
         self.replies_once += sum(1 for text in session.replies if contents[text] == 1)
 
+    def compare_stored(self, stored: list[tuple[str, str | None]]) -> None:
+        """The database's transcript of the session last added, against the session's own."""
+        self.stored_differing += sum(
+            1 for shown, kept in zip(self._shown, stored, strict=False) if shown != kept
+        ) + abs(len(self._shown) - len(stored))
+
     def line(self) -> str:
         return (
             f"{self.user_once}/{self.user_messages} user messages once, "
             f"{self.operator_once}/{self.operator_messages} operator messages once "
             f"({self.audited_operator_messages} audited), {self.unexpected} unexpected "
-            f"transcript messages, {self.takeovers} takeover and {self.handbacks} hand-back "
+            f"transcript messages, {self.stored_differing} stored messages unlike the "
+            "session's, "
+            f"{self.takeovers} takeover and {self.handbacks} hand-back "
             f"audit events, {self.replies_once}/{self.replies} agent replies (before the "
             "takeover and after the hand back)"
         )
@@ -306,5 +326,5 @@ class _Outcome:
         assert self.operator_once == self.operator_messages == self.by_the_operator, self.line()
         assert self.audited_operator_messages == self.operator_messages, self.line()
         assert self.replies_once == self.replies == 2 * sessions, self.line()
-        assert self.unexpected == 0, self.line()
+        assert self.unexpected == 0 and self.stored_differing == 0, self.line()
         assert self.takeovers == self.handbacks == sessions, self.line()
