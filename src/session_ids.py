@@ -27,5 +27,15 @@ def session_workflow_id(endpoint: str | None) -> str:
 
 
 def message_update_id(session_id: str, idempotency_key: str) -> str:
+    return _keyed_update_id("message", session_id, idempotency_key)
+
+
+def operator_message_update_id(session_id: str, idempotency_key: str) -> str:
+    return _keyed_update_id("operator-message", session_id, idempotency_key)
+
+
+def _keyed_update_id(kind: str, session_id: str, idempotency_key: str) -> str:
+    """An update ID per (session, key): Temporal runs an update once per ID in a run, and a
+    retry with the same ID gets the first one's outcome."""
     digest = hashlib.sha256(f"{session_id}\n{idempotency_key}".encode()).hexdigest()
-    return f"message-{digest[:40]}"
+    return f"{kind}-{digest[:40]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +40,29 @@ async def stream_post(
         ]
 
 
+@asynccontextmanager
+async def open_stream(
+    http: httpx.AsyncClient, url: str, **headers: str
+) -> AsyncIterator[AsyncIterator[Event]]:
+    """GET an SSE route; once it answers 200, its events as they arrive."""
+    async with aconnect_sse(http, "GET", url, headers={**STREAM, **headers}) as source:
+        assert source.response.status_code == 200, await source.response.aread()
+
+        async def arriving() -> AsyncGenerator[Event]:
+            async for sse in source.aiter_sse():
+                yield Event(sse.event, json.loads(sse.data), sse.id, time.monotonic())
+
+        async with aclosing(arriving()) as events:
+            yield events
+
+
 async def follow(http: httpx.AsyncClient, url: str, until: str, **headers: str) -> list[Event]:
     """GET an SSE route; every event up to and including the first named `until`."""
     events: list[Event] = []
-    async with aconnect_sse(http, "GET", url, headers={**STREAM, **headers}) as source:
-        assert source.response.status_code == 200, await source.response.aread()
-        async for sse in source.aiter_sse():
-            events.append(Event(sse.event, json.loads(sse.data), sse.id, time.monotonic()))
-            if sse.event == until:
+    async with open_stream(http, url, **headers) as arriving:
+        async for event in arriving:
+            events.append(event)
+            if event.name == until:
                 break
     return events
 

@@ -125,6 +125,30 @@ async def test_hand_back_answers_the_message_left_waiting(
     assert after[-1]["author"]["kind"] == "ai"
 
 
+async def test_an_operator_message_re_sent_with_its_idempotency_key_is_written_once(
+    http: httpx.AsyncClient, make_agent: AgentFactory, db: async_sessionmaker[AsyncSession]
+) -> None:
+    session = await open_chat(http, await make_agent())
+    sid = session["id"]
+    await take_over(http, sid)
+    body, key = {"content": "Ana here, one moment."}, {"Idempotency-Key": f"op-{uuid.uuid4()}"}
+
+    first = await http.post(f"/chats/{sid}/operator-messages", json=body, headers=key)
+    again = await http.post(f"/chats/{sid}/operator-messages", json=body, headers=key)
+    unkeyed = await http.post(f"/chats/{sid}/operator-messages", json=body)
+    view = (await http.get(f"/chats/{sid}")).json()
+    await http.post(f"/chats/{sid}/end")
+
+    assert first.status_code == again.status_code == unkeyed.status_code == 201
+    assert again.json() == first.json()
+    assert unkeyed.json()["seq"] == first.json()["seq"] + 1
+    assert [m["content"] for m in view["messages"]].count(body["content"]) == 2
+    assert [event["seq"] for event in await audit_data(db, sid, "operator.message")] == [
+        first.json()["seq"],
+        unkeyed.json()["seq"],
+    ]
+
+
 async def test_a_turn_in_flight_finishes_before_the_takeover(
     http: httpx.AsyncClient, make_agent: AgentFactory, fake_llm: tuple[FakeLLM, str]
 ) -> None:

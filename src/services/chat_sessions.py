@@ -67,7 +67,12 @@ from src.pagination import encode_cursor
 from src.services.agents import AgentService
 from src.services.squads import SquadService
 from src.services.temporal_errors import temporal_unavailable, unavailable
-from src.session_ids import endpoint_hash, message_update_id, session_workflow_id
+from src.session_ids import (
+    endpoint_hash,
+    message_update_id,
+    operator_message_update_id,
+    session_workflow_id,
+)
 from src.sms.delivery import with_delivery
 from src.sms.phone_numbers import TWILIO_SMS
 from src.templates import render_for_caller, template_values
@@ -525,11 +530,16 @@ class ChatSessionService:
         return await self.get(account_id, session_id)  # the update's state has no transcript
 
     async def operator_message(
-        self, account_id: str, session_id: str, content: str
+        self, account_id: str, session_id: str, content: str, idempotency_key: str | None = None
     ) -> OperatorMessageResult:
+        """A retry with the same `idempotency_key` (in the same run) gets the first one's
+        message instead of writing it again."""
         reply = OperatorReply(content=content, session_id=session_id)
+        update_id = (
+            operator_message_update_id(session_id, idempotency_key) if idempotency_key else None
+        )
         result: OperatorMessageResult = await self._update_active(
-            account_id, session_id, ChatSessionWorkflow.operator_message, reply
+            account_id, session_id, ChatSessionWorkflow.operator_message, reply, update_id
         )
         return result
 
@@ -579,7 +589,12 @@ class ChatSessionService:
         return decided
 
     async def _update_active(
-        self, account_id: str, session_id: str, update: Any, argument: BaseModel
+        self,
+        account_id: str,
+        session_id: str,
+        update: Any,
+        argument: BaseModel,
+        update_id: str | None = None,
     ) -> Any:
         """An update to an active session of the account's: 404 for another account's, 409
         for a final session or a stateless conversation (it has no workflow to ask)."""
@@ -589,7 +604,7 @@ class ChatSessionService:
         handle: WorkflowHandle[Any, Any] = self._client.get_workflow_handle(row.workflow_id)
 
         async def update_once() -> Any:
-            return await handle.execute_update(update, argument)
+            return await handle.execute_update(update, argument, id=update_id)
 
         try:
             return await _retrying(update_once, {FailureType.DRAINING}, _HANDOVER_WAIT_SECONDS)

@@ -44,6 +44,11 @@ class Scale:
     api_restarts: int = 6 if FULL else 2
     api_clients: int = 20 if FULL else 6
     api_turns: int = 10 if FULL else 4
+    sse_api_kills: int = 6 if FULL else 2
+    sse_sessions: int = 4 if FULL else 2
+    sse_followers_per_session: int = 3 if FULL else 2
+    takeover_restarts: int = 6 if FULL else 2
+    takeover_sessions: int = 4 if FULL else 2
     fuzz_examples: int = 100 if FULL else 25
     # The coverage phase (boundary and invalid values for every field, ~3,000 requests) is
     # thorough but takes minutes: full run only.

@@ -197,11 +197,18 @@ async def take_over_chat(
     responses={409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}},
 )
 async def send_operator_message(
-    session_id: str, body: OperatorMessageRequest, account: AccountId, services: ServicesDep
+    session_id: str,
+    body: OperatorMessageRequest,
+    account: AccountId,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> OperatorMessageResponse:
     """The operator's message to the user, delivered on the session's channel (a text, the
-    stream, webhooks) and read by the agent once it answers again. 409 unless taken over."""
-    result = await services.chats.operator_message(account, session_id, body.content)
+    stream, webhooks) and read by the agent once it answers again. 409 unless taken over.
+    A retry with the same `Idempotency-Key` answers the first one's message, written once."""
+    result = await services.chats.operator_message(
+        account, session_id, body.content, idempotency_key
+    )
     return OperatorMessageResponse(seq=result.seq, message=result.message)
 
 
