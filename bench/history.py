@@ -89,7 +89,8 @@ async def run_history_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         "turns": sizes.history_turns,
         "turns_per_run": sizes.turns_per_run,
         "tool_turns": tool_turns,
-        "tool_calls_received": len(tool_server.calls_to(f"/{_TOOL}")),
+        "tool_calls_received": len(tool_server.calls_to("/echo")),
+        "tool_calls_answered_in_transcript": _tool_calls_answered(transcript),
         "streamed_turns": sizes.history_turns // sizes.history_stream_every,
         "client_visible_errors": sum(errors.values()),
         "errors": dict(errors),
@@ -108,6 +109,10 @@ async def run_history_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         "per_turn_overall": {
             "events": round(sum(r["events"] for r in sizes_of_runs) / sizes.history_turns, 1),
             "bytes": round(sum(r["bytes"] for r in sizes_of_runs) / sizes.history_turns, 1),
+        },
+        "per_turn_max": {
+            "events": max(t["events"] for t in per_turn.values()),
+            "bytes": max(t["bytes"] for t in per_turn.values()),
         },
         "per_turn_early": early,
         "per_turn_late": late,
@@ -134,6 +139,24 @@ def _lookup_tool(tools_url: str) -> dict[str, Any]:
         "url": f"{tools_url}/echo",
         "method": "POST",
     }
+
+
+def _tool_calls_answered(transcript: list[dict[str, Any]]) -> int:
+    """Tool calls in the transcript whose response is what the tool echoed: their arguments
+    (tests/fakes/tool_server.py answers /echo with {"received": <arguments>})."""
+    calls = [c for m in transcript for c in m.get("tool_calls") or []]
+    return sum(
+        1
+        for c in calls
+        if c["response"] and _parsed(c["response"]) == {"received": _parsed(c["arguments"])}
+    )
+
+
+def _parsed(value: Any) -> Any:
+    try:
+        return json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        return value
 
 
 def _calls_tool(n: int, sizes: Sizes) -> bool:

@@ -213,12 +213,15 @@ def _history(h: dict[str, Any]) -> list[str]:
         "### History growth",
         "",
         f"- One session, {h['turns']} sequential turns ({h['tool_turns']} calling a webhook "
-        f"tool, {h['tool_calls_received']} calls received; {h['streamed_turns']} streamed over "
+        f"tool, {h['tool_calls_received']} calls received, "
+        f"{h['tool_calls_answered_in_transcript']} answered in the transcript; "
+        f"{h['streamed_turns']} streamed over "
         f"SSE), PARLEY_TURNS_PER_RUN={h['turns_per_run']}: {len(h['runs'])} runs, "
         f"{h['continue_as_new_count']} continue-as-new ({runs}).",
         f"- Largest run: **{h['max_run_events']} events, {h['max_run_bytes'] / 1024:.0f} KiB** "
         f"(limits 51,200 events / 50 MB: {_met(under)}); per turn overall "
-        f"{overall['events']} events, {overall['bytes']:.0f} bytes.",
+        f"{overall['events']} events, {overall['bytes']:.0f} bytes (the costliest turn "
+        f"{h['per_turn_max']['events']} events, {h['per_turn_max']['bytes']} bytes).",
         f"- Per turn, turns {early['turns']}: {early['events']} events, "
         f"{early['bytes']:.0f} bytes; turns {late['turns']}: {late['events']} events, "
         f"{late['bytes']:.0f} bytes. "
