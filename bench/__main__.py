@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.history import run_history_benchmarks
-from bench.multiprocess import run_multiprocess_benchmarks
+from bench.multiprocess import require_postgres, run_multiprocess_benchmarks
 from bench.report import markdown_summary
 from bench.scale import run_scale_benchmarks
 from bench.sizes import sizes_from_environment
@@ -43,6 +43,8 @@ async def run(results_dir: Path) -> dict[str, Any]:
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
         raise SystemExit(f"PARLEY_BENCH_ONLY: unknown benchmark(s) {sorted(unknown)}")
+    if "multiprocess" in chosen:
+        await require_postgres()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     options = StackOptions(
         logs_dir=results_dir / f"{stamp}-logs",

@@ -86,6 +86,24 @@ async def run_multiprocess_benchmarks(options: StackOptions, sizes: Sizes) -> di
     }
 
 
+async def require_postgres() -> None:
+    """Stops the run before anything starts when the PostgreSQL this benchmark needs does not
+    answer (rather than after the other benchmarks have run)."""
+    given = os.environ.get("PARLEY_BENCH_DATABASE_URL", "")
+    url = given if given.startswith("postgresql") else f"{_SERVER}/postgres"
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await asyncio.wait_for(connection.execute(text("SELECT 1")), timeout=5)
+    except Exception as error:
+        raise SystemExit(
+            f"the multiprocess benchmark needs PostgreSQL at {url.split('@')[-1]} "
+            f"({type(error).__name__}); leave it out with PARLEY_BENCH_ONLY"
+        ) from error
+    finally:
+        await engine.dispose()
+
+
 @asynccontextmanager
 async def _postgres_database() -> AsyncIterator[str]:
     given = os.environ.get("PARLEY_BENCH_DATABASE_URL", "")
