@@ -71,4 +71,4 @@ async def test_a_session_lives_thirty_quiet_days_and_ends_one_ttl_after_its_last
     assert contents.count(HOLDING) == 1
     assert len(kinds(stubbed, "session.help_unanswered")) == 1
     assert [d["reason"] for d in kinds(stubbed, "session.handback")] == ["operator_idle"]
-    assert contents[-1].startswith(f"echo: {said[-1]} ")
+    assert (contents[-1] or "").startswith(f"echo: {said[-1]} ")
