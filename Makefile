@@ -62,7 +62,8 @@ chaos: $(STAMP)
 		$(BIN)/python -m pytest -q tests/chaos
 
 # Benchmarks (bench/): turn overhead against a bare-Temporal floor, the signal + polling anchor,
-# history growth, scale. Full sizes by default (~15 min); PARLEY_BENCH_SCALE=small for a few
+# history growth, scale, streaming, two workers and two APIs (needs PostgreSQL on
+# 127.0.0.1:5432). Full sizes by default (~20 min); PARLEY_BENCH_SCALE=small for a few
 # minutes. Writes bench/results/<timestamp>.json and prints a markdown summary. Not part of
 # `test`: nothing here asserts a timing. Profilers: pip install -e '.[bench]'.
 bench: $(STAMP)

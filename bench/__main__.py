@@ -2,9 +2,10 @@
 bench/results/<timestamp>.json and print a markdown summary.
 
 PARLEY_BENCH_SCALE=small runs every benchmark in reduced form;
-PARLEY_BENCH_ONLY=turns,history,scale,streaming picks some;
+PARLEY_BENCH_ONLY=turns,history,scale,streaming,multiprocess picks some;
 PARLEY_BENCH_DATABASE_URL=postgresql+asyncpg://... runs against PostgreSQL (its tables are
-dropped first) instead of a fresh SQLite file. PARLEY_BENCH_WORKER_COMMAND /
+dropped first) instead of a fresh SQLite file. `multiprocess` runs on a stack of its own, on
+PostgreSQL always (bench/multiprocess.py). PARLEY_BENCH_WORKER_COMMAND /
 PARLEY_BENCH_API_COMMAND replace `python -m src.cli worker` / `api` (e.g. to run them under
 py-spy); PARLEY_BENCH_DEV_SERVER=default starts the dev server without Parley's tuning.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.history import run_history_benchmarks
+from bench.multiprocess import require_postgres, run_multiprocess_benchmarks
 from bench.report import markdown_summary
 from bench.scale import run_scale_benchmarks
 from bench.sizes import sizes_from_environment
@@ -28,7 +30,9 @@ from bench.stack import REPO, StackOptions, describe_machine, running_stack
 from bench.streaming import run_streaming_benchmarks
 from bench.turns import run_turn_benchmarks
 
-BENCHMARKS = ("turns", "history", "scale", "streaming")
+BENCHMARKS = ("turns", "history", "scale", "streaming", "multiprocess")
+# These share one stack; `multiprocess` starts its own (two workers, two APIs, PostgreSQL).
+_SHARED_STACK = ("turns", "history", "scale", "streaming")
 
 
 async def run(results_dir: Path) -> dict[str, Any]:
@@ -39,6 +43,8 @@ async def run(results_dir: Path) -> dict[str, Any]:
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
         raise SystemExit(f"PARLEY_BENCH_ONLY: unknown benchmark(s) {sorted(unknown)}")
+    if "multiprocess" in chosen:
+        await require_postgres()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     options = StackOptions(
         logs_dir=results_dir / f"{stamp}-logs",
@@ -61,19 +67,26 @@ async def run(results_dir: Path) -> dict[str, Any]:
         "dev_server_args": options.dev_server_args,
     }
     started = time.monotonic()
-    async with running_stack(options) as stack:
-        for name in chosen:
-            print(f"== {name} ...", flush=True)
-            began = time.monotonic()
-            if name == "turns":
-                results[name] = await run_turn_benchmarks(stack, sizes)
-            elif name == "history":
-                results[name] = await run_history_benchmarks(stack, sizes)
-            elif name == "streaming":
-                results[name] = await run_streaming_benchmarks(stack, sizes)
-            else:
-                results[name] = await run_scale_benchmarks(stack, sizes)
-            results[name]["seconds"] = round(time.monotonic() - began, 1)
+    shared = [name for name in chosen if name in _SHARED_STACK]
+    if shared:
+        async with running_stack(options) as stack:
+            for name in shared:
+                print(f"== {name} ...", flush=True)
+                began = time.monotonic()
+                if name == "turns":
+                    results[name] = await run_turn_benchmarks(stack, sizes)
+                elif name == "history":
+                    results[name] = await run_history_benchmarks(stack, sizes)
+                elif name == "streaming":
+                    results[name] = await run_streaming_benchmarks(stack, sizes)
+                else:
+                    results[name] = await run_scale_benchmarks(stack, sizes)
+                results[name]["seconds"] = round(time.monotonic() - began, 1)
+    if "multiprocess" in chosen:
+        print("== multiprocess ...", flush=True)
+        began = time.monotonic()
+        results["multiprocess"] = await run_multiprocess_benchmarks(options, sizes)
+        results["multiprocess"]["seconds"] = round(time.monotonic() - began, 1)
     results["seconds"] = round(time.monotonic() - started, 1)
     path = results_dir / f"{stamp}.json"
     path.write_text(json.dumps(results, indent=2, default=str))

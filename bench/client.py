@@ -18,7 +18,10 @@ class Timed:
     error: str | None = None
 
 
-async def create_agent(http: httpx.AsyncClient, model: str) -> str:
+async def create_agent(
+    http: httpx.AsyncClient, model: str, tools: list[dict[str, Any]] | None = None
+) -> str:
+    """An agent answered by the fake model `model`, with finishTheConversation and `tools`."""
     response = await http.post(
         "/agents",
         json={
@@ -26,7 +29,7 @@ async def create_agent(http: httpx.AsyncClient, model: str) -> str:
             "system_prompt": "You help customers of {{company}} on {{channel}}.",
             "variables": {"company": "Bench Inc."},
             "model": {"provider": "openai", "name": model},
-            "tools": [{"type": "builtin", "name": "finishTheConversation"}],
+            "tools": [{"type": "builtin", "name": "finishTheConversation"}, *(tools or [])],
         },
     )
     response.raise_for_status()

@@ -80,3 +80,12 @@ class CpuSample:
         later = CpuSample.now(self.pid)
         wall = later.wall - self.wall
         return round(100 * (later.cpu - self.cpu) / wall, 1) if wall > 0 else math.nan
+
+
+def machine_busy_cpu_seconds() -> float:
+    """CPU time every core of the machine has spent busy so far (/proc/stat: all but idle and
+    iowait), whoever used it: on a shared box, what is left for the processes measured."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")

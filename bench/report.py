@@ -25,7 +25,52 @@ def markdown_summary(results: dict[str, Any]) -> str:
         lines += _scale(results["scale"])
     if "streaming" in results:
         lines += _streaming(results["streaming"])
+    if "multiprocess" in results:
+        lines += _multiprocess(results["multiprocess"])
     return "\n".join(lines)
+
+
+def _multiprocess(m: dict[str, Any]) -> list[str]:
+    cross, one, two, kills = m["cross"], m["one_worker"], m["two_workers"], m["kills"]
+
+    def load(name: str, found: dict[str, Any]) -> str:
+        cpu = found["cpu_percent_of_one_core"]
+        return (
+            f"| {name} | {found['turns_per_second']} | {_p(found['turn_latency'])} "
+            f"| {cpu.get('temporal', 0)} | {cpu.get('worker', 0)} + {cpu.get('worker-2', 0)} "
+            f"| {cpu.get('api', 0)} + {cpu.get('api-2', 0)} "
+            f"| {found['machine_busy_percent_of_one_core']} | {found['errors'] or 'none'} |"
+        )
+
+    errors = ", ".join(f"{n}x {kind}" for kind, n in kills["client_errors"].items()) or "none"
+    return [
+        "### More than one process (two workers, two APIs, one dev server, PostgreSQL)",
+        "",
+        f"- Opened through one API, talked to and read back through the other: "
+        f"{cross['worked']}/{cross['sessions']} sessions worked "
+        f"({_met(cross['worked'] == cross['sessions'])}); failures {cross['failures'] or 'none'}.",
+        "",
+        f"{m['sessions']} sessions in a closed loop for {m['load_seconds']} s, every request "
+        "to the other API than the last; CPU in % of one core over the window "
+        f"after {m['load_warmup_seconds']} s warm-up:",
+        "",
+        "| workers | turns/s | p50 / p95 ms | Temporal | worker(s) | APIs | machine busy "
+        "| errors |",
+        "|---|---|---|---|---|---|---|---|",
+        load("1", one),
+        load("2", two),
+        "",
+        f"- 2 workers / 1 worker turns/s: **{m['two_over_one_turns_per_second']}**.",
+        f"- worker-2 and api-2 SIGKILLed {kills['killed_at_seconds']} s into the load and "
+        f"restarted (polling again after {kills['restart_seconds']} s): "
+        f"{kills['turns_in_transcripts']}/{kills['turns_asked']} turns asked are in the "
+        f"transcripts, lost **{kills['lost_turns']}**, duplicated messages "
+        f"**{kills['duplicated_messages']}** "
+        f"({_met(kills['lost_turns'] == 0 and kills['duplicated_messages'] == 0)}); "
+        f"{kills['turns_per_second']} turns/s; {kills['turns_re_asked']} turns re-asked with "
+        f"the same Idempotency-Key after client errors ({errors}).",
+        "",
+    ]
 
 
 def _streaming(s: dict[str, Any]) -> list[str]:
@@ -162,11 +207,21 @@ def _breakdown(b: dict[str, Any]) -> list[str]:
 def _history(h: dict[str, Any]) -> list[str]:
     early, late = h["per_turn_early"], h["per_turn_late"]
     runs = ", ".join(f"{r['events']} events / {r['bytes'] // 1024} KiB" for r in h["runs"])
+    overall = h["per_turn_overall"]
+    under = h["max_run_events"] < 51_200 and h["max_run_bytes"] < 50 * 1024 * 1024
     return [
         "### History growth",
         "",
-        f"- One session, {h['turns']} sequential turns, PARLEY_TURNS_PER_RUN={h['turns_per_run']}: "
-        f"{len(h['runs'])} runs ({runs}).",
+        f"- One session, {h['turns']} sequential turns ({h['tool_turns']} calling a webhook "
+        f"tool, {h['tool_calls_received']} calls received, "
+        f"{h['tool_calls_answered_in_transcript']} answered in the transcript; "
+        f"{h['streamed_turns']} streamed over "
+        f"SSE), PARLEY_TURNS_PER_RUN={h['turns_per_run']}: {len(h['runs'])} runs, "
+        f"{h['continue_as_new_count']} continue-as-new ({runs}).",
+        f"- Largest run: **{h['max_run_events']} events, {h['max_run_bytes'] / 1024:.0f} KiB** "
+        f"(limits 51,200 events / 50 MB: {_met(under)}); per turn overall "
+        f"{overall['events']} events, {overall['bytes']:.0f} bytes (the costliest turn "
+        f"{h['per_turn_max']['events']} events, {h['per_turn_max']['bytes']} bytes).",
         f"- Per turn, turns {early['turns']}: {early['events']} events, "
         f"{early['bytes']:.0f} bytes; turns {late['turns']}: {late['events']} events, "
         f"{late['bytes']:.0f} bytes. "

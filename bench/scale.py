@@ -26,8 +26,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,6 +33,7 @@ from sqlalchemy import func, select
 
 from bench.bare import FLOOR_WORKFLOW
 from bench.client import create_agent, open_session, send
+from bench.load import SESSIONS_PER_CLIENT, LoadWindow, Turn, client_groups, close_all, closed_loop
 from bench.measure import CpuSample, rss_mib, summary_ms
 from bench.sizes import Sizes
 from bench.stack import BARE_TASK_QUEUE, Stack
@@ -44,19 +43,6 @@ from src.db.tables import ChatMessage, ChatSession
 from src.sms.signatures import SIGNATURE_HEADER, signature_of
 
 _PROCESSES = ("worker", "api", "temporal", "llm", "twilio", "bench", "bare")
-# httpx's pool does work per pooled connection on every request: one client per group of
-# sessions keeps the benchmark's own CPU small next to what it measures.
-_SESSIONS_PER_CLIENT = 20
-
-# One turn of one conversation: n → whether it succeeded.
-Turn = Callable[[int], Awaitable[bool]]
-
-
-@dataclass
-class _Done:
-    started: float  # seconds since the load began
-    seconds: float
-    ok: bool
 
 
 async def run_scale_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
@@ -228,17 +214,17 @@ async def _replies_recorded(stack: Stack, expected: int, deadline: float) -> int
 
 async def _first_messages(stack: Stack, sessions: list[str]) -> dict[str, Any]:
     """One message from each of `sessions` at once (all evicted: each replays first)."""
-    clients = _clients(stack, len(sessions))
+    clients = client_groups(stack, len(sessions))
     started = time.monotonic()
     try:
         results = await asyncio.gather(
             *(
-                send(clients[i // _SESSIONS_PER_CLIENT], session_id, "back again")
+                send(clients[i // SESSIONS_PER_CLIENT], session_id, "back again")
                 for i, session_id in enumerate(sessions)
             )
         )
     finally:
-        await _close(clients)
+        await close_all(clients)
     return {
         "sessions": len(sessions),
         "all_answered_seconds": round(time.monotonic() - started, 1),
@@ -248,12 +234,12 @@ async def _first_messages(stack: Stack, sessions: list[str]) -> dict[str, Any]:
 
 
 async def _parley_load(stack: Stack, sessions: list[str], sizes: Sizes) -> dict[str, Any]:
-    clients = _clients(stack, len(sessions))
+    clients = client_groups(stack, len(sessions))
     errors: Counter[str] = Counter()
 
     def conversation(i: int, session_id: str) -> Turn:
         async def turn(n: int) -> bool:
-            result = await send(clients[i // _SESSIONS_PER_CLIENT], session_id, f"load {n}")
+            result = await send(clients[i // SESSIONS_PER_CLIENT], session_id, f"load {n}")
             if not result.ok:
                 errors[f"HTTP {result.status}"] += 1
             return result.ok
@@ -261,11 +247,11 @@ async def _parley_load(stack: Stack, sessions: list[str], sizes: Sizes) -> dict[
         return turn
 
     try:
-        found = await _closed_loop(
-            stack, [conversation(i, s) for i, s in enumerate(sessions)], sizes
+        found = await closed_loop(
+            stack, [conversation(i, s) for i, s in enumerate(sessions)], _window(sizes), _PROCESSES
         )
     finally:
-        await _close(clients)
+        await close_all(clients)
     return {**found, "errors": dict(errors)}
 
 
@@ -291,61 +277,13 @@ async def _floor_load(stack: Stack, count: int, sizes: Sizes) -> dict[str, Any]:
         return turn
 
     try:
-        found = await _closed_loop(stack, [conversation(h) for h in handles], sizes)
+        found = await closed_loop(
+            stack, [conversation(h) for h in handles], _window(sizes), _PROCESSES
+        )
     finally:
         await asyncio.gather(*(h.signal("stop") for h in handles), return_exceptions=True)
     return {**found, "errors": dict(errors)}
 
 
-async def _closed_loop(stack: Stack, conversations: list[Turn], sizes: Sizes) -> dict[str, Any]:
-    """Each conversation sends its next turn as soon as the last is answered, until
-    `load_seconds` (at most `max_turns_per_session` turns); the rate and latency count the
-    turns answered between the warm-up and `load_seconds`. (Counting only turns also begun
-    after the warm-up, as this did before, counts almost none once a turn takes longer than
-    the window: with 1,000 conversations in a closed loop a turn waits ~1,000 / rate s.)"""
-    done: list[_Done] = []
-    cpu: dict[str, float] = {}
-    began = time.monotonic()
-
-    async def talk(turn: Turn) -> None:
-        for n in range(sizes.max_turns_per_session):
-            at = time.monotonic() - began
-            if at >= sizes.load_seconds:
-                return
-            ok = await turn(n)
-            done.append(_Done(at, time.monotonic() - began - at, ok))
-
-    async def sample_cpu() -> None:
-        await asyncio.sleep(sizes.load_warmup_seconds)
-        samples = {name: CpuSample.now(stack.pid(name)) for name in _PROCESSES}
-        await asyncio.sleep(sizes.load_seconds - sizes.load_warmup_seconds)
-        cpu.update({name: sample.percent_since() for name, sample in samples.items()})
-
-    await asyncio.gather(sample_cpu(), *(talk(turn) for turn in conversations))
-    window = sizes.load_seconds - sizes.load_warmup_seconds
-    steady = [
-        d
-        for d in done
-        if d.ok and sizes.load_warmup_seconds <= d.started + d.seconds <= sizes.load_seconds
-    ]
-    rate = len(steady) / window if window > 0 else 0.0
-    return {
-        "turns_completed": sum(1 for d in done if d.ok),
-        "turns_per_second": round(rate, 1),
-        "turn_latency": summary_ms([d.seconds for d in steady]),
-        "cpu_percent_of_one_core": cpu,
-        # % of a core at `rate` turns a second: 10 * % / rate ms of CPU a turn.
-        "cpu_ms_per_turn": {name: round(10 * pct / rate, 2) for name, pct in cpu.items()}
-        if rate
-        else {},
-    }
-
-
-def _clients(stack: Stack, sessions: int) -> list[Any]:
-    groups = max(1, -(-sessions // _SESSIONS_PER_CLIENT))
-    return [stack.http(connections=_SESSIONS_PER_CLIENT, timeout=120) for _ in range(groups)]
-
-
-async def _close(clients: list[Any]) -> None:
-    for http in clients:
-        await http.aclose()
+def _window(sizes: Sizes) -> LoadWindow:
+    return LoadWindow(sizes.load_seconds, sizes.load_warmup_seconds, sizes.max_turns_per_session)

@@ -39,6 +39,14 @@ class Sizes:
     load_seconds: float  # how long the active sessions send messages
     load_warmup_seconds: float  # left out of the sustained rate
     max_turns_per_session: int
+    # More than one process (two workers, two APIs, one dev server, PostgreSQL)
+    multi_cross_sessions: int  # opened through one API, talked to through the other
+    multi_sessions: int  # in the closed loop, 1 worker vs 2 and under kills
+    multi_load_seconds: float  # each closed-loop phase
+    multi_kill_at_seconds: float  # into the kill phase: SIGKILL one worker and one API
+    # History with tool calls and streaming
+    history_tool_every: int  # every Nth turn the model calls a webhook tool
+    history_stream_every: int  # every Nth turn is streamed over SSE
 
 
 FULL = Sizes(
@@ -53,7 +61,7 @@ FULL = Sizes(
     stream_sessions=100,
     stream_followers=10,
     stream_turns=3,
-    history_turns=1000,
+    history_turns=2000,
     turns_per_run=500,
     idle_sessions=10_000,
     open_concurrency=50,
@@ -65,6 +73,12 @@ FULL = Sizes(
     load_seconds=60,
     load_warmup_seconds=10,
     max_turns_per_session=1000,
+    multi_cross_sessions=50,
+    multi_sessions=200,
+    multi_load_seconds=60,
+    multi_kill_at_seconds=20,
+    history_tool_every=10,
+    history_stream_every=7,
 )
 
 SMALL = dataclasses.replace(
@@ -89,6 +103,10 @@ SMALL = dataclasses.replace(
     active_sessions=100,
     load_seconds=15,
     load_warmup_seconds=3,
+    multi_cross_sessions=10,
+    multi_sessions=40,
+    multi_load_seconds=20,
+    multi_kill_at_seconds=6,
 )
 
 

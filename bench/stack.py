@@ -65,17 +65,22 @@ class Stack:
     database_url: str
     data_dir: Path
     llm_base_url: str
-    api_url: str
     api_key: str
     twilio_url: str = ""
     # The one Twilio account the fake Twilio knows (the scale benchmark's texts go to it).
     twilio_account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
     twilio_auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    # Base URL of each API process by name ("api", and e.g. "api-2" when started).
+    api_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def client(self) -> Client:
         return self.env.client
+
+    @property
+    def api_url(self) -> str:
+        return self.api_urls["api"]
 
     @property
     def temporal_address(self) -> str:
@@ -88,9 +93,11 @@ class Stack:
             return os.getpid()
         return _measured_pid(self.processes[name].pid)
 
-    def http(self, connections: int = 100, timeout: float = 120.0) -> httpx.AsyncClient:
+    def http(
+        self, connections: int = 100, timeout: float = 120.0, api: str = "api"
+    ) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            base_url=f"{self.api_url}/api/v1",
+            base_url=f"{self.api_urls[api]}/api/v1",
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=timeout,
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
@@ -134,19 +141,44 @@ class Stack:
             # One key opens thousands of sessions at full speed: no per-key or account quota.
             PARLEY_RATE_LIMIT_PER_MINUTE="0",
             PARLEY_MAX_ACTIVE_SESSIONS="0",
+            # The benchmarks' webhook tools are fakes on loopback.
+            PARLEY_TOOL_URL_ALLOWLIST="127.0.0.1",
         )
         env.update(extra)
         return env
 
-    async def start_worker(self) -> None:
+    async def start_worker(self, name: str = "worker") -> None:
+        """A Parley worker process named `name` ("worker", or e.g. "worker-2" beside it); it
+        polls the stack's task queue once `wait_for_pollers` returns."""
         env = self.parley_env(**self.options.worker_env)
-        self.processes["worker"] = await self._spawn("worker", self.options.worker_command, env)
+        self.processes[name] = await self._spawn(name, self.options.worker_command, env)
 
-    async def restart_worker(self) -> None:
+    async def restart_worker(self, name: str = "worker") -> None:
         """A fresh worker process, so its memory reflects only what follows."""
-        await _stop(self.processes.pop("worker"))
-        await self.start_worker()
-        await self.wait_for_pollers(PARLEY_TASK_QUEUE, "worker")
+        await _stop(self.processes.pop(name))
+        await self.start_worker(name)
+        await self.wait_for_pollers(PARLEY_TASK_QUEUE, name)
+
+    async def start_api(self, name: str = "api") -> None:
+        """An API process named `name`, on the port it had before or a free one; returns once
+        its health check answers."""
+        url = self.api_urls.get(name) or f"http://127.0.0.1:{_free_port()}"
+        self.api_urls[name] = url
+        port = url.rsplit(":", 1)[1]
+        env = self.parley_env(PARLEY_HOST="127.0.0.1", PARLEY_PORT=port)
+        self.processes[name] = await self._spawn(name, self.options.api_command, env)
+        await _wait_for_http(self, f"{url}/health")
+
+    async def stop(self, name: str) -> None:
+        """Stops process `name` gracefully (SIGINT, then SIGKILL after 20 s)."""
+        await _stop(self.processes.pop(name))
+
+    async def kill(self, name: str) -> None:
+        """SIGKILLs process `name`: no shutdown, as a crash."""
+        process = self.processes.pop(name)
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
 
     async def wait_for_pollers(self, task_queue: str, process: str) -> None:
         deadline = time.monotonic() + _STARTUP_SECONDS
@@ -210,12 +242,12 @@ async def running_stack(options: StackOptions) -> AsyncIterator[Stack]:
             database_url=database_url,
             data_dir=data_dir,
             llm_base_url="",
-            api_url="",
             api_key=new_api_key(),
         )
         llm_port, api_port, twilio_port = _free_port(), _free_port(), _free_port()
         stack.llm_base_url = f"http://127.0.0.1:{llm_port}/v1"
-        stack.api_url = f"http://127.0.0.1:{api_port}"
+        # Known before the API starts: every process is told it as the public URL.
+        stack.api_urls["api"] = f"http://127.0.0.1:{api_port}"
         stack.twilio_url = f"http://127.0.0.1:{twilio_port}"
         plain_env = stack.parley_env()
         stack.processes["llm"] = await stack._spawn(
@@ -227,11 +259,6 @@ async def running_stack(options: StackOptions) -> AsyncIterator[Stack]:
         ]  # fmt: skip
         stack.processes["twilio"] = await stack._spawn("twilio", twilio, plain_env)
         await stack.start_worker()
-        stack.processes["api"] = await stack._spawn(
-            "api",
-            options.api_command,
-            stack.parley_env(PARLEY_HOST="127.0.0.1", PARLEY_PORT=str(api_port)),
-        )
         bare = [
             sys.executable, "-m", "bench.bare",
             "--address", stack.temporal_address,
@@ -239,7 +266,7 @@ async def running_stack(options: StackOptions) -> AsyncIterator[Stack]:
             "--llm-base-url", stack.llm_base_url,
         ]  # fmt: skip
         stack.processes["bare"] = await stack._spawn("bare", bare, plain_env)
-        await _wait_for_http(stack, f"{stack.api_url}/health")
+        await stack.start_api()
         await stack.wait_for_pollers(PARLEY_TASK_QUEUE, "worker")
         await stack.wait_for_pollers(BARE_TASK_QUEUE, "bare")
         yield stack
