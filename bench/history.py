@@ -22,7 +22,6 @@ from typing import Any, TypedDict
 
 import httpx
 from httpx_sse import aconnect_sse
-from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -31,8 +30,6 @@ from bench.client import create_agent, open_session, send
 from bench.measure import ratio, summary_ms
 from bench.sizes import Sizes
 from bench.stack import Stack
-from src.db.engine import create_engine, session_factory
-from src.db.tables import ChatSession
 from tests.fakes.tool_server import FakeToolServer
 from tests.servers import served
 
@@ -215,14 +212,7 @@ async def _streamed_turn(
 
 async def _runs(stack: Stack, session_id: str) -> list[list[HistoryEvent]]:
     """Every run of the session's workflow, oldest first, as its events."""
-    engine = create_engine(stack.database_url)
-    try:
-        async with session_factory(engine)() as db:
-            workflow_id = await db.scalar(
-                select(ChatSession.workflow_id).where(ChatSession.id == session_id)
-            )
-    finally:
-        await engine.dispose()
+    workflow_id = await stack.workflow_id(session_id)
     client: Client = stack.client
     executions = [e async for e in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
     executions.sort(key=lambda e: e.start_time)
