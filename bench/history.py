@@ -21,12 +21,11 @@ from collections import Counter
 from typing import Any, TypedDict
 
 import httpx
-from httpx_sse import aconnect_sse
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from bench.client import create_agent, open_session, send
+from bench.client import create_agent, open_session, send, stream_turn
 from bench.measure import ratio, summary_ms
 from bench.sizes import Sizes
 from bench.stack import Stack
@@ -187,27 +186,12 @@ async def _streamed_turn(
     http: httpx.AsyncClient, session_id: str, content: str
 ) -> tuple[float, str | None]:
     """The same turn over SSE, read to its `done` event; the reply is the last `message`."""
-    started = time.perf_counter()
-    replies: list[str] = []
-    done = False
-    try:
-        async with aconnect_sse(
-            http, "POST", f"/chats/{session_id}/messages", json={"content": content}, headers=_SSE
-        ) as source:
-            async for event in source.aiter_sse():
-                if event.event == "error":
-                    return time.perf_counter() - started, "stream error event"
-                if event.event == "message":
-                    replies.append(str(json.loads(event.data)["message"]["content"]))
-                done = done or event.event == "done"
-    except httpx.HTTPError as error:
-        return time.perf_counter() - started, f"stream {type(error).__name__}"
-    seconds = time.perf_counter() - started
-    if not done:
-        return seconds, "stream without done"
-    if not replies or replies[-1] != _expected_reply(content):
-        return seconds, "stream: wrong reply"
-    return seconds, None
+    turn = await stream_turn(http, session_id, content)
+    if turn.error is not None:
+        return turn.seconds, turn.error
+    if not turn.replies or turn.replies[-1] != _expected_reply(content):
+        return turn.seconds, "stream: wrong reply"
+    return turn.seconds, None
 
 
 async def _runs(stack: Stack, session_id: str) -> list[list[HistoryEvent]]:

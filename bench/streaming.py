@@ -21,7 +21,7 @@ import httpx
 import openai
 from httpx_sse import aconnect_sse
 
-from bench.client import create_agent, open_session
+from bench.client import create_agent, open_session, sse_events, stream_turn
 from bench.measure import ratio, summary_count, summary_ms
 from bench.sizes import Sizes
 from bench.stack import Stack
@@ -163,7 +163,7 @@ async def _follow(
     try:
         async with aconnect_sse(http, "GET", f"/chats/{session}/stream") as source:
             connected.release()
-            async for event in source.aiter_sse():
+            async for event in sse_events(source):
                 ids.append(int(event.id))
                 last = event.event
     except httpx.HTTPError as error:
@@ -175,7 +175,7 @@ async def _follow(
 async def _whole_stream(http: httpx.AsyncClient, session: str) -> list[int]:
     """Every event id of a final session's stream, from the start."""
     async with aconnect_sse(http, "GET", f"/chats/{session}/stream", params={"after": 0}) as source:
-        return [int(event.id) async for event in source.aiter_sse()]
+        return [int(event.id) async for event in sse_events(source)]
 
 
 async def _session(http: httpx.AsyncClient, agent: str) -> str:
@@ -189,24 +189,13 @@ async def _first_delta(
     http: httpx.AsyncClient, session: str, content: str, errors: Counter[str]
 ) -> float | None:
     """Seconds from sending the message to its first `message.delta`; reads to `done`."""
-    started = time.perf_counter()
-    first: float | None = None
-    done = False
-    try:
-        async with aconnect_sse(
-            http, "POST", f"/chats/{session}/messages", json={"content": content}, headers=_STREAM
-        ) as source:
-            async for event in source.aiter_sse():
-                if event.event == "message.delta" and first is None:
-                    first = time.perf_counter() - started
-                done = done or event.event == "done"
-    except httpx.HTTPError as error:
-        errors[f"parley {type(error).__name__}"] += 1
+    turn = await stream_turn(http, session, content)
+    if turn.error is not None:
+        errors[f"parley {turn.error}"] += 1
         return None
-    if first is None or not done:
-        errors["parley stream without delta or done"] += 1
-        return None
-    return first
+    if turn.first_delta is None:
+        errors["parley stream without delta"] += 1
+    return turn.first_delta
 
 
 async def _model_first_token(
@@ -242,7 +231,7 @@ async def _turn_history(
     async with aconnect_sse(
         http, "POST", f"/chats/{session}/messages", json={"content": content}, headers=_STREAM
     ) as source:
-        async for event in source.aiter_sse():
+        async for event in sse_events(source):
             deltas += event.event == "message.delta"
             if event.event == "error":
                 errors[f"history turn: {json.loads(event.data)['error']['code']}"] += 1
