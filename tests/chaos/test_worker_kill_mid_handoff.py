@@ -28,7 +28,8 @@ from tests.chaos.harness import (
 )
 from tests.conftest import AgentFactory, SettingsFactory, api_client
 from tests.fakes.llm_server import FakeLLM
-from tests.sessions import audit_data, open_chat, wait_until_final
+from tests.sessions import audit_data, open_chat
+from tests.test_finish_pipeline import final_with_artifact
 from tests.test_squads import billing_requests, make_squad
 
 TURN_PATIENCE = 180
@@ -88,7 +89,7 @@ async def test_worker_killed_mid_handoff(
                         [m["author"]["agent_id"] for m in messages if m["role"] == "assistant"]
                     )
                     assert (await http.post(f"/chats/{sid}/end")).status_code == 200
-                    final = await wait_until_final(http, sid)
+                    final = await final_with_artifact(http, sid)
                     transfers += final["artifact"]["transfers"]
                     handoffs += await audit_data(db, sid, "agent.handoff")
     finally:
