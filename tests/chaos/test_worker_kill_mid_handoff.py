@@ -99,7 +99,7 @@ async def test_worker_killed_mid_handoff(
     one_switch = [[triage, billing]] * len(reasons)
     billing_calls = sum(len(billing_requests(fake, reason)) for reason in reasons.values())
     report(
-        "worker SIGKILL mid-handoff",
+        "worker SIGKILL during a squad handoff",
         f"{killed} kills, {len(reasons)} handoff turns: {check.line()}, "
         f"{len(handoffs)} handoffs audited, {len(transfers)} transfers in the final records, "
         f"{sum(authors == [triage, billing] for authors in replies_by_member)}/{len(reasons)} "
