@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import aconnect_sse
+from httpx_sse import EventSource, aconnect_sse
 
 STREAM = {"Accept": "text/event-stream"}
 
@@ -34,10 +34,7 @@ async def stream_post(
     async with aconnect_sse(http, "POST", url, json=body, headers={**STREAM, **headers}) as source:
         assert source.response.status_code == 200, await source.response.aread()
         assert source.response.headers["content-type"].startswith("text/event-stream")
-        return [
-            Event(sse.event, json.loads(sse.data), sse.id, time.monotonic())
-            async for sse in source.aiter_sse()
-        ]
+        return [event async for event in _events(source)]
 
 
 @asynccontextmanager
@@ -48,11 +45,7 @@ async def open_stream(
     async with aconnect_sse(http, "GET", url, headers={**STREAM, **headers}) as source:
         assert source.response.status_code == 200, await source.response.aread()
 
-        async def arriving() -> AsyncGenerator[Event]:
-            async for sse in source.aiter_sse():
-                yield Event(sse.event, json.loads(sse.data), sse.id, time.monotonic())
-
-        async with aclosing(arriving()) as events:
+        async with aclosing(_events(source)) as events:
             yield events
 
 
@@ -65,6 +58,15 @@ async def follow(http: httpx.AsyncClient, url: str, until: str, **headers: str) 
             if event.name == until:
                 break
     return events
+
+
+async def _events(source: EventSource) -> AsyncGenerator[Event]:
+    """The events a browser dispatches. httpx-sse 0.4 also yields one with no data for the
+    blank line ending a keep-alive comment (`: ping`, every 15 s) once an `id:` was seen; the
+    SSE spec dispatches no event with an empty data buffer, so neither does this."""
+    async for sse in source.aiter_sse():
+        if sse.data:
+            yield Event(sse.event, json.loads(sse.data), sse.id, time.monotonic())
 
 
 def named(events: list[Event], name: str) -> list[Event]:

@@ -36,6 +36,8 @@ class Scale:
 
     worker_kills: int = 20 if FULL else 2  # per case: during an LLM call, during a tool call
     sessions_per_kill: int = 3 if FULL else 2  # turns in flight at each kill
+    # per case: mid-stream, mid-approval wait, mid-handoff (each kill opens new sessions)
+    feature_kills: int = 10 if FULL else 1
     burst_sessions: int = 12 if FULL else 4
     burst_turns: int = 4 if FULL else 2
     db_sessions: int = 20 if FULL else 3

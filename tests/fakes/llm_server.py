@@ -23,6 +23,10 @@ share mutable state:
   gpt-<...>       like echo, answered under a dated name (<model>-2024-07-18), as OpenAI does
   served-<name>   like echo, answered under the model name <name>
   stream-<ms>     like echo; streamed (when asked to), <ms> between words
+  midhold-<tag>   like echo; the first streamed answer of each conversation state sends half
+                  its words, then is held (counted by `wait_held(tag, n)`) until
+                  `release_held(tag)`; later answers stream whole (the chaos suite kills a
+                  worker while the text is flowing)
   cut-<n>         like echo, but the first n streamed answers of a conversation state stop
                   halfway: the connection drops after half the words (the call is retried)
 
@@ -37,12 +41,13 @@ with an invalid value; model `hang-analysis` holds its first summary request unt
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -94,8 +99,12 @@ class FakeLLM:
             key = hashlib.sha256(json.dumps(["cut", body["messages"]]).encode()).hexdigest()
             self._attempts[key] += 1
             cut = self._attempts[key] <= int(model.split("-")[1])
+        halfway = None
+        if model.startswith("midhold-") and self._first("midhold", body["messages"]):
+            halfway = functools.partial(self._hold, model[8:])
         return StreamingResponse(
-            _chunks(json.loads(bytes(answer.body)), gap, cut), media_type="text/event-stream"
+            _chunks(json.loads(bytes(answer.body)), gap, cut, halfway),
+            media_type="text/event-stream",
         )
 
     async def _answer(self, request: Request) -> JSONResponse:
@@ -149,10 +158,17 @@ class FakeLLM:
         return _completion(model, f"echo: {text}")
 
     async def _hold_first(self, tag: str, messages: list[dict[str, Any]]) -> None:
-        key = hashlib.sha256(json.dumps(["hold", messages]).encode()).hexdigest()
+        if self._first("hold", messages):
+            await self._hold(tag)
+
+    def _first(self, mode: str, messages: list[dict[str, Any]]) -> bool:
+        """Whether this is the first request of a mode for this conversation state."""
+        key = hashlib.sha256(json.dumps([mode, messages]).encode()).hexdigest()
         self._attempts[key] += 1
-        if self._attempts[key] > 1:
-            return
+        return self._attempts[key] == 1
+
+    async def _hold(self, tag: str) -> None:
+        """Counted as held for `wait_held`, until `release_held(tag)`."""
         gate = self._gates.setdefault(tag, asyncio.Event())
         async with self._arrived:
             self._held[tag] += 1
@@ -261,10 +277,15 @@ def _completion(
     )
 
 
-async def _chunks(completion: dict[str, Any], gap: float, cut: bool = False) -> AsyncIterator[str]:
+async def _chunks(
+    completion: dict[str, Any],
+    gap: float,
+    cut: bool = False,
+    halfway: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[str]:
     """A completion as OpenAI streams it: the text word by word (`gap` seconds apart), tool
     calls in two pieces each, then the finish reason, the usage, and [DONE]. With `cut`, the
-    connection drops after half the words."""
+    connection drops after half the words; with `halfway`, the stream waits for it there."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
         body = {
@@ -288,6 +309,8 @@ async def _chunks(completion: dict[str, Any], gap: float, cut: bool = False) -> 
         if cut and number == len(words) // 2:
             await asyncio.sleep(0.2)  # the first half reaches the stream before the drop
             raise ConnectionResetError("the fake model dropped the connection")
+        if halfway is not None and number == len(words) // 2:
+            await halfway()
         if number and gap:
             await asyncio.sleep(gap)
         yield delta({"content": word})
