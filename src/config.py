@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     )
     tool_url_allowlist_setting: str = Field(default="", alias="PARLEY_TOOL_URL_ALLOWLIST")
     mcp_commands_setting: str = Field(default="", alias="PARLEY_MCP_COMMANDS")
+    # Stdio MCP servers stay running between calls, one per account, command line and
+    # environment (src/tools/mcp_stdio_pool.py): stopped after this long unused, and past
+    # this many per worker the least recently used is stopped. 0 servers: one per call.
+    mcp_stdio_idle_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, alias="PARLEY_MCP_STDIO_IDLE_SECONDS"
+    )
+    mcp_stdio_max_servers: int = Field(
+        default=16, ge=0, le=1000, alias="PARLEY_MCP_STDIO_MAX_SERVERS"
+    )
     tool_response_max_chars: int = Field(
         default=16_000, ge=100, alias="PARLEY_TOOL_RESPONSE_MAX_CHARS"
     )

@@ -32,6 +32,8 @@ from src.llm.providers import ModelProviders
 from src.observability import worker_runtime
 from src.sealing.secret_box import SecretBox
 from src.temporal.client import carries_parley_plugin, connect_temporal, settings_plugin
+from src.tools.mcp_client import CLIENT_INFO
+from src.tools.mcp_stdio_pool import StdioServerPool, warm_stdio_servers
 from src.tools.url_guard import Resolver, system_resolver
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,31 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """A started worker; when the block exits it stops polling and gives activities in flight
     `worker_shutdown_seconds` to finish before they are cancelled.
-    `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers)."""
+    `resolver` answers the DNS questions of outbound calls (tools, webhooks, MCP servers).
+    The stdio MCP servers the worker kept warm are stopped after it."""
+    async with _stdio_servers(settings) as stdio_servers:
+        async with _started_worker(settings, client, resolver, stdio_servers) as worker:
+            yield worker
+
+
+@asynccontextmanager
+async def _stdio_servers(settings: Settings) -> AsyncIterator[StdioServerPool | None]:
+    if settings.mcp_stdio_max_servers == 0:
+        yield None
+        return
+    async with warm_stdio_servers(
+        settings.mcp_stdio_max_servers, settings.mcp_stdio_idle_seconds, CLIENT_INFO
+    ) as pool:
+        yield pool
+
+
+@asynccontextmanager
+async def _started_worker(
+    settings: Settings,
+    client: Client,
+    resolver: Resolver,
+    stdio_servers: StdioServerPool | None,
+) -> AsyncIterator[Worker]:
     # No pre-ping: its round trip was a large share of the worker's database time under load
     # (docs/benchmarks.md).
     engine = create_engine(settings.database_url, pre_ping=False)
@@ -62,7 +88,9 @@ async def running_worker(
         transcripts=transcripts,
     )
     webhook_tools = WebhookToolActivities(settings, snapshots, resolver)
-    mcp_tools = McpToolActivities(settings, snapshots, SentMcpCalls(sessions), resolver)
+    mcp_tools = McpToolActivities(
+        settings, snapshots, SentMcpCalls(sessions), resolver, stdio_servers
+    )
     analysis = AnalysisActivities(models, sessions, snapshots, settings.analysis_attempts)
     webhooks = WebhookActivities(settings, sessions, snapshots, resolver)
     sms = SmsActivities(settings, sessions, box)

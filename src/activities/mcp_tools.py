@@ -1,10 +1,12 @@
 """MCP tools: discovered from the agent's MCP servers when a session opens (and frozen into
 its snapshot), then called through the official `mcp` SDK.
 
-A call is sent at most once: failures before the request goes out (spawn, connect, session
-set-up) are retried; once it may have reached the server (recorded in the database before
-sending), a timeout, a lost connection or a killed worker ends the call with a result telling
-the model its outcome is unknown, never with a second request."""
+Stdio servers are kept warm by the worker's pool (src/tools/mcp_stdio_pool.py), one per
+account, command line and environment. A call is sent at most once: failures before the
+request goes out (spawn, connect, session set-up) are retried; once it may have reached the
+server (recorded in the database before sending), a timeout, a lost connection or a killed
+worker ends the call with a result telling the model its outcome is unknown, never with a
+second request."""
 
 from __future__ import annotations
 
@@ -35,9 +37,11 @@ from src.tools.mcp_client import (
     McpOutcomeUnknown,
     McpPolicy,
     McpToolFailed,
+    WarmStdio,
     call_tool,
     list_tools,
 )
+from src.tools.mcp_stdio_pool import StdioServerPool
 from src.tools.url_guard import Resolver, UrlRefused, system_resolver
 
 OUTCOME_UNKNOWN = "the tool call may or may not have run"
@@ -55,7 +59,10 @@ class McpToolActivities:
         snapshots: SnapshotStore,
         sent: SentMcpCalls,
         resolver: Resolver = system_resolver,
+        stdio_servers: StdioServerPool | None = None,
     ) -> None:
+        """Without `stdio_servers`, every stdio call starts and stops its own server."""
+        self._stdio_servers = stdio_servers
         self._snapshots = snapshots
         self._settings = settings
         self._sent = sent
@@ -77,7 +84,9 @@ class McpToolActivities:
                 if not isinstance(entry, McpTools):
                     continue
                 try:
-                    offered = await list_tools(entry.server, self._policy)
+                    offered = await list_tools(
+                        entry.server, self._policy, self._warm(request.account_id)
+                    )
                 except (McpCommandRefused, UrlRefused) as error:
                     raise ApplicationError(
                         f"MCP server tools[{index}] refused: {error}",
@@ -133,6 +142,9 @@ class McpToolActivities:
         assert isinstance(server, McpTools)
         arguments = parse_arguments(invocation.arguments, tool.input_schema or {"type": "object"})
         key = invocation.idempotency_key
+        # A call scheduled before invocations carried the account is scoped to its session:
+        # never a server another account's calls could reach.
+        account = invocation.account_id or f"session:{invocation.session_id}"
         if await self._sent.was_sent(key):
             return outcome_unknown("an earlier attempt sent the call and did not finish")
 
@@ -143,7 +155,7 @@ class McpToolActivities:
             try:
                 text = await call_tool(
                     server.server, self._policy, tool.name, arguments,
-                    idempotency_key=key, claim_send=claim_send,
+                    idempotency_key=key, claim_send=claim_send, warm=self._warm(account),
                 )  # fmt: skip
             except McpToolFailed as error:
                 raise ToolRejected("the MCP server answered with an error", str(error)) from None
@@ -154,6 +166,11 @@ class McpToolActivities:
             except McpError as error:  # nothing was sent: retried
                 raise ApplicationError(f"MCP server error: {error}") from None
         return ToolResult(response=truncate(text, self._settings.tool_response_max_chars))
+
+    def _warm(self, account_id: str) -> WarmStdio | None:
+        if self._stdio_servers is None:
+            return None
+        return WarmStdio(self._stdio_servers, account_id)
 
 
 def outcome_unknown(detail: str) -> ToolResult:

@@ -35,6 +35,9 @@ class ToolInvocation(BaseModel):
     idempotency_key: str
     name: str
     arguments: str
+    # Whose call it is: stdio MCP servers are shared within an account, never across. None
+    # in calls scheduled before it was added.
+    account_id: str | None = None
 
 
 class ToolResult(BaseModel):

@@ -1,7 +1,10 @@
 """List and call the tools of an MCP server, over streamable HTTP or an allow-listed stdio command.
 
-Each operation opens its own session and closes it (no pooling), bounded by the server's
-`timeout_seconds`. Errors come out in kinds, so callers can choose what to retry:
+An HTTP server gets a session per operation. A stdio server, given a `WarmStdio`, is kept
+running between operations in the worker's pool, one per account, command line and
+environment (src/tools/mcp_stdio_pool.py); without one, each operation starts and stops its
+own. Every operation is bounded by the server's `timeout_seconds`. Errors come out in kinds,
+so callers can choose what to retry:
 `McpError` (unreachable, protocol error, timeout, all before a tool call was sent: retryable),
 `McpCommandRefused` and `url_guard.UrlRefused` (the configuration is refused: not retryable;
 `UrlRefused` is raised unwrapped, as for webhook tools), `McpToolFailed` (the server answered
@@ -19,7 +22,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -48,6 +51,7 @@ from pydantic import BaseModel, ValidationError
 
 from src.domain import McpServer
 from src.tools.mcp_commands import McpCommandAllowlist
+from src.tools.mcp_stdio_pool import StdioServerPool
 from src.tools.pinned_http import pinned_client2, pinned_to
 from src.tools.url_guard import Resolver, UrlAllowlist, resolve_checked, system_resolver
 
@@ -115,7 +119,17 @@ class McpPolicy:
     response_max_bytes: int = 4 * 1024 * 1024
 
 
-async def list_tools(server: McpServer, policy: McpPolicy) -> list[ListedTool]:
+@dataclass(frozen=True)
+class WarmStdio:
+    """Where stdio servers come from: the worker's pool of running ones, those of `account_id`."""
+
+    pool: StdioServerPool
+    account_id: str
+
+
+async def list_tools(
+    server: McpServer, policy: McpPolicy, warm: WarmStdio | None = None
+) -> list[ListedTool]:
     """The server's tools, all pages.
 
     Raises McpError, McpCommandRefused or url_guard.UrlRefused.
@@ -139,7 +153,7 @@ async def list_tools(server: McpServer, policy: McpPolicy) -> list[ListedTool]:
                 break
         return tools
 
-    return await _with_session(server, policy, operation)
+    return await _with_session(server, policy, operation, warm)
 
 
 async def call_tool(
@@ -150,6 +164,7 @@ async def call_tool(
     *,
     idempotency_key: str | None = None,
     claim_send: Callable[[], Awaitable[bool]] | None = None,
+    warm: WarmStdio | None = None,
 ) -> str:
     """The tool's result as text: text items joined by newlines; structured content as compact
     JSON when there is no text; other items described briefly, like "[image/png]".
@@ -181,7 +196,7 @@ async def call_tool(
             raise
 
     try:
-        outcome = await _with_session(server, policy, operation)
+        outcome = await _with_session(server, policy, operation, warm)
     except McpError as error:
         if not sent:
             raise
@@ -226,28 +241,46 @@ def _block_text(block: ContentBlock) -> str:
 
 
 async def _with_session(
-    server: McpServer, policy: McpPolicy, operation: Callable[[Client], Awaitable[_T]]
+    server: McpServer,
+    policy: McpPolicy,
+    operation: Callable[[Client], Awaitable[_T]],
+    warm: WarmStdio | None,
 ) -> _T:
-    """Connect, run one operation, close; the whole of it within the server's timeout.
+    """Run one operation on a session, the whole of it within the server's timeout: a warm
+    stdio server's, or one opened for it and closed after.
 
-    A stdio server is stopped on the way out even on timeout: the SDK's shutdown (close stdin,
-    then SIGTERM, then SIGKILL to the process group) is shielded and bounded to a few seconds.
+    A stdio server of its own is stopped on the way out even on timeout: the SDK's shutdown
+    (close stdin, then SIGTERM, then SIGKILL to the process group) is shielded and bounded to
+    a few seconds. A warm one that fails or times out leaves the pool and stops likewise.
     """
     where = _describe_server(server)
     try:
         with anyio.fail_after(server.timeout_seconds):
+            if server.command is not None and warm is not None:
+                parameters = _stdio_parameters(server.command, policy)
+                session = warm.pool.session(warm.account_id, parameters, server.timeout_seconds)
+                return await _run_reporting_errors(server, session, operation)
             async with _transport(server, policy) as transport:
-                try:
-                    async with Client(transport, cache=None, client_info=CLIENT_INFO) as client:
-                        return await operation(client)
-                except Exception as error:
-                    log.debug("MCP server %s failed", where, exc_info=True)
-                    message = _redacted(f"MCP server {where}: {_describe(error)}", server)
-                    raise McpError(message) from None
+                own = Client(transport, cache=None, client_info=CLIENT_INFO)
+                return await _run_reporting_errors(server, own, operation)
     except TimeoutError:
         raise McpError(
             f"MCP server {where} did not answer within {server.timeout_seconds:g} s"
         ) from None
+
+
+async def _run_reporting_errors(
+    server: McpServer,
+    session: AbstractAsyncContextManager[Client],
+    operation: Callable[[Client], Awaitable[_T]],
+) -> _T:
+    try:
+        async with session as client:
+            return await operation(client)
+    except Exception as error:
+        where = _describe_server(server)
+        log.debug("MCP server %s failed", where, exc_info=True)
+        raise McpError(_redacted(f"MCP server {where}: {_describe(error)}", server)) from None
 
 
 @asynccontextmanager

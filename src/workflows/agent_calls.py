@@ -71,7 +71,11 @@ async def ask_model(
 
 
 async def call_tool_unattended(
-    conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
+    account_id: str,
+    conversation_id: str,
+    agent: SessionAgent,
+    call: LLMToolCall,
+    audit: list[AuditEntry],
 ) -> str:
     """A tool call in a conversation no human attends (a stateless one): requestHuman is told
     no human can join, and a call that needs an operator's approval is not made."""
@@ -81,11 +85,15 @@ async def call_tool_unattended(
         return (
             "error: this tool needs an operator's approval, which this conversation cannot wait for"
         )
-    return await call_tool(conversation_id, agent, call, audit)
+    return await call_tool(account_id, conversation_id, agent, call, audit)
 
 
 async def call_tool(
-    conversation_id: str, agent: SessionAgent, call: LLMToolCall, audit: list[AuditEntry]
+    account_id: str,
+    conversation_id: str,
+    agent: SessionAgent,
+    call: LLMToolCall,
+    audit: list[AuditEntry],
 ) -> str:
     """One tool call as an activity; a failure becomes a result the model can read. The
     idempotency key is fixed here, so every retry of the call carries the same one."""
@@ -96,6 +104,7 @@ async def call_tool(
         idempotency_key=f"{conversation_id}:{workflow.uuid4()}",
         name=call.name,
         arguments=call.arguments,
+        account_id=account_id,
     )
     started = workflow.now()
     try:

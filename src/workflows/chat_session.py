@@ -328,7 +328,11 @@ class ChatSessionWorkflow(OperatorUpdates):
             if not decision.approved:
                 return refusal_result(decision)
         return await call_tool(
-            self._start.session_id, self._agent, call, self._transcript.pending_events
+            self._start.account_id,
+            self._start.session_id,
+            self._agent,
+            call,
+            self._transcript.pending_events,
         )
 
     def _switch_member(self, squad: SquadHandoffs) -> None:

@@ -162,7 +162,9 @@ class StatelessTurnWorkflow:
                         message_index=len(messages) - len(turn.new_messages),
                     ),
                 ),
-                lambda call: call_tool_unattended(turn.call_id, agent, call, audit),
+                lambda call: call_tool_unattended(
+                    turn.account_id, turn.call_id, agent, call, audit
+                ),
                 messages.append,
             )
         except ActivityError as error:
