@@ -2,7 +2,7 @@
 bench/results/<timestamp>.json and print a markdown summary.
 
 PARLEY_BENCH_SCALE=small runs every benchmark in reduced form;
-PARLEY_BENCH_ONLY=turns,history,scale,streaming,multiprocess picks some;
+PARLEY_BENCH_ONLY=turns,history,scale,streaming,tools,multiprocess picks some;
 PARLEY_BENCH_DATABASE_URL=postgresql+asyncpg://... runs against PostgreSQL (its tables are
 dropped first) instead of a fresh SQLite file. `multiprocess` runs on a stack of its own, on
 PostgreSQL always (bench/multiprocess.py). PARLEY_BENCH_WORKER_COMMAND /
@@ -28,11 +28,12 @@ from bench.scale import run_scale_benchmarks
 from bench.sizes import sizes_from_environment
 from bench.stack import REPO, StackOptions, describe_machine, running_stack
 from bench.streaming import run_streaming_benchmarks
+from bench.tools import run_tool_benchmarks
 from bench.turns import run_turn_benchmarks
 
-BENCHMARKS = ("turns", "history", "scale", "streaming", "multiprocess")
+BENCHMARKS = ("turns", "history", "scale", "streaming", "tools", "multiprocess")
 # These share one stack; `multiprocess` starts its own (two workers, two APIs, PostgreSQL).
-_SHARED_STACK = ("turns", "history", "scale", "streaming")
+_SHARED_STACK = ("turns", "history", "scale", "streaming", "tools")
 
 
 async def run(results_dir: Path) -> dict[str, Any]:
@@ -79,6 +80,8 @@ async def run(results_dir: Path) -> dict[str, Any]:
                     results[name] = await run_history_benchmarks(stack, sizes)
                 elif name == "streaming":
                     results[name] = await run_streaming_benchmarks(stack, sizes)
+                elif name == "tools":
+                    results[name] = await run_tool_benchmarks(stack, sizes)
                 else:
                     results[name] = await run_scale_benchmarks(stack, sizes)
                 results[name]["seconds"] = round(time.monotonic() - began, 1)

@@ -27,6 +27,8 @@ def markdown_summary(results: dict[str, Any]) -> str:
         lines += _streaming(results["streaming"])
     if "multiprocess" in results:
         lines += _multiprocess(results["multiprocess"])
+    if "tools" in results:
+        lines += _tools(results["tools"])
     return "\n".join(lines)
 
 
@@ -117,6 +119,29 @@ def _streaming(s: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _tools(t: dict[str, Any]) -> list[str]:
+    return [
+        f"### Tool calls (stdio MCP `{t['server']}`, kept warm by the worker)",
+        "",
+        "| p50 / p95 ms | |",
+        "|---|---|",
+        f"| turn calling one tool (two model calls) | {_p(t['tool_turn'])} |",
+        f"| same turn, no tool | {_p(t['plain_turn'])} |",
+        f"| the tool called directly, warm MCP SDK session | {_p(t['direct_warm_call'])} |",
+        f"| turn calling one tool, a server started per call | "
+        f"{_p(t['tool_turn_server_per_call'])} |",
+        f"| cold: server started, asked once | {_p(t['cold_spawn_to_answer'])} |",
+        f"| cold, until it has stopped | {_p(t['cold_spawn_with_stop'])} |",
+        "",
+        f"Tool-call overhead = (tool turn - plain turn) - direct call: "
+        f"{t['tool_call_overhead_p50_ms']} ms at p50 ({t['tool_call_overhead_p95_ms']} ms from "
+        f"the p95s). First open of the agent (discovery starts the server) "
+        f"{t['first_open_with_discovery_ms']} ms, its first tool turn {t['first_tool_turn_ms']} "
+        f"ms; errors {t['errors'] or 'none'}.",
+        "",
+    ]
 
 
 def _met(ok: bool) -> str:

@@ -47,6 +47,9 @@ class Sizes:
     # History with tool calls and streaming
     history_tool_every: int  # every Nth turn the model calls a webhook tool
     history_stream_every: int  # every Nth turn is streamed over SSE
+    # Tools: turns that call one stdio MCP tool, as many without, as many direct calls
+    tool_turns: int
+    cold_spawns: int  # the stdio server started, asked once and stopped, from the bench
 
 
 FULL = Sizes(
@@ -79,6 +82,8 @@ FULL = Sizes(
     multi_kill_at_seconds=20,
     history_tool_every=10,
     history_stream_every=7,
+    tool_turns=200,
+    cold_spawns=10,
 )
 
 SMALL = dataclasses.replace(
@@ -107,6 +112,8 @@ SMALL = dataclasses.replace(
     multi_sessions=40,
     multi_load_seconds=20,
     multi_kill_at_seconds=6,
+    tool_turns=40,
+    cold_spawns=4,
 )
 
 

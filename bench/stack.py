@@ -143,6 +143,8 @@ class Stack:
             PARLEY_MAX_ACTIVE_SESSIONS="0",
             # The benchmarks' webhook tools are fakes on loopback.
             PARLEY_TOOL_URL_ALLOWLIST="127.0.0.1",
+            # The stdio MCP server of the tools benchmark (bench/tools.py).
+            PARLEY_MCP_COMMANDS='[["mcp-server-time"]]',
         )
         env.update(extra)
         return env
