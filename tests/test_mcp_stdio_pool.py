@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from src.domain import McpServer
-from src.tools.mcp_client import CLIENT_INFO, McpError, McpPolicy, WarmStdio, call_tool
+from src.tools.mcp_client import (
+    CLIENT_INFO,
+    McpError,
+    McpOutcomeUnknown,
+    McpPolicy,
+    WarmStdio,
+    call_tool,
+)
 from src.tools.mcp_commands import McpCommandAllowlist
 from src.tools.mcp_stdio_pool import StdioServerPool, warm_stdio_servers
 from src.tools.url_guard import UrlAllowlist
@@ -100,6 +107,20 @@ async def test_a_killed_server_is_started_again_on_the_next_call() -> None:
 
         assert second != first
         assert is_running(second)
+
+
+async def test_a_server_killed_mid_call_leaves_it_unknown_and_the_next_call_starts_anew() -> None:
+    async with pool() as servers:
+        warm = WarmStdio(servers, "acct-a")
+        first = await pid_of(servers, "acct-a")
+        home = Path(json.loads(await call_tool(SERVER, POLICY, "where", {}, warm=warm))["cwd"])
+        call = asyncio.create_task(call_tool(SERVER, POLICY, "wait", {"seconds": 60}, warm=warm))
+        await eventually((home / "waiting").exists)
+        os.kill(first, signal.SIGKILL)
+
+        with pytest.raises(McpOutcomeUnknown, match="the call was sent"):
+            await call
+        assert await pid_of(servers, "acct-a") != first
 
 
 async def test_an_idle_server_is_stopped_and_the_next_call_starts_another() -> None:

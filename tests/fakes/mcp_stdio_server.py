@@ -1,12 +1,15 @@
 """A stdio MCP server for tests, built with the SDK's `MCPServer`: its tool `where` reports
 the server's working directory, what is in it, and its environment, so a test can see what a
 stdio server is given; `pid` reports its process id, so a test can see which process
-answered. Run as a script: `python tests/fakes/mcp_stdio_server.py`."""
+answered; `wait` leaves a file named `waiting` in its directory, then sleeps, so a test knows
+a call is under way. Run as a script: `python tests/fakes/mcp_stdio_server.py`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
@@ -23,6 +26,13 @@ def where() -> str:
 @server.tool(description="The server's process id.")
 def pid() -> int:
     return os.getpid()
+
+
+@server.tool(description="Leave a file named `waiting` in the working directory, then sleep.")
+async def wait(seconds: float) -> str:
+    await asyncio.to_thread(Path("waiting").write_text, "")
+    await asyncio.sleep(seconds)
+    return "waited"
 
 
 if __name__ == "__main__":
