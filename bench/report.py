@@ -141,7 +141,18 @@ def _tools(t: dict[str, Any]) -> list[str]:
         f"{t['first_open_with_discovery_ms']} ms, its first tool turn {t['first_tool_turn_ms']} "
         f"ms; errors {t['errors'] or 'none'}.",
         "",
+        "Inside the tool turns, by the server's event times (p50 ms): "
+        + "; ".join(
+            f"`{name}` waits {_p50(times['waiting'])}, runs {_p50(times['running'])}"
+            for name, times in t["tool_turn_activities"].items()
+        )
+        + ".",
+        "",
     ]
+
+
+def _p50(summary: dict[str, Any]) -> str:
+    return f"{summary['p50_ms']:.1f}"
 
 
 def _met(ok: bool) -> str:

@@ -23,8 +23,10 @@ from typing import Any
 
 import httpx
 from mcp import Client, StdioServerParameters
+from temporalio.api.enums.v1 import EventType
 
 from bench.client import Timed, create_agent, open_session, send
+from bench.history import _runs
 from bench.measure import summary_ms
 from bench.sizes import Sizes
 from bench.stack import Stack
@@ -76,6 +78,7 @@ async def run_tool_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
                     await driver(-n)
             found = await _interleaved(drivers, sizes.tool_turns)
 
+        inside = await _activity_times(stack, tool_session)
         spawning = await _tool_turns_spawning_per_call(stack, http, tool_agent, sizes, errors)
 
     cold_answer, cold_total = [], []
@@ -91,6 +94,7 @@ async def run_tool_benchmarks(stack: Stack, sizes: Sizes) -> dict[str, Any]:
         "direct_warm_call": direct_s,
         "tool_call_overhead_p50_ms": _overhead(tool, plain, direct_s, "p50_ms"),
         "tool_call_overhead_p95_ms": _overhead(tool, plain, direct_s, "p95_ms"),
+        "tool_turn_activities": inside,
         "tool_turn_server_per_call": summary_ms(spawning),
         "first_open_with_discovery_ms": round(first_open.seconds * 1000, 1),
         "first_tool_turn_ms": round(first_tool_turn.seconds * 1000, 1),
@@ -117,6 +121,32 @@ async def _tool_turns_spawning_per_call(
         del stack.options.worker_env[SERVERS_SETTING]
         await stack.restart_worker()
     return found
+
+
+async def _activity_times(stack: Stack, session_id: str) -> dict[str, dict[str, Any]]:
+    """Per activity type in the session's history: scheduled -> started (waiting for a
+    worker) and started -> completed (running), from the server's event times."""
+    waits: dict[str, list[float]] = {}
+    runs: dict[str, list[float]] = {}
+    for events in await _runs(stack, session_id):
+        scheduled: dict[int, tuple[str, float]] = {}
+        started: dict[int, float] = {}
+        for event in events:
+            at = event.event_time.ToNanoseconds() / 1e9
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                name = event.activity_task_scheduled_event_attributes.activity_type.name
+                scheduled[event.event_id] = (name, at)
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                started[event.activity_task_started_event_attributes.scheduled_event_id] = at
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+                key = event.activity_task_completed_event_attributes.scheduled_event_id
+                name, scheduled_at = scheduled[key]
+                waits.setdefault(name, []).append(started[key] - scheduled_at)
+                runs.setdefault(name, []).append(at - started[key])
+    return {
+        name: {"waiting": summary_ms(waits[name]), "running": summary_ms(runs[name])}
+        for name in runs
+    }
 
 
 def _overhead(
