@@ -44,6 +44,8 @@ class Scale:
     api_restarts: int = 6 if FULL else 2
     api_clients: int = 20 if FULL else 6
     api_turns: int = 10 if FULL else 4
+    twilio_people: int = 6 if FULL else 2  # texting at once, each into a burst per reply
+    twilio_rounds: int = 5 if FULL else 2  # replies per person
     fuzz_examples: int = 100 if FULL else 25
     # The coverage phase (boundary and invalid values for every field, ~3,000 requests) is
     # thorough but takes minutes: full run only.
