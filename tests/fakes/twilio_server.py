@@ -208,7 +208,8 @@ class FakeTwilio:
         e.g. (429, 429, 500): 429s carry `Retry-After: <retry_after>` when it is given; with
         `accept_5xx`, a 5xx is answered after the message was accepted (recorded in `messages`
         and listed, as when Twilio took it and failed to answer)."""
-        self._bursts.append(_Burst(list(statuses), to, after, retry_after, accept_5xx))
+        if statuses:
+            self._bursts.append(_Burst(list(statuses), to, after, retry_after, accept_5xx))
 
     def refuse(self, to: str, code: int = UNSUBSCRIBED_RECIPIENT, status: int = 400) -> None:
         self._refusals[to] = (code, status)
