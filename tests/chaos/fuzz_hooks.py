@@ -145,7 +145,9 @@ def parley_error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     tally = os.environ.get("PARLEY_FUZZ_TALLY")
     if tally:
         with open(tally, "a") as out:
-            out.write(f"{case.method} {case.operation.path} {response.status_code}\n")
+            # The operation's method: the coverage phase also sends others (TRACE, ...) to it.
+            operation = case.operation
+            out.write(f"{operation.method.upper()} {operation.path} {response.status_code}\n")
     if not 400 <= response.status_code < 500:
         return None
     try:

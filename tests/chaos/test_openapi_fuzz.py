@@ -105,6 +105,9 @@ async def test_openapi_fuzz_finds_no_server_errors(
         # No loopback or private URL may be used by fuzzed agents, and no MCP command.
         PARLEY_TOOL_URL_ALLOWLIST="",
         PARLEY_MCP_COMMANDS="",
+        # The codec's own rule on a loopback host (as in the dev stack): no token, so that
+        # fuzzed payloads reach it (tests/test_codec.py covers its token).
+        PARLEY_CODEC_AUTH="none",
     )
     engine = create_engine(url)
     key = new_api_key()
