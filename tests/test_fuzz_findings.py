@@ -1,5 +1,6 @@
 """Inputs the OpenAPI fuzzer (tests/chaos/test_openapi_fuzz.py) turned into 500s: numbers past
-what the database columns hold. Each is a 422 now."""
+what the database columns hold. Each is a 422 now. And requests under the OpenAI face that no
+route of it takes, answered in Parley's shape where an OpenAI SDK reads only OpenAI's."""
 
 from __future__ import annotations
 
@@ -33,3 +34,28 @@ async def test_events_cursor_past_the_id_range_is_422(
         cursor = base64.urlsafe_b64encode(json.dumps([value]).encode()).decode().rstrip("=")
 
         _assert_invalid(await http.get(f"/chats/{session['id']}/events", params={"cursor": cursor}))
+
+
+def _assert_openai_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json() == {
+        "error": {
+            "message": response.json()["error"]["message"],
+            "type": "invalid_request_error",
+            "param": None,
+            "code": code,
+        }
+    }
+
+
+async def test_a_method_the_openai_face_has_no_route_for_answers_in_openais_shape(
+    http: httpx.AsyncClient,
+) -> None:
+    _assert_openai_error(await http.request("TRACE", "/openai/models"), 405, "method_not_allowed")
+
+
+async def test_a_path_the_openai_catch_all_cannot_match_answers_in_openais_shape(
+    http: httpx.AsyncClient,
+) -> None:
+    # Starlette's path converter does not match a newline: no route of the face takes it.
+    _assert_openai_error(await http.patch("/openai/a%0D%0Ab"), 404, "not_found")

@@ -1,6 +1,7 @@
 """One JSON error shape for every failure: `{"error": {"code", "message", "details"}}`, or the
 envelope of the compatibility face a path belongs to (OSVI's `{"success": false, "errors"}`,
-Vapi's `{"message", "error", "statusCode"}`)."""
+Vapi's `{"message", "error", "statusCode"}`, and OpenAI's for what the router itself answers
+under /api/v1/openai: the face's routes answer their own errors, src/api/openai_errors.py)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
+from src.api.openai_errors import as_parley_error, is_openai_path, openai_error_response
+from src.api.outages import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
 from src.compat.vapi.errors import under_vapi, vapi_error
 from src.errors import ParleyError
 
 log = logging.getLogger(__name__)
-
-# The database is down or out of connections: a dependency outage, answered with a 503.
-DATABASE_UNREACHABLE: tuple[type[Exception], ...] = (
-    OperationalError,
-    InterfaceError,
-    PoolTimeoutError,
-    ConnectionError,
-)
-DATABASE_UNREACHABLE_MESSAGE = "the database is unavailable; retry the request"
 
 OSVI_PREFIX = "/compat/osvi"
 
@@ -91,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        if is_openai_path(request.scope["path"]):
+            # No route of the face took the request (a method or a path its catch-all does
+            # not match, a newline in the path say): still OpenAI's shape.
+            return openai_error_response(as_parley_error(error, request))
         codes = {
             401: "unauthorized",
             404: "not_found",

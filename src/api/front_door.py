@@ -27,14 +27,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from src.api.deps import ACCOUNT_SCOPE_KEY, PRINCIPAL_SCOPE_KEY, Services, bearer_key
-from src.api.errors import (
-    DATABASE_UNREACHABLE,
-    DATABASE_UNREACHABLE_MESSAGE,
-    OSVI_PREFIX,
-    error_response_at,
-    is_osvi_path,
-)
+from src.api.errors import OSVI_PREFIX, error_response_at, is_osvi_path
 from src.api.openai_errors import is_openai_path, openai_error_response
+from src.api.outages import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
 from src.api.schemas import ErrorResponse
 from src.compat.vapi.errors import under_vapi
 from src.errors import (

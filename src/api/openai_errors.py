@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from src.api.errors import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
+from src.api.outages import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
 from src.errors import InvalidInput, ParleyError, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ _TYPES = {
     401: "invalid_request_error",
     403: "permission_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",

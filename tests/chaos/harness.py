@@ -51,6 +51,8 @@ class Scale:
     sse_followers_per_session: int = 3 if FULL else 2
     takeover_restarts: int = 6 if FULL else 2
     takeover_sessions: int = 4 if FULL else 2
+    twilio_people: int = 6 if FULL else 2  # texting at once, each into a burst per reply
+    twilio_rounds: int = 5 if FULL else 2  # replies per person
     fuzz_examples: int = 100 if FULL else 25
     # The coverage phase (boundary and invalid values for every field, ~3,000 requests) is
     # thorough but takes minutes: full run only.

@@ -10,6 +10,11 @@ tests that share one fake apart):
   fake.fail_next(count, status=429, to=None)
                   the next `count` sends answer 429 (code 20429) or a 5xx (code 20500)
                   without sending anything
+  fake.burst_next(statuses, to=None, after=0, retry_after=None, accept_5xx=False)
+                  the next sends (once `after` more were accepted) answer `statuses` in turn:
+                  a 429 with `Retry-After: <retry_after>` when given, a 5xx (code 20500);
+                  with `accept_5xx`, each 5xx is answered after accepting the message (Twilio
+                  has it and lists it, the client only sees the error)
   fake.refuse(to, code=21610, status=400)
                   every send to `to` is refused with that Twilio error (21610: the recipient
                   texted STOP to Twilio)
@@ -23,7 +28,7 @@ tests that share one fake apart):
                   the account's auth token, in whatever order the test calls it
 
 Assertions: `messages` (every accepted message, oldest first), `sent(to=...)`, `wait_sent()`,
-and `requests` (every API request with the status it was answered).
+and `requests` (every API request with the status it was answered, and when).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import asyncio
 import base64
 import binascii
 import secrets
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -134,12 +140,22 @@ class ApiRequest:
     path: str
     params: dict[str, str]
     status: int
+    answered_at: float = field(default_factory=time.monotonic)  # when it was answered
 
 
 @dataclass
 class _Failure:
     status: int
     to: str | None
+
+
+@dataclass
+class _Burst:
+    statuses: list[int]  # still to answer, in turn
+    to: str | None
+    skip: int  # accepted sends to let through first
+    retry_after: int | None
+    accept_5xx: bool
 
 
 @dataclass
@@ -155,6 +171,7 @@ class FakeTwilio:
     requests: list[ApiRequest] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _refusals: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _bursts: list[_Burst] = field(default_factory=list)
     _hangs: list[_Hang] = field(default_factory=list)
     _hanging: list[TwilioMessage] = field(default_factory=list)
     _releases: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -178,6 +195,21 @@ class FakeTwilio:
 
     def fail_next(self, count: int, status: int = 429, to: str | None = None) -> None:
         self._failures.extend(_Failure(status, to) for _ in range(count))
+
+    def burst_next(
+        self,
+        statuses: Sequence[int],
+        to: str | None = None,
+        after: int = 0,
+        retry_after: int | None = None,
+        accept_5xx: bool = False,
+    ) -> None:
+        """The next sends to `to` (once `after` more were accepted) answer `statuses` in turn,
+        e.g. (429, 429, 500): 429s carry `Retry-After: <retry_after>` when it is given; with
+        `accept_5xx`, a 5xx is answered after the message was accepted (recorded in `messages`
+        and listed, as when Twilio took it and failed to answer)."""
+        if statuses:
+            self._bursts.append(_Burst(list(statuses), to, after, retry_after, accept_5xx))
 
     def refuse(self, to: str, code: int = UNSUBSCRIBED_RECIPIENT, status: int = 400) -> None:
         self._refusals[to] = (code, status)
@@ -285,27 +317,27 @@ class FakeTwilio:
             self._failures.remove(failure)
             code = TOO_MANY_REQUESTS if failure.status == 429 else INTERNAL_ERROR
             return await self._error(request, form, code, failure.status)
+        burst = next((b for b in self._bursts if b.to in (None, to)), None)
+        if burst is not None and burst.skip == 0:
+            status = burst.statuses.pop(0)
+            if not burst.statuses:
+                self._bursts.remove(burst)
+            if status == 429:
+                return await self._error(
+                    request, form, TOO_MANY_REQUESTS, 429, retry_after=burst.retry_after
+                )
+            if burst.accept_5xx and self._invalid(form) is None:
+                await self._accept(account_sid, form)
+            return await self._error(request, form, INTERNAL_ERROR, status)
         problem = self._invalid(form)
         if problem is not None:
             return await self._error(request, form, problem, 400)
         if to in self._refusals:
             code, status = self._refusals[to]
             return await self._error(request, form, code, status)
-        message = TwilioMessage(
-            sid=new_sid("SM"),
-            account_sid=account_sid,
-            to=to,
-            from_=form.get("From") or None,
-            messaging_service_sid=form.get("MessagingServiceSid") or None,
-            body=form["Body"],
-            status_callback=form.get("StatusCallback") or None,
-            date_created=datetime.now(UTC).replace(microsecond=0),
-            # Twilio answers "accepted" when a messaging service still has to pick a sender.
-            status="accepted" if form.get("MessagingServiceSid") else "queued",
-        )
-        async with self._changed:
-            self.messages.append(message)
-            self._changed.notify_all()
+        if burst is not None:
+            burst.skip -= 1
+        message = await self._accept(account_sid, form)
         hang = next((h for h in self._hangs if h.to in (None, to)), None)
         if hang is not None and hang.skip > 0:
             hang.skip -= 1
@@ -317,6 +349,25 @@ class FakeTwilio:
         message.answered = True
         await self._log(request, form, 201)
         return JSONResponse(message.resource(), status_code=201)
+
+    async def _accept(self, account_sid: str, form: Mapping[str, str]) -> TwilioMessage:
+        """The message Twilio now has (listed from here on), whatever it answers."""
+        message = TwilioMessage(
+            sid=new_sid("SM"),
+            account_sid=account_sid,
+            to=form["To"],
+            from_=form.get("From") or None,
+            messaging_service_sid=form.get("MessagingServiceSid") or None,
+            body=form["Body"],
+            status_callback=form.get("StatusCallback") or None,
+            date_created=datetime.now(UTC).replace(microsecond=0),
+            # Twilio answers "accepted" when a messaging service still has to pick a sender.
+            status="accepted" if form.get("MessagingServiceSid") else "queued",
+        )
+        async with self._changed:
+            self.messages.append(message)
+            self._changed.notify_all()
+        return message
 
     async def _list_messages(self, request: Request) -> JSONResponse:
         account_sid = request.path_params["account_sid"]
@@ -413,8 +464,10 @@ class FakeTwilio:
         code: int,
         status: int,
         message: str | None = None,
+        retry_after: int | None = None,
     ) -> JSONResponse:
         await self._log(request, params, status)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
         return JSONResponse(
             {
                 "code": code,
@@ -423,6 +476,7 @@ class FakeTwilio:
                 "status": status,
             },
             status_code=status,
+            headers=headers,
         )
 
     async def _log(self, request: Request, params: Mapping[str, str], status: int) -> None:
