@@ -141,6 +141,9 @@ class Stack:
             # One key opens thousands of sessions at full speed: no per-key or account quota.
             PARLEY_RATE_LIMIT_PER_MINUTE="0",
             PARLEY_MAX_ACTIVE_SESSIONS="0",
+            # The widget's route is timed turn after turn: no per-visitor or per-IP limit.
+            PARLEY_WIDGET_RATE_PER_VISITOR_PER_MINUTE="0",
+            PARLEY_WIDGET_RATE_PER_IP_PER_MINUTE="0",
             # The benchmarks' webhook tools are fakes on loopback.
             PARLEY_TOOL_URL_ALLOWLIST="127.0.0.1",
             # The stdio MCP server of the tools benchmark (bench/tools.py).
