@@ -106,7 +106,7 @@ class FrontDoor:
         except ParleyError as refusal:
             await self._refuse(refusal, scope, receive, send, close=has_body)
             return
-        await self._pass_counted(scope, receive, send, limit, body_done=not has_body)
+        await self._pass_counted(scope, receive, send, limit, not has_body, length)
 
     async def _admit(
         self, scope: Scope, headers: Headers, services: Services, has_body: bool
@@ -153,7 +153,13 @@ class FrontDoor:
         scope[PRINCIPAL_SCOPE_KEY] = principal
 
     async def _pass_counted(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, body_done: bool
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        body_done: bool,
+        length: int | None,
     ) -> None:
         received = 0
         started = False
@@ -170,9 +176,14 @@ class FrontDoor:
             return message
 
         async def closing_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, body_done
             if message["type"] == "http.response.start":
                 started = True
+                if not body_done and length is not None and received < limit:
+                    # Answered without reading the body (a refusal, an unknown route): read
+                    # the rest first. Closing a socket with unread bytes in it resets the
+                    # connection, and the reset can cut the answer off at the client.
+                    body_done = await _drain(receive, limit - received)
                 if not body_done:
                     message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
             await send(message)
@@ -203,6 +214,20 @@ class FrontDoor:
 
 
 _CLOSE = (b"connection", b"close")
+
+
+async def _drain(receive: Receive, at_most: int) -> bool:
+    """Reads and drops the rest of a request body of at most `at_most` more bytes; whether
+    it was all read (False: the client disconnected, or sent more than it declared)."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        at_most -= len(message.get("body", b""))
+        if at_most < 0:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 def _needs_key(path: str) -> bool:
