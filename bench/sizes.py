@@ -69,7 +69,9 @@ FULL = Sizes(
     idle_sessions=10_000,
     open_concurrency=50,
     open_deadline_seconds=900,
-    max_cached_workflows=1500,
+    # The worker's default: the 1,000 talking sessions fit, and the memory of 10,000 idle
+    # ones is what a worker as shipped holds.
+    max_cached_workflows=1000,
     idle_cpu_seconds=10,
     cold_sessions=200,
     active_sessions=1000,

@@ -23,6 +23,14 @@ from src.activities.recorded_transcripts import (
     RecordedTranscripts,
     to_wire_messages,
 )
+from src.activities.session_store import MessagesProduced, write_messages
+from src.activities.turn_record import (
+    TurnRecord,
+    recordable,
+    reply_message,
+    turn_batch,
+    written_reply,
+)
 from src.activities.turn_stream import TextStreamer, TurnStream, turn_so_far
 from src.costs import DEFAULT_PRICES, ModelPrice, llm_cost
 from src.db.audit import record_missing_variables
@@ -125,6 +133,9 @@ class SessionTurnRequest(BaseModel):
     # all of it.
     snapshot_id: str | None = None
     visible_from: int = Field(default=0, ge=0)
+    # A session's turn: a plain reply is recorded with the turn's unrecorded messages and
+    # what waits to be written with them (src/activities/turn_record.py); None: not recorded.
+    record: TurnRecord | None = None
 
 
 _CACHED_CONTEXTS = 4096
@@ -168,6 +179,17 @@ class LLMActivities:
             return await self._complete_session_turn(request)
 
     async def _complete_session_turn(self, request: SessionTurnRequest) -> LLMReply:
+        if request.record is not None and activity.info().attempt > 1:
+            async with self._sessions() as db:
+                written = await written_reply(
+                    db,
+                    request.session_id,
+                    request.recorded_count,
+                    request.unrecorded,
+                    request.record.batch,
+                )
+            if written is not None:
+                return written  # an earlier attempt answered and recorded the turn
         if request.opening is not None:
             context = _SessionContext(
                 account_id=request.opening.account_id,
@@ -235,9 +257,16 @@ class LLMActivities:
         messages: list[WireMessage],
         tools: list[ToolSchema],
     ) -> LLMReply:
-        """The model call, streamed to the conversation's live stream when asked."""
+        """The model call, streamed to the conversation's live stream when asked; a plain
+        reply of a session's turn is recorded with the turn."""
         if request.stream is None:
-            return await self._models.complete(agent.model, messages, tools)
+            reply = await self._models.complete(agent.model, messages, tools)
+            recording = self._recording(request, reply)
+            if recording is None:
+                return reply
+            async with self._sessions.begin() as db:
+                await recording.write(db)
+            return recording.recorded(reply)
         streamer = TextStreamer(self._sessions, request.session_id, request.stream)
         earlier = turn_so_far(request.recorded_count, request.unrecorded, request.stream)
         streamer.open(activity.info().attempt > 1, earlier)
@@ -246,8 +275,18 @@ class LLMActivities:
         except BaseException:
             await streamer.fail()
             raise
-        await streamer.close(reply)
-        return reply
+        recording = self._recording(request, reply)
+        await streamer.close(reply, also=recording.write if recording else None)
+        return recording.recorded(reply) if recording else reply
+
+    def _recording(self, request: SessionTurnRequest, reply: LLMReply) -> _Recording | None:
+        if request.record is None or not recordable(reply):
+            return None
+        message = reply_message(reply, request.record)
+        batch = turn_batch(
+            request.session_id, request.recorded_count, request.unrecorded, message, request.record
+        )
+        return _Recording(batch, message, self._transcripts)
 
     def _budget_used_up(self, request: SessionTurnRequest, recorded: RecordedTranscript) -> bool:
         """Whether the calls so far cost the budget: those recorded and those of messages not
@@ -289,6 +328,31 @@ class LLMActivities:
         recorded = (known or EMPTY).extended(messages)
         self._transcripts.keep(session_id, recorded)
         return context, recorded
+
+
+class _Recording:
+    """A turn's write with its reply (`write`, in the transaction of the stream's last
+    events); once committed, `recorded` extends this process's copy of the transcript, or
+    drops it when the write replaced a lost workflow task's."""
+
+    def __init__(
+        self, batch: MessagesProduced, message: Message, transcripts: RecordedTranscripts
+    ) -> None:
+        self._batch = batch
+        self._message = message
+        self._transcripts = transcripts
+        self._replaced = False
+
+    async def write(self, db: AsyncSession) -> None:
+        self._replaced = await write_messages(db, self._batch)
+
+    def recorded(self, reply: LLMReply) -> LLMReply:
+        batch = self._batch
+        if self._replaced:
+            self._transcripts.forget(batch.session_id)
+        else:
+            self._transcripts.recorded(batch.session_id, batch.first_seq, batch.messages)
+        return reply.model_copy(update={"recorded_message": self._message})
 
 
 def with_context_section(system_prompt: str, context: list[str]) -> str:

@@ -86,6 +86,10 @@ class RecordedTranscripts:
         if kept is None or kept.count <= transcript.count:
             self._kept[session_id] = transcript
 
+    def forget(self, session_id: str) -> None:
+        """The database's copy was rewritten (src/db/recorded_batches.py): read it again."""
+        self._kept.pop(session_id, None)
+
     def recorded(self, session_id: str, first_seq: int, messages: list[Message]) -> None:
         """`messages` were recorded from `first_seq` on: extend the kept copy when it ends
         right there (a retried write of messages it holds already changes nothing)."""

@@ -20,6 +20,7 @@ from src.activities.heartbeats import heartbeating
 from src.activities.recorded_transcripts import RecordedTranscripts
 from src.activities.turn_stream import message_events
 from src.db.queries import AuditRow, audit_row, insert_audit_rows
+from src.db.recorded_batches import batch_digest, claim_batch
 from src.db.stream_events import NewEvent, append_events, drop_partial_text
 from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
@@ -101,6 +102,9 @@ class MessagesProduced(BaseModel):
     additional_data: dict[str, Any] | None = None
     # Set when who answers the session changed since the last write.
     presence: SessionPresence | None = None
+    # The write's number in the session (src/db/recorded_batches.py), so that a lost workflow
+    # task's write of the same number is replaced; None: not numbered (a stateless turn).
+    batch: int | None = None
 
 
 class KeyLookup(BaseModel):
@@ -204,8 +208,11 @@ class SessionStoreActivities:
     @activity.defn(name="session_store.record_messages")
     async def record_messages(self, produced: MessagesProduced) -> None:
         async with heartbeating(), self._sessions.begin() as db:
-            await _write_messages(db, produced)
-        self._transcripts.recorded(produced.session_id, produced.first_seq, produced.messages)
+            replaced = await write_messages(db, produced)
+        if replaced:  # the copy kept here may hold what the lost task wrote
+            self._transcripts.forget(produced.session_id)
+        else:
+            self._transcripts.recorded(produced.session_id, produced.first_seq, produced.messages)
 
     @activity.defn(name="session_store.find_answered")
     async def find_answered(self, lookup: KeyLookup) -> AnsweredTurn | None:
@@ -262,7 +269,7 @@ class SessionStoreActivities:
     @activity.defn(name="session_store.persist_final")
     async def persist_final(self, finished: SessionFinished) -> None:
         async with heartbeating(), self._sessions.begin() as db:
-            await _write_messages(db, finished.unrecorded)
+            await write_messages(db, finished.unrecorded)
             await db.execute(
                 update(ChatSession)
                 .where(ChatSession.id == finished.session_id)
@@ -321,7 +328,13 @@ async def _close_stale_sessions(db: AsyncSession, opened: SessionOpened) -> None
     )
 
 
-async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
+async def write_messages(db: AsyncSession, produced: MessagesProduced) -> bool:
+    """Writes the batch in the caller's transaction; True when it replaced what a lost
+    workflow task's write of the same number left (src/db/recorded_batches.py)."""
+    replaced = False
+    if produced.batch is not None:
+        digest = batch_digest(produced.model_dump_json())
+        replaced = await claim_batch(db, produced.session_id, produced.batch, digest)
     rows: list[dict[str, Any]] = []
     audits: list[AuditRow] = []
     for offset, message in enumerate(produced.messages):
@@ -337,6 +350,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 "time": message.time,
                 "attachments": [a.model_dump(mode="json") for a in message.attachments] or None,
                 "author": message.author.model_dump(mode="json") if message.author else None,
+                "batch": produced.batch,
             }
         )
         audits.append(
@@ -376,7 +390,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         audits[:0] = await _replace_context(db, produced, produced.additional_data)
     await insert_missing(db, ChatMessage, rows, ["session_id", "seq"])
     await _record_keys(db, produced)
-    await insert_audit_rows(db, audits)
+    await insert_audit_rows(db, audits, batch=produced.batch)
     await _stream_messages(db, produced)
     streamed = [
         NewEvent(kind=entry.kind, key=entry.key, data=entry.data)
@@ -384,7 +398,9 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
         if entry.kind in STREAMED_AUDIT_KINDS
     ]
     if streamed:
-        await append_events(db, produced.session_id, streamed, produced.last_activity)
+        await append_events(
+            db, produced.session_id, streamed, produced.last_activity, batch=produced.batch
+        )
     await db.execute(
         update(ChatSession)
         .where(
@@ -405,6 +421,7 @@ async def _write_messages(db: AsyncSession, produced: MessagesProduced) -> None:
                 **({"agent_id": presence.agent_id} if presence.agent_id else {}),
             )
         )
+    return replaced
 
 
 async def _stream_messages(db: AsyncSession, produced: MessagesProduced) -> None:
@@ -422,7 +439,9 @@ async def _stream_messages(db: AsyncSession, produced: MessagesProduced) -> None
         )
         turn_start = last_user + 1 if last_user is not None else 0
     events = message_events(produced.first_seq, produced.messages, turn_start)
-    await append_events(db, produced.session_id, events, produced.last_activity)
+    await append_events(
+        db, produced.session_id, events, produced.last_activity, batch=produced.batch
+    )
 
 
 async def _record_keys(db: AsyncSession, produced: MessagesProduced) -> None:

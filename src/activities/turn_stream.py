@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from src.db.stream_events import NewEvent, append_events
 from src.domain import Message, ToolCall
 from src.llm.types import LLMReply
+
+# More to write in the stream's last transaction (the turn's record, src/activities/llm.py).
+AlsoWrite = Callable[[AsyncSession], Awaitable[None]]
 
 # Text is written at most this often per model call: the first piece at once, then what
 # arrived meanwhile, so the stream costs database writes per batch, not per token.
@@ -129,6 +132,7 @@ class TextStreamer:
         self._closing = False
         self._closed = asyncio.Event()  # set with _closing, to cut a batch interval short
         self._streamed = False
+        self._also: AlsoWrite | None = None  # written with the last batch
 
     def open(self, retried: bool, earlier: Iterable[NewEvent]) -> None:
         """Before the model is called: void a failed attempt's text, and what the turn has
@@ -140,9 +144,10 @@ class TextStreamer:
         if piece:
             self._queue([piece])
 
-    async def close(self, reply: LLMReply) -> None:
+    async def close(self, reply: LLMReply, also: AlsoWrite | None = None) -> None:
         """After the model answered: the rest of its text, then the tool calls it asks for;
-        returns once all of it is written."""
+        returns once all of it is written, `also` in the same transaction as the last of it."""
+        self._also = also
         calls = [
             ToolCall(id=call.id, name=call.name, arguments=call.arguments)
             for call in reply.tool_calls
@@ -169,14 +174,15 @@ class TextStreamer:
             self._writer = asyncio.create_task(self._write_batches())
 
     async def _drain(self) -> None:
-        """Until everything queued is written."""
-        if self._writer is None:
-            return
-        self._closing = True
-        self._closed.set()
-        self._arrived.set()
-        writer, self._writer = self._writer, None
-        await writer
+        """Until everything queued is written, and what `close` was given to write with it."""
+        if self._writer is not None:
+            self._closing = True
+            self._closed.set()
+            self._arrived.set()
+            writer, self._writer = self._writer, None
+            await writer
+        if self._also is not None:  # nothing was left for a last batch to carry it
+            await self._write([], last=True)
 
     async def _write_batches(self) -> None:
         while True:
@@ -185,7 +191,7 @@ class TextStreamer:
             started = time.monotonic()
             batch, self._queued = self._queued, []
             events = self._events(batch)
-            await self._write(events)
+            await self._write(events, last=self._closing)
             wrote_text = any(event.kind == "message.delta" for event in events)
             self._streamed = self._streamed or wrote_text
             if self._closing and not self._queued:
@@ -225,11 +231,17 @@ class TextStreamer:
             data={"message_index": self._stream.message_index},
         )
 
-    async def _write(self, events: list[NewEvent]) -> None:
-        if not events:
-            return
+    async def _write(self, events: list[NewEvent], last: bool = False) -> None:
+        """One transaction; the last one carries what `close` was given."""
+        also, self._also = (self._also, None) if last else (None, self._also)
+        if events or also is not None:
+            await self._commit(events, also)
+
+    async def _commit(self, events: list[NewEvent], also: AlsoWrite | None) -> None:
         async with self._sessions.begin() as db:
             await append_events(db, self._conversation_id, events, datetime.now(UTC))
+            if also is not None:
+                await also(db)
 
 
 def turn_so_far(

@@ -64,10 +64,12 @@ def audit_row(
     }
 
 
-async def insert_audit_rows(db: AsyncSession, rows: Sequence[AuditRow]) -> None:
+async def insert_audit_rows(
+    db: AsyncSession, rows: Sequence[AuditRow], batch: int | None = None
+) -> None:
     """Insert the rows in their order (the log lists events by id), skipping any whose key
-    is stored already."""
-    await insert_missing(db, AuditEvent, rows, ["event_key"])
+    is stored already; `batch`: the session's write that stores them (recorded_batches)."""
+    await insert_missing(db, AuditEvent, [{**row, "batch": batch} for row in rows], ["event_key"])
 
 
 async def audit_page(

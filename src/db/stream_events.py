@@ -41,19 +41,24 @@ class NewEvent(BaseModel):
 
 
 async def append_events(
-    db: AsyncSession, conversation_id: str, events: list[NewEvent], time: datetime
+    db: AsyncSession,
+    conversation_id: str,
+    events: list[NewEvent],
+    time: datetime,
+    batch: int | None = None,
 ) -> None:
     """Append `events` in order, in the caller's transaction; keyed events already there
-    (or twice in `events`) are skipped."""
+    (or twice in `events`) are skipped. `batch`: the session's write that appends them
+    (src/db/recorded_batches.py)."""
     if not events:
         return
     if db.get_bind().dialect.name != "postgresql":
-        await _append(db, conversation_id, events, time)  # SQLite: one writer at a time
+        await _append(db, conversation_id, events, time, batch)  # SQLite: one writer at a time
         return
     for _ in range(_POSITION_ATTEMPTS):
         try:
             async with db.begin_nested():
-                await _append(db, conversation_id, events, time)
+                await _append(db, conversation_id, events, time, batch)
                 await db.execute(
                     text("SELECT pg_notify(:channel, :conversation)"),
                     {"channel": STREAM_CHANNEL, "conversation": conversation_id},
@@ -65,7 +70,11 @@ async def append_events(
 
 
 async def _append(
-    db: AsyncSession, conversation_id: str, events: list[NewEvent], time: datetime
+    db: AsyncSession,
+    conversation_id: str,
+    events: list[NewEvent],
+    time: datetime,
+    batch: int | None,
 ) -> None:
     keys = [event.key for event in events if event.key is not None]
     taken: set[str | None] = set()
@@ -96,6 +105,7 @@ async def _append(
             event_key=event.key,
             data=event.data,
             time=time,
+            batch=batch,
         )
         for offset, event in enumerate(fresh, start=1)
     )

@@ -198,6 +198,9 @@ class ChatMessage(Base):
     # An assistant message's author: {"kind": "ai", "agent_id"} or {"kind": "human", "id",
     # "name"}; None before 0008 (the agent's).
     author: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    # The session's write that stored it (RecordedBatch.batch); None before 0012 and for
+    # stateless conversations.
+    batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index(
@@ -222,6 +225,20 @@ class AuditEvent(Base):
     kind: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The session's write that stored it, as on ChatMessage.
+    batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class RecordedBatch(Base):
+    """One write of a session's transcript (src/db/recorded_batches.py): its number in the
+    session and a digest of what it held, so that a write of the same number with other
+    contents (the workflow task that made the first one was lost) replaces what it left."""
+
+    __tablename__ = "recorded_batches"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
 
 
 class McpCallSent(Base):
@@ -272,6 +289,8 @@ class StreamEvent(Base):
     event_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     time: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The session's write that appended it (a recorded message's event), as on ChatMessage.
+    batch: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     __table_args__ = (
         Index("uq_stream_events_position", "session_id", "position", unique=True),

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from src.domain import ModelConfig
+from src.domain import Message, ModelConfig
 
 # The first line of the transcript that post-conversation analysis shows the model.
 TRANSCRIPT_HEADER = "Conversation transcript:"
@@ -33,6 +33,9 @@ class LLMReply(BaseModel):
     # Set by the LLM activity instead of calling the model when the session's budget is used
     # up: `content` is then the agent's budget message, and no tokens were spent.
     budget_used_up: bool = False
+    # Set by a session's LLM activity that recorded the reply with the turn
+    # (src/activities/turn_record.py): the message as written, for the transcript to hold.
+    recorded_message: Message | None = None
 
 
 # Given each piece of the reply's text as the model produces it.

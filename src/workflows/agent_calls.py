@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from src.activities.mcp_tools import McpToolActivities
     from src.activities.session_store import AuditEntry
+    from src.activities.turn_record import TurnRecord
     from src.activities.turn_stream import TurnStream
     from src.activities.webhook_tools import (
         ToolInvocation,
@@ -41,6 +42,7 @@ async def ask_model(
     guidance: list[str] | None = None,
     snapshot_id: str | None = None,
     visible_from: int = 0,
+    record: TurnRecord | None = None,
 ) -> LLMReply:
     """The model's next step; messages before `recorded_count` are read from the database,
     and so is the context, unless a stateless turn gives its own `additional_data` (and, on
@@ -49,7 +51,8 @@ async def ask_model(
     With a `stream`, the reply's text goes to the conversation's live stream as it comes.
     `context` (the session's context strings) and `guidance` (an operator's whispers) reach
     the model as parts of its instructions the user never sees. A squad's active member is
-    `snapshot_id`, reading the transcript from message `visible_from` on."""
+    `snapshot_id`, reading the transcript from message `visible_from` on. With a `record`, a
+    plain reply comes back recorded with the turn (src/activities/turn_record.py)."""
     return await workflow.execute_activity_method(
         LLMActivities.complete_session_turn,
         SessionTurnRequest(
@@ -65,6 +68,7 @@ async def ask_model(
             guidance=guidance or [],
             snapshot_id=snapshot_id,
             visible_from=visible_from,
+            record=record,
         ),
         **activity_options.titled(activity_options.LLM, f"LLM {agent.model_name}"),
     )

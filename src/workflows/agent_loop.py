@@ -77,7 +77,8 @@ async def run_agent_turn(
             # Tools were not offered; a provider that returns calls anyway is not followed.
             reply = reply.model_copy(update={"tool_calls": []})
         if not reply.tool_calls:
-            append(_assistant(agent, reply, []))
+            # The model call may have recorded it with the turn already (turn_record.py).
+            append(reply.recorded_message or _assistant(agent, reply, []))
             return TurnEnd(agent_finished=finish_called)
         finish_called = finish_called or any(
             call.name == FINISH_THE_CONVERSATION and agent.has_builtin(call.name)

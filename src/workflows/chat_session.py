@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         SessionPresence,
         SessionStoreActivities,
     )
+    from src.activities.turn_record import TurnRecord
     from src.activities.turn_stream import TurnStream
     from src.domain import (
         CONTEXT_KEPT,
@@ -126,6 +127,10 @@ class ChatSessionWorkflow(OperatorUpdates):
         self._turn = ("", 0)
         self._turn_running = False
         self._turn_guidance: list[str] = []
+        # The seq and Idempotency-Key of the user message the running turn answers; whether
+        # its last model call recorded it (src/activities/turn_record.py).
+        self._turn_key: tuple[int, str] | None = None
+        self._turn_recorded = False
         # Turns answered in this run and the last one's outcome (a whisper's reply_now).
         self._turns_done = 0
         self._last_outcome = TurnOutcome()
@@ -203,9 +208,12 @@ class ChatSessionWorkflow(OperatorUpdates):
         """Run one agent turn for a user message; returns why the session finishes with it
         (the agent finished, the budget is used up), or None: the session goes on."""
         self._transcript.append(_user_message(item))
-        outcome, finish = await self._reply(item.id)
-        if outcome.error_type is None and item.idempotency_key is not None:
-            self._transcript.key_message(outcome.first_seq - 1, item.idempotency_key)
+        key = item.idempotency_key
+        outcome, finish = await self._reply(
+            item.id, (self._transcript.count - 1, key) if key is not None else None
+        )
+        if outcome.error_type is None and key is not None and not self._turn_recorded:
+            self._transcript.key_message(outcome.first_seq - 1, key)
         self._inbox.settle(item, outcome)
         _, produced_from = self._turn
         await self._record_and_raise(produced_from - 1)
@@ -224,11 +232,15 @@ class ChatSessionWorkflow(OperatorUpdates):
         self._inbox.settle(item, outcome)
         await self._record_and_raise(len(transcript.messages) - 1)
 
-    async def _reply(self, turn_id: str) -> tuple[TurnOutcome, FinishReason | None]:
-        """One agent turn on the transcript as it stands, with the whispers waiting for it."""
+    async def _reply(
+        self, turn_id: str, key: tuple[int, str] | None = None
+    ) -> tuple[TurnOutcome, FinishReason | None]:
+        """One agent turn on the transcript as it stands, with the whispers waiting for it;
+        `key`: the seq and Idempotency-Key of the user message it answers."""
         transcript = self._transcript
         produced_from = len(transcript.messages)
         self._turn = (turn_id, produced_from)
+        self._turn_key, self._turn_recorded = key, False
         self._turn_running = True
         self._turn_guidance = list(self._desk.state.guidance)
         owed = self._desk.state.reply_due
@@ -299,9 +311,21 @@ class ChatSessionWorkflow(OperatorUpdates):
         await self._raise_messages(from_index)
 
     async def _complete(self, allow_tools: bool) -> LLMReply:
-        turn, produced_from = self._turn
         if self._squad is not None:
             self._switch_member(self._squad)
+        # A plain reply comes back recorded with the turn (src/activities/turn_record.py).
+        record = self._transcript.turn_record(self._agent.id, self._turn_key)
+        recorded = False
+        try:
+            reply = await self._ask_model(allow_tools, record)
+            recorded = reply.recorded_message is not None
+            return reply
+        finally:
+            self._transcript.turn_answered(recorded)
+            self._turn_recorded = recorded
+
+    async def _ask_model(self, allow_tools: bool, record: TurnRecord | None) -> LLMReply:
+        turn, produced_from = self._turn
         return await ask_model(
             self._start.session_id,
             self._agent,
@@ -316,6 +340,7 @@ class ChatSessionWorkflow(OperatorUpdates):
             stream=TurnStream(
                 turn=turn, message_index=len(self._transcript.messages) - produced_from
             ),
+            record=record,
         )
 
     async def _run_tool(self, call: LLMToolCall) -> str:
@@ -397,6 +422,7 @@ class ChatSessionWorkflow(OperatorUpdates):
         carried = CarriedState(
             first_seq=self._transcript.recorded,
             recorded_count=self._transcript.recorded,
+            batches_written=self._transcript.batches,
             created_time=self._created_time,
             last_activity=self._transcript.last_activity,
             inbox=self._inbox.carried_items(),

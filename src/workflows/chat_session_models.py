@@ -86,6 +86,8 @@ class CarriedState(BaseModel):
 
     first_seq: int
     recorded_count: int
+    # Transcript writes begun in earlier runs (TranscriptRecorder.batches).
+    batches_written: int = 0
     created_time: datetime
     last_activity: datetime
     inbox: list[InboxItem]

@@ -2,8 +2,11 @@
 
 The transcript lives in the database; a run holds only the messages it produced, their
 sequence numbers (`first_seq` is the run's first), how many are written, and the audit events
-waiting to be written. Writes run in the background, one at a time, as local activities inside
-the workflow task that answers the turn, so a caller never waits for the database.
+waiting to be written. A turn that ends in a plain reply is written by its last model call,
+with the reply (src/activities/turn_record.py); everything else is written in the background,
+one write at a time, by local activities inside the workflow task that produced it. Each write
+is numbered, so that one made by a workflow task Temporal then lost is replaced by the one
+that counts (src/db/recorded_batches.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         SessionPresence,
         SessionStoreActivities,
     )
+    from src.activities.turn_record import TurnRecord
     from src.domain import Message
     from src.workflows import activity_options
     from src.workflows.chat_session_models import CarriedState
@@ -34,6 +38,9 @@ class TranscriptRecorder:
         self._account_id = account_id
         self.first_seq = carried.first_seq if carried else 0
         self.recorded = carried.recorded_count if carried else 0
+        # Writes begun in the session, earlier runs' included: each write's number, so that a
+        # lost workflow task's write is replaced by the one that counts (recorded_batches).
+        self.batches = carried.batches_written if carried else 0
         self.messages: list[Message] = []
         self.last_activity = carried.last_activity if carried else now
         self._events: list[AuditEntry] = []
@@ -42,6 +49,10 @@ class TranscriptRecorder:
         # Who answers the session, when that changed since the last write.
         self._presence: SessionPresence | None = None
         self._writing: asyncio.Task[None] | None = None
+        # A model call that may write the turn (turn_record.py): other writes wait for it.
+        self._turn_record: TurnRecord | None = None
+        self._turn_presence: SessionPresence | None = None  # the presence it was given
+        self._reply_recorded = False  # the next message appended was written with its turn
 
     @property
     def count(self) -> int:
@@ -56,6 +67,9 @@ class TranscriptRecorder:
     def append(self, message: Message) -> None:
         self.messages.append(message)
         self.last_activity = message.time
+        if self._reply_recorded:
+            self._reply_recorded = False
+            self.recorded = self.count
 
     def add_event(self, entry: AuditEntry) -> None:
         self._events.append(entry)
@@ -95,6 +109,7 @@ class TranscriptRecorder:
         keys, self._keys = self._keys, {}
         presence, self._presence = self._presence, None
         return MessagesProduced(
+            batch=self._next_batch(),
             session_id=self._session_id,
             account_id=self._account_id,
             first_seq=self.recorded,
@@ -106,14 +121,50 @@ class TranscriptRecorder:
         )
 
     def record_in_background(self) -> None:
-        """Write what is new without making the waiting caller wait."""
+        """Write what is new without making the waiting caller wait (once a model call that
+        may write the turn has answered)."""
+        if self._turn_record is not None:
+            return
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._record_until_caught_up())
 
     async def recorded_all(self) -> None:
         self.record_in_background()
-        assert self._writing is not None
-        await self._writing
+        if self._writing is not None:
+            await self._writing
+
+    def turn_record(self, agent_id: str, key: tuple[int, str] | None) -> TurnRecord | None:
+        """What a model call should write with a plain reply, besides the unrecorded
+        messages it is given: the audit events, keys (and the turn's own user message key)
+        and presence waiting for the next write. None while a write is under way."""
+        if self._writing is not None and not self._writing.done():
+            return None
+        keys = dict(self._keys)
+        if key is not None:
+            keys[key[0]] = key[1]
+        self._turn_presence = self._presence
+        self._turn_record = TurnRecord(
+            batch=self._next_batch(),
+            account_id=self._account_id,
+            agent_id=agent_id,
+            events=list(self._events),
+            idempotency_keys=keys,
+            presence=self._presence,
+        )
+        return self._turn_record
+
+    def turn_answered(self, recorded: bool) -> None:
+        """The model call that was given `turn_record` returned; `recorded`: with the turn
+        written, which the reply appended next completes."""
+        record, self._turn_record = self._turn_record, None
+        if record is None or not recorded:
+            return
+        self._events = self._events[len(record.events) :]
+        for seq in record.idempotency_keys:
+            self._keys.pop(seq, None)
+        if self._presence is self._turn_presence:
+            self._presence = None
+        self._reply_recorded = True
 
     async def write_under_way(self) -> None:
         """Waits only for a write already started (persist_final writes the rest)."""
@@ -126,6 +177,7 @@ class TranscriptRecorder:
         await workflow.execute_local_activity_method(
             SessionStoreActivities.record_messages,
             MessagesProduced(
+                batch=self._next_batch(),
                 session_id=self._session_id,
                 account_id=self._account_id,
                 first_seq=self.recorded,
@@ -135,6 +187,10 @@ class TranscriptRecorder:
             ),
             **activity_options.titled(activity_options.LOCAL_STORE, f"record {entry.kind}"),
         )
+
+    def _next_batch(self) -> int:
+        self.batches += 1
+        return self.batches - 1
 
     async def _record_until_caught_up(self) -> None:
         while self.recorded < self.count or self._events or self._keys or self._presence:

@@ -8,7 +8,7 @@ import asyncio
 import time
 from typing import Any
 
-from src.activities.turn_stream import BATCH_SECONDS, TextStreamer, TurnStream
+from src.activities.turn_stream import BATCH_SECONDS, AlsoWrite, TextStreamer, TurnStream
 from src.db.stream_events import NewEvent
 from src.llm.types import LLMReply, LLMToolCall
 
@@ -22,10 +22,10 @@ class _RecordingStreamer(TextStreamer):
         super().__init__(None, "conversation", TurnStream(turn="t1", message_index=0))  # type: ignore[arg-type]
         self.writes: list[list[tuple[str, Any]]] = []
 
-    async def _write(self, events: list[NewEvent]) -> None:
-        if events:
-            await asyncio.sleep(WRITE_SECONDS)
-            self.writes.append([(e.kind, e.data.get("delta") or e.key) for e in events])
+    async def _commit(self, events: list[NewEvent], also: AlsoWrite | None) -> None:
+        await asyncio.sleep(WRITE_SECONDS)
+        written = [(e.kind, e.data.get("delta") or e.key) for e in events]
+        self.writes.append(written + ([("also", None)] if also is not None else []))
 
 
 def _opening() -> list[NewEvent]:
@@ -83,3 +83,43 @@ async def test_a_failed_call_voids_the_text_it_streamed() -> None:
 
     assert streamer.writes[-1] == [("discard", None)]
     assert ("message.delta", "half a rep") in [e for write in streamer.writes for e in write]
+
+
+async def _also(db: Any) -> None:
+    """Stands for the turn's record (the fake streamer never calls it)."""
+
+
+async def test_what_close_is_given_goes_with_the_last_batch() -> None:
+    streamer = _RecordingStreamer()
+    streamer.open(retried=False, earlier=_opening())
+    await asyncio.sleep(0)  # the writer takes the opening events
+    await streamer.text("Hello")
+    await streamer.close(LLMReply(content="Hello"), also=_also)
+
+    assert streamer.writes == [
+        [("user_message", "user:0")],
+        [("message.delta", "Hello"), ("also", None)],
+    ]
+
+
+async def test_what_close_is_given_is_written_once_when_no_batch_is_left() -> None:
+    """The writer was mid-write when the reply came, and nothing was left for a last batch:
+    the record is written on its own, once."""
+    streamer = _RecordingStreamer()
+    streamer.open(retried=False, earlier=_opening())
+    await streamer.text("Hi")
+    await asyncio.sleep(0)  # the writer takes all of it; the reply completes during the write
+    await streamer.close(LLMReply(content="Hi"), also=_also)
+
+    assert streamer.writes == [
+        [("user_message", "user:0"), ("message.delta", "Hi")],
+        [("also", None)],
+    ]
+
+
+async def test_a_reply_with_nothing_streamed_writes_what_close_is_given() -> None:
+    streamer = _RecordingStreamer()
+    streamer.open(retried=False, earlier=[])
+    await streamer.close(LLMReply(content=""), also=_also)
+
+    assert streamer.writes == [[("also", None)]]
