@@ -23,7 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from src.db.tables import AuditEvent, ChatMessage, RecordedBatch, StreamEvent
-from src.db.upsert import insert_missing
+from src.db.upsert import insert_if_missing
 
 
 def batch_digest(contents: str) -> str:
@@ -34,7 +34,7 @@ async def claim_batch(db: AsyncSession, session_id: str, batch: int, digest: str
     """Claim write `batch` of the session, in the caller's transaction; True when a lost
     task's write of that number (and any later ones) had to be removed first."""
     row = {"session_id": session_id, "batch": batch, "digest": digest}
-    if await insert_missing(db, RecordedBatch, [row], ["session_id", "batch"]):
+    if await insert_if_missing(db, RecordedBatch, row, ["session_id", "batch"]):
         return False
     stored = await db.scalar(
         select(RecordedBatch.digest).where(

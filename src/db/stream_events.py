@@ -13,10 +13,10 @@ NOTIFYs the API processes (`STREAM_CHANNEL`); on SQLite they poll by `id`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,20 +96,22 @@ async def _append(
     if not fresh:
         return
     head = await head_position(db, conversation_id)
-    db.add_all(
-        StreamEvent(
-            session_id=conversation_id,
-            position=head + offset,
-            kind=event.kind,
-            turn=event.turn,
-            event_key=event.key,
-            data=event.data,
-            time=time,
-            batch=batch,
-        )
+    rows = [
+        {
+            "session_id": conversation_id,
+            "position": head + offset,
+            "kind": event.kind,
+            "turn": event.turn,
+            "event_key": event.key,
+            "data": event.data,
+            "time": time,
+            "batch": batch,
+        }
         for offset, event in enumerate(fresh, start=1)
-    )
-    await db.flush()
+    ]
+    # Core, many rows in one statement compiled once: the ORM's unit of work would also read
+    # every new id back, which nothing here needs.
+    await db.execute(insert(cast(Table, StreamEvent.__table__)), rows)
 
 
 async def head_position(db: AsyncSession, conversation_id: str) -> int:

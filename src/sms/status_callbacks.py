@@ -20,7 +20,7 @@ from src.config import Settings
 from src.db.queries import audit_row, insert_audit_rows
 from src.db.snapshots import SnapshotStore
 from src.db.tables import AuditEvent, ChatSession, SmsPart, SmsStatusEvent
-from src.db.upsert import insert_missing
+from src.db.upsert import insert_if_missing, insert_missing
 from src.sealing.secret_box import SecretBox
 from src.services.temporal_errors import temporal_unavailable, unavailable
 from src.sms.delivery import earlier_statuses
@@ -96,11 +96,11 @@ class DeliveryStatuses:
         key = f"{text.session_id}:delivery:{callback.message_sid}:{callback.status}"
         now = datetime.now(UTC)
         async with self._sessions.begin() as db:
-            first = await insert_missing(
+            first = await insert_if_missing(
                 db,
                 SmsStatusEvent,
-                [{"provider_message_id": callback.message_sid, "status": callback.status,
-                  "time": now}],
+                {"provider_message_id": callback.message_sid, "status": callback.status,
+                 "time": now},
                 ["provider_message_id", "status"],
             )  # fmt: skip
             if first:
