@@ -2,7 +2,7 @@
 
 A follower reads its conversation's events after a position, then waits to be woken: on
 PostgreSQL by the NOTIFY each write sends (one LISTEN connection per process), on SQLite by a
-poller that, while anyone follows, checks every few tens of milliseconds which conversations
+poller that, while anyone follows, checks every 10 milliseconds which conversations
 have new events (one query for all followers). A follower also reads again after a second of
 silence, so a lost wake-up costs latency, never an event.
 """
@@ -22,7 +22,7 @@ from src.db.tables import StreamEvent
 
 log = logging.getLogger(__name__)
 
-_POLL_SECONDS = 0.02
+_POLL_SECONDS = 0.01
 _SILENCE_SECONDS = 1.0
 _LISTEN_RETRY_SECONDS = 5.0
 
