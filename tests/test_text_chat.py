@@ -247,7 +247,11 @@ async def test_older_states_stay_refused_once_retention_has_dropped_their_turns(
 
 
 async def test_with_temporal_unreachable_a_turn_is_a_retryable_503(
-    make_settings: Any, serve_api: Any, api_key: str, make_agent: AgentFactory
+    make_settings: Any,
+    serve_api: Any,
+    api_key: str,
+    make_agent: AgentFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     agent_id = await make_agent()
     elsewhere = await WorkflowEnvironment.start_local(
@@ -264,6 +268,11 @@ async def test_with_temporal_unreachable_a_turn_is_a_retryable_503(
 
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "unavailable"
+    # The operator's log says why the client was told to retry.
+    assert any(
+        "answered 503" in record.getMessage() and "unavailable" in record.getMessage()
+        for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]
 
 
 async def test_with_no_worker_a_turn_is_503_after_the_timeout_and_a_retry_gets_the_answer(

@@ -52,6 +52,16 @@ def error_response_at(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
     async def domain_error(request: Request, error: ParleyError) -> JSONResponse:
+        if error.status_code >= 500:
+            # The client is told to retry; the operator sees why (an overloaded worker, Temporal
+            # away). Domain messages carry no request content.
+            log.warning(
+                "%s %s answered %d: %s",
+                request.method,
+                request.url.path,
+                error.status_code,
+                error.message,
+            )
         return error_response_at(
             request.scope["path"], error.status_code, error.code, error.message, error.details
         )
