@@ -14,9 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
 from src.activities.recorded_transcripts import RecordedTranscript, RecordedTranscripts
-from src.activities.session_store import AuditEntry, MessagesProduced, SessionStoreActivities
+from src.activities.session_store import (
+    AuditEntry,
+    MessagesProduced,
+    SessionFinished,
+    SessionStoreActivities,
+)
 from src.db.tables import AuditEvent, ChatMessage, ChatSession, RecordedBatch, StreamEvent
-from src.domain import Author, Message, Operator
+from src.domain import Author, FinishReason, Message, Operator
 from tests.conftest import AgentFactory
 
 _T0 = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
@@ -230,3 +235,35 @@ async def test_unnumbered_writes_insert_what_is_missing(
     stored = await stored_rows(db, session.id)
     assert [m[:3] for m in stored["messages"]] == [(0, "user", "one")]
     assert stored["batches"] == []
+
+
+async def test_a_final_session_keeps_its_transcript_and_forgets_its_claims(
+    db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    """persist_final drops the session's batch claims; a retry of it writes nothing twice."""
+    session = await session_without_workflow(db, http, await make_agent())
+    store = SessionStoreActivities(db)
+    env = ActivityEnvironment()
+    await env.run(store.record_messages, _batch(session, 0, 0, [_user("hi", 1)]))
+    await env.run(store.record_messages, _batch(session, 1, 1, [_operator("hello", 2)]))
+    before = await stored_rows(db, session.id)
+    finished = SessionFinished(
+        session_id=session.id,
+        account_id=session.account_id,
+        reason=FinishReason.AGENT_FINISH,
+        note=None,
+        unrecorded=_batch(session, 2, 2, [_user("bye", 3)]),
+        finished_time=_T0 + timedelta(seconds=4),
+    )
+    await env.run(store.persist_final, finished)
+    after = await stored_rows(db, session.id)
+    await env.run(store.persist_final, finished)  # its result was lost: Temporal runs it again
+
+    assert before["batches"] == [0, 1]
+    assert after["batches"] == []
+    assert [m[:3] for m in after["messages"]] == [
+        (0, "user", "hi"),
+        (1, "assistant", "hello"),
+        (2, "user", "bye"),
+    ]
+    assert await stored_rows(db, session.id) == after

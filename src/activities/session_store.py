@@ -20,7 +20,7 @@ from src.activities.heartbeats import heartbeating
 from src.activities.recorded_transcripts import RecordedTranscripts
 from src.activities.turn_stream import message_events
 from src.db.queries import AuditRow, audit_row, insert_audit_rows
-from src.db.recorded_batches import batch_digest, claim_batch
+from src.db.recorded_batches import batch_digest, claim_batch, forget_batches
 from src.db.stream_events import NewEvent, append_events, drop_partial_text
 from src.db.tables import ChatMessage, ChatSession
 from src.db.upsert import insert_missing
@@ -298,6 +298,7 @@ class SessionStoreActivities:
             )
             await append_events(db, finished.session_id, [final], finished.finished_time)
             await drop_partial_text(db, finished.session_id)
+            await forget_batches(db, finished.session_id)
 
 
 def _transfers_artifact(transfers: list[Transfer]) -> dict[str, Any]:

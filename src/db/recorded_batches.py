@@ -65,3 +65,11 @@ async def claim_batch(db: AsyncSession, session_id: str, batch: int, digest: str
         .values(digest=digest)
     )
     return True
+
+
+async def forget_batches(db: AsyncSession, session_id: str) -> None:
+    """Once the session is final its claims are of no more use: every task that wrote them was
+    stored (a regular activity records the final status, and scheduling it completed the task
+    before), so no write of those numbers can come again. A later write (an audit event once
+    the session finished) claims its number afresh."""
+    await db.execute(delete(RecordedBatch).where(RecordedBatch.session_id == session_id))
