@@ -240,12 +240,15 @@ async def test_unnumbered_writes_insert_what_is_missing(
 async def test_a_final_session_keeps_its_transcript_and_forgets_its_claims(
     db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
-    """persist_final drops the session's batch claims; a retry of it writes nothing twice."""
+    """persist_final drops the session's batch claims through its own write's number (a
+    turn still finishing may claim later ones); a retry of it writes nothing twice."""
     session = await session_without_workflow(db, http, await make_agent())
     store = SessionStoreActivities(db)
     env = ActivityEnvironment()
     await env.run(store.record_messages, _batch(session, 0, 0, [_user("hi", 1)]))
     await env.run(store.record_messages, _batch(session, 1, 1, [_operator("hello", 2)]))
+    # A write a handler still running makes after the final one was numbered.
+    await env.run(store.record_messages, _batch(session, 3, 2, []))
     before = await stored_rows(db, session.id)
     finished = SessionFinished(
         session_id=session.id,
@@ -259,8 +262,8 @@ async def test_a_final_session_keeps_its_transcript_and_forgets_its_claims(
     after = await stored_rows(db, session.id)
     await env.run(store.persist_final, finished)  # its result was lost: Temporal runs it again
 
-    assert before["batches"] == [0, 1]
-    assert after["batches"] == []
+    assert before["batches"] == [0, 1, 3]
+    assert after["batches"] == [3]
     assert [m[:3] for m in after["messages"]] == [
         (0, "user", "hi"),
         (1, "assistant", "hello"),

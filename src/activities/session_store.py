@@ -298,7 +298,8 @@ class SessionStoreActivities:
             )
             await append_events(db, finished.session_id, [final], finished.finished_time)
             await drop_partial_text(db, finished.session_id)
-            await forget_batches(db, finished.session_id)
+            if finished.unrecorded.batch is not None:
+                await forget_batches(db, finished.session_id, finished.unrecorded.batch)
 
 
 def _transfers_artifact(transfers: list[Transfer]) -> dict[str, Any]:

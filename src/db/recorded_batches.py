@@ -67,9 +67,14 @@ async def claim_batch(db: AsyncSession, session_id: str, batch: int, digest: str
     return True
 
 
-async def forget_batches(db: AsyncSession, session_id: str) -> None:
-    """Once the session is final its claims are of no more use: every task that wrote them was
-    stored (a regular activity records the final status, and scheduling it completed the task
-    before), so no write of those numbers can come again. A later write (an audit event once
-    the session finished) claims its number afresh."""
-    await db.execute(delete(RecordedBatch).where(RecordedBatch.session_id == session_id))
+async def forget_batches(db: AsyncSession, session_id: str, through: int) -> None:
+    """Once the session is final, drop its claims up to the final write's number `through`:
+    every task that wrote them was stored (scheduling the activity that writes the final
+    status completed the task before it), so no write of those numbers can come again. Later
+    numbers stay claimed: a turn still finishing after the final status (its handler is
+    waited for afterwards) may yet be rewritten by a lost task."""
+    await db.execute(
+        delete(RecordedBatch).where(
+            RecordedBatch.session_id == session_id, RecordedBatch.batch <= through
+        )
+    )
