@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from src.db.tables import McpCallSent
+from src.db.upsert import insert_if_missing
 
 
 class SentMcpCalls:
@@ -28,17 +28,10 @@ class SentMcpCalls:
     async def claim(self, idempotency_key: str, session_id: str) -> bool:
         """Record that the call is about to be sent, committed before it is; False when a row
         was already there (another attempt claimed it: do not send)."""
+        row = {
+            "idempotency_key": idempotency_key,
+            "session_id": session_id,
+            "sent_time": datetime.now(UTC),
+        }
         async with self._sessions.begin() as db:
-            dialect = db.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-            statement = (
-                insert(McpCallSent)
-                .values(
-                    idempotency_key=idempotency_key,
-                    session_id=session_id,
-                    sent_time=datetime.now(UTC),
-                )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            )
-            result = await db.execute(statement)
-        return bool(getattr(result, "rowcount", 0) == 1)
+            return await insert_if_missing(db, McpCallSent, row, ["idempotency_key"])
