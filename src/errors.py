@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class ParleyError(Exception):
@@ -86,6 +89,14 @@ class Unavailable(ParleyError):
 
     status_code = 503
     code = "unavailable"
+
+
+def log_if_server_side(error: ParleyError, where: str) -> None:
+    """A 5xx answer tells the client to retry; the operator's log says why (an overloaded
+    worker, Temporal away). Domain messages carry no request content. Every face that turns
+    domain errors into answers calls this."""
+    if error.status_code >= 500:
+        log.warning("%s answered %d: %s", where, error.status_code, error.message)
 
 
 def describe_validation_error(error: ValueError) -> str:

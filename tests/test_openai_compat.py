@@ -18,8 +18,12 @@ from openai.types.chat import (
     ChatCompletionMessageToolCallParam,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
 
+from src.dev_stack import temporal_cli
 from src.services.accounts import new_api_key, register_api_key
+from src.temporal.search_attributes import SEARCH_ATTRIBUTES
 from tests.conftest import AgentFactory, ApiFactory, SettingsFactory
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.tool_server import FakeToolServer
@@ -538,3 +542,28 @@ async def test_the_native_routes_keep_their_own_error_shape(http: httpx.AsyncCli
 
     assert response.status_code == 404
     assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+async def test_with_temporal_unreachable_a_completion_is_a_503_the_log_explains(
+    make_settings: SettingsFactory,
+    serve_api: ApiFactory,
+    api_key: str,
+    make_agent: AgentFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent_id = await make_agent()
+    elsewhere = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+    )
+    target = elsewhere.client.service_client.config.target_host
+    async with serve_api(make_settings(TEMPORAL_ADDRESS=target)) as url:
+        async with client_for(url, api_key) as sdk:
+            await elsewhere.shutdown()
+            with pytest.raises(openai.InternalServerError) as failed:
+                await sdk.chat.completions.create(model=agent_id, messages=[user("anyone?")])
+
+    assert failed.value.status_code == 503
+    assert any(
+        "/openai/chat/completions answered 503" in record.getMessage() for record in caplog.records
+    ), [record.getMessage() for record in caplog.records]

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from src.api.openai_errors import as_parley_error, is_openai_path, openai_error_response
 from src.api.outages import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
 from src.compat.vapi.errors import under_vapi, vapi_error
-from src.errors import ParleyError
+from src.errors import ParleyError, log_if_server_side
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,7 @@ def error_response_at(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ParleyError)
     async def domain_error(request: Request, error: ParleyError) -> JSONResponse:
-        if error.status_code >= 500:
-            # The client is told to retry; the operator sees why (an overloaded worker, Temporal
-            # away). Domain messages carry no request content.
-            log.warning(
-                "%s %s answered %d: %s",
-                request.method,
-                request.url.path,
-                error.status_code,
-                error.message,
-            )
+        log_if_server_side(error, f"{request.method} {request.url.path}")
         return error_response_at(
             request.scope["path"], error.status_code, error.code, error.message, error.details
         )

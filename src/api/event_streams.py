@@ -20,7 +20,7 @@ from fastapi import Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from src.db.tables import StreamEvent
-from src.errors import InvalidInput, ParleyError
+from src.errors import InvalidInput, ParleyError, log_if_server_side
 from src.services.session_streams import SessionStreams
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ async def turn_events(
         try:
             result = answering.result()
         except ParleyError as error:
+            log_if_server_side(error, f"a streamed turn of {conversation_id}")
             yield _error_event(error.code, error.message, error.details, last)
             return
         except Exception:

@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from src.api.outages import DATABASE_UNREACHABLE, DATABASE_UNREACHABLE_MESSAGE
-from src.errors import InvalidInput, ParleyError, RateLimited, Unavailable
+from src.errors import InvalidInput, ParleyError, RateLimited, Unavailable, log_if_server_side
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,8 @@ class OpenAIRoute(APIRoute):
             try:
                 return await handler(request)
             except Exception as error:
+                if isinstance(error, ParleyError):  # others are logged by as_parley_error
+                    log_if_server_side(error, f"{request.method} {request.url.path}")
                 return openai_error_response(as_parley_error(error, request))
 
         return answer

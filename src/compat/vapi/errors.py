@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from src.errors import ParleyError
+from src.errors import ParleyError, log_if_server_side
 
 VAPI_PREFIX = "/compat/vapi"
 
@@ -88,6 +88,7 @@ class VapiRoute(APIRoute):
             except RequestValidationError as error:
                 return vapi_error(400, validation_message(error))
             except ParleyError as error:
+                log_if_server_side(error, f"{request.method} {request.url.path}")
                 return vapi_error(error.status_code, error.message)
             except HTTPException as error:
                 return vapi_error(error.status_code, str(error.detail))
